@@ -1,0 +1,236 @@
+// The engine and stack handles. Every call that waits releases the GIL, and waits in short
+// slices so that Ctrl+C (a Python signal handler on the main thread) interrupts it.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <optional>
+
+#include "bindings.hpp"
+#include "corral/engine/engine.hpp"
+#include "corral/metrics/proc_sample.hpp"
+
+namespace py = pybind11;
+
+namespace corral::bindings {
+namespace {
+
+using OutcomeTuple = std::tuple<bool, std::string, std::string>;
+
+// Waits for `p`; None when `timeout` (seconds, None = forever) ran out first.
+std::optional<OutcomeTuple> wait_outcome(const std::shared_ptr<Pending<Outcome>>& p, std::optional<double> timeout) {
+  using Clock = std::chrono::steady_clock;
+  auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                     std::chrono::duration<double>(timeout.value_or(0)));
+  while (true) {
+    double slice = 0.05;
+    if (timeout) {
+      double left = std::chrono::duration<double>(deadline - Clock::now()).count();
+      slice = std::max(0.0, std::min(slice, left));
+    }
+    bool done;
+    {
+      py::gil_scoped_release release;
+      done = p->wait_for(slice);
+    }
+    if (done) {
+      const auto& o = p->get();
+      return OutcomeTuple{o.ok, o.service, o.message};
+    }
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    if (timeout && Clock::now() >= deadline) return std::nullopt;
+  }
+}
+
+py::dict status_dict(const ServiceStatus& s) {
+  py::dict d;
+  d["name"] = s.name;
+  d["state"] = std::string(to_string(s.state));
+  d["pid"] = s.pid > 0 ? py::object(py::int_(s.pid)) : py::object(py::none());
+  d["restarts"] = s.restarts;
+  d["exit_code"] = s.exit_code ? py::object(py::int_(*s.exit_code)) : py::object(py::none());
+  d["ports"] = s.ports;
+  d["reason"] = s.reason;
+  d["started_at"] = s.started_at > 0 ? py::object(py::float_(s.started_at)) : py::object(py::none());
+  d["ready_at"] = s.ready_at > 0 ? py::object(py::float_(s.ready_at)) : py::object(py::none());
+  d["log_lines"] = s.log_lines;
+  d["log_dropped"] = s.log_dropped;
+  return d;
+}
+
+const char* stream_name(Stream s) { return s == Stream::out ? "stdout" : "stderr"; }
+
+}  // namespace
+
+void register_engine(py::module_& m) {
+  py::class_<Stack>(m, "Stack")
+      .def_property_readonly("name", &Stack::name)
+      .def("service_names", &Stack::service_names)
+      .def("levels", &Stack::levels)
+      .def("dependencies",
+           [](const Stack& s, const std::string& name) {
+             std::vector<std::pair<std::string, std::string>> out;
+             for (const auto& d : s.dependencies(name)) out.emplace_back(d.name, std::string(to_string(d.condition)));
+             return out;
+           })
+      .def(
+          "start",
+          [](Stack& s, const std::vector<std::string>& names, std::optional<double> timeout) {
+            std::shared_ptr<Pending<Outcome>> p;
+            {
+              py::gil_scoped_release release;
+              p = s.start(names);
+            }
+            return wait_outcome(p, timeout);
+          },
+          py::arg("names"), py::arg("timeout") = py::none())
+      .def(
+          "stop",
+          [](Stack& s, const std::vector<std::string>& names, std::optional<double> timeout) {
+            std::shared_ptr<Pending<Outcome>> p;
+            {
+              py::gil_scoped_release release;
+              p = s.stop(names);
+            }
+            return wait_outcome(p, timeout);
+          },
+          py::arg("names"), py::arg("timeout") = py::none())
+      .def(
+          "wait_state",
+          [](Stack& s, const std::string& name, const std::string& state, std::optional<double> timeout) {
+            auto st = state_from_string(state);
+            if (!st) throw ConfigError("unknown state '" + state + "'");
+            std::shared_ptr<Pending<Outcome>> p;
+            {
+              py::gil_scoped_release release;
+              p = s.wait_state(name, *st);
+            }
+            return wait_outcome(p, timeout);
+          },
+          py::arg("name"), py::arg("state"), py::arg("timeout") = py::none())
+      .def(
+          "wait_log",
+          [](Stack& s, const std::string& name, const std::string& regex, std::uint64_t from_seq,
+             std::optional<double> timeout) {
+            std::shared_ptr<Pending<Outcome>> p;
+            {
+              py::gil_scoped_release release;
+              p = s.wait_log(name, regex, from_seq);
+            }
+            return wait_outcome(p, timeout);
+          },
+          py::arg("name"), py::arg("regex"), py::arg("from_seq") = 0, py::arg("timeout") = py::none())
+      .def("status",
+           [](Stack& s) {
+             std::vector<ServiceStatus> rows;
+             {
+               py::gil_scoped_release release;
+               rows = s.status();
+             }
+             py::list out;
+             for (const auto& r : rows) out.append(status_dict(r));
+             return out;
+           })
+      .def("service_status",
+           [](Stack& s, const std::string& name) {
+             ServiceStatus r;
+             {
+               py::gil_scoped_release release;
+               r = s.status(name);
+             }
+             return status_dict(r);
+           })
+      .def(
+          "logs",
+          [](Stack& s, const std::string& name, long tail) {
+            std::vector<LogLine> lines;
+            {
+              py::gil_scoped_release release;
+              lines = s.logs(name, tail);
+            }
+            py::list out;
+            for (const auto& l : lines)
+              out.append(py::make_tuple(static_cast<double>(l.time_ns) / 1e9, stream_name(l.stream), l.text, l.seq));
+            return out;
+          },
+          py::arg("name"), py::arg("tail") = -1)
+      .def("signal", &Stack::signal, py::call_guard<py::gil_scoped_release>())
+      .def(
+          "events",
+          [](Stack& s, double timeout, std::size_t max) {
+            std::vector<EngineEvent> events;
+            {
+              py::gil_scoped_release release;
+              events = s.events(timeout, max);
+            }
+            py::list out;
+            for (const auto& e : events) {
+              py::dict d;
+              d["time"] = static_cast<double>(e.time_ns) / 1e9;
+              d["service"] = e.service;
+              if (e.kind == EngineEvent::Kind::log) {
+                d["kind"] = "log";
+                d["stream"] = stream_name(e.stream);
+                d["text"] = e.text;
+              } else if (e.kind == EngineEvent::Kind::state) {
+                d["kind"] = "state";
+                d["state"] = std::string(to_string(e.state));
+                d["reason"] = e.text;
+                d["exit_code"] = e.exit_code ? py::object(py::int_(*e.exit_code)) : py::object(py::none());
+              } else {
+                d["kind"] = "dropped";
+                d["count"] = std::stoull(e.text);
+              }
+              out.append(std::move(d));
+            }
+            return out;
+          },
+          py::arg("timeout") = 0.0, py::arg("max") = 4096)
+      .def("sample",
+           [](Stack& s) {
+             std::vector<ProcessSample> samples;
+             {
+               py::gil_scoped_release release;
+               samples = s.sample();
+             }
+             py::list out;
+             for (const auto& x : samples) {
+               py::dict d;
+               d["name"] = x.service;
+               d["pid"] = x.pid > 0 ? py::object(py::int_(x.pid)) : py::object(py::none());
+               d["processes"] = x.processes;
+               d["cpu_seconds"] = x.cpu_seconds;
+               d["rss_bytes"] = x.rss_bytes;
+               d["open_fds"] = x.open_fds;
+               d["threads"] = x.threads;
+               out.append(std::move(d));
+             }
+             return out;
+           })
+      .def("prometheus",
+           [](Stack& s) {
+             py::gil_scoped_release release;
+             return prometheus_text(s.name(), s.status(), s.sample());
+           })
+      .def(
+          "close",
+          [](Stack& s, std::optional<double> timeout) {
+            std::shared_ptr<Pending<Outcome>> p;
+            {
+              py::gil_scoped_release release;
+              p = s.close();
+            }
+            return wait_outcome(p, timeout);
+          },
+          py::arg("timeout") = py::none());
+
+  py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine")
+      .def(py::init([] { return Engine::create(); }))
+      .def(
+          "create_stack",
+          [](Engine& e, StackSpec spec) { return e.create_stack(std::move(spec)); },
+          py::call_guard<py::gil_scoped_release>())
+      .def("shutdown", &Engine::shutdown, py::call_guard<py::gil_scoped_release>());
+}
+
+}  // namespace corral::bindings

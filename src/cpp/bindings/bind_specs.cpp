@@ -1,0 +1,109 @@
+// The spec structs as plain Python classes; corral.spec fills them from validated input.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "bindings.hpp"
+#include "corral/core/types.hpp"
+#include "corral/engine/engine.hpp"
+#include "corral/graph/graph.hpp"
+
+namespace py = pybind11;
+
+namespace corral::bindings {
+
+void register_specs(py::module_& m) {
+  py::class_<CheckSpec>(m, "CheckSpec")
+      .def(py::init<>())
+      .def_property(
+          "kind", [](const CheckSpec& c) { return std::string(to_string(c.kind)); },
+          [](CheckSpec& c, const std::string& k) {
+            static const std::pair<const char*, CheckSpec::Kind> kinds[] = {
+                {"tcp", CheckSpec::Kind::tcp},   {"http", CheckSpec::Kind::http},
+                {"log", CheckSpec::Kind::log},   {"exec", CheckSpec::Kind::exec},
+                {"notify", CheckSpec::Kind::notify}};
+            for (auto& [name, kind] : kinds)
+              if (k == name) {
+                c.kind = kind;
+                return;
+              }
+            throw ConfigError("unknown check kind '" + k + "'");
+          })
+      .def_readwrite("port", &CheckSpec::port)
+      .def_readwrite("path", &CheckSpec::path)
+      .def_readwrite("status", &CheckSpec::status)
+      .def_readwrite("pattern", &CheckSpec::pattern)
+      .def_readwrite("command", &CheckSpec::command)
+      .def_readwrite("interval", &CheckSpec::interval)
+      .def_readwrite("timeout", &CheckSpec::timeout)
+      .def_readwrite("start_timeout", &CheckSpec::start_timeout)
+      .def_readwrite("retries", &CheckSpec::retries);
+
+  py::class_<RestartSpec>(m, "RestartSpec")
+      .def(py::init<>())
+      .def_property(
+          "policy", [](const RestartSpec& r) { return std::string(to_string(r.policy)); },
+          [](RestartSpec& r, const std::string& p) {
+            if (p == "no") r.policy = RestartSpec::Policy::no;
+            else if (p == "on-failure") r.policy = RestartSpec::Policy::on_failure;
+            else if (p == "always") r.policy = RestartSpec::Policy::always;
+            else throw ConfigError("unknown restart policy '" + p + "'");
+          })
+      .def_readwrite("backoff", &RestartSpec::backoff)
+      .def_readwrite("max_backoff", &RestartSpec::max_backoff)
+      .def_readwrite("max_restarts", &RestartSpec::max_restarts)
+      .def_readwrite("reset_after", &RestartSpec::reset_after)
+      .def_readwrite("jitter", &RestartSpec::jitter);
+
+  py::class_<ServiceSpec>(m, "ServiceSpec")
+      .def(py::init<>())
+      .def_readwrite("name", &ServiceSpec::name)
+      .def_readwrite("argv", &ServiceSpec::argv)
+      .def_readwrite("env", &ServiceSpec::env)
+      .def_readwrite("cwd", &ServiceSpec::cwd)
+      .def_readwrite("ports", &ServiceSpec::ports)
+      .def_property(
+          "depends_on",
+          [](const ServiceSpec& s) {
+            std::vector<std::pair<std::string, std::string>> out;
+            for (const auto& d : s.depends_on) out.emplace_back(d.name, std::string(to_string(d.condition)));
+            return out;
+          },
+          [](ServiceSpec& s, const std::vector<std::pair<std::string, std::string>>& deps) {
+            s.depends_on.clear();
+            for (const auto& [name, cond] : deps) {
+              auto c = condition_from_string(cond);
+              if (!c) throw ConfigError("service '" + s.name + "': depends_on: unknown condition '" + cond + "'");
+              s.depends_on.push_back({name, *c});
+            }
+          })
+      .def_readwrite("ready", &ServiceSpec::ready)
+      .def_readwrite("health", &ServiceSpec::health)
+      .def_readwrite("restart", &ServiceSpec::restart)
+      .def_readwrite("stop_signal", &ServiceSpec::stop_signal)
+      .def_readwrite("stop_timeout", &ServiceSpec::stop_timeout)
+      .def_readwrite("log_lines", &ServiceSpec::log_lines)
+      .def_readwrite("log_bytes", &ServiceSpec::log_bytes);
+
+  py::class_<StackSpec>(m, "StackSpec")
+      .def(py::init<>())
+      .def_readwrite("name", &StackSpec::name)
+      .def_readwrite("services", &StackSpec::services)
+      .def_readwrite("base_env", &StackSpec::base_env);
+
+  m.def("validate", &validate_stack, py::arg("spec"), "Raise ConfigError if the stack spec is invalid.");
+  m.def(
+      "levels",
+      [](const StackSpec& spec) {
+        validate_stack(spec);
+        Graph graph(spec.services);
+        std::vector<std::vector<std::string>> out;
+        for (const auto& level : graph.levels()) {
+          out.emplace_back();
+          for (auto i : level) out.back().push_back(spec.services[i].name);
+        }
+        return out;
+      },
+      py::arg("spec"), "The start order by level; raises ConfigError like validate().");
+}
+
+}  // namespace corral::bindings

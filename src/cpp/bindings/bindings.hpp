@@ -1,0 +1,9 @@
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace corral::bindings {
+void register_errors(pybind11::module_& m);
+void register_specs(pybind11::module_& m);
+void register_engine(pybind11::module_& m);
+}  // namespace corral::bindings

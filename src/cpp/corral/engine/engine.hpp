@@ -1,0 +1,138 @@
+// The engine: one Boost.Asio io_context on one long-lived thread that owns every process,
+// pipe, timer and state. Other threads never touch that state; they post commands and wait
+// on Pending results. This header keeps Asio out so the bindings compile quickly.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "corral/core/types.hpp"
+#include "corral/engine/pending.hpp"
+#include "corral/logs/log_buffer.hpp"
+
+namespace corral {
+
+struct ServiceStatus {
+  std::string name;
+  State state = State::pending;
+  pid_t pid = 0;                 // 0 when not running
+  int restarts = 0;
+  std::optional<int> exit_code;  // last exit: code, or -N when killed by signal N
+  std::map<std::string, int> ports;
+  std::string reason;            // why it failed, when it did
+  double started_at = 0;         // wall clock (seconds since the epoch) of the last spawn
+  double ready_at = 0;           // wall clock of the last readiness
+  std::uint64_t log_lines = 0;   // lines captured so far
+  std::uint64_t log_dropped = 0; // lines that fell out of the ring
+};
+
+// What a blocking request ended with.
+struct Outcome {
+  bool ok = true;
+  std::string service;  // the service that made it fail
+  std::string message;  // why; for wait_for_log, the matching line
+};
+
+struct EngineEvent {
+  enum class Kind : std::uint8_t { log, state, dropped };
+  Kind kind = Kind::log;
+  std::string service;
+  State state = State::pending;  // state events
+  Stream stream = Stream::out;   // log events
+  std::string text;              // log line, or the reason of a state change
+  std::int64_t time_ns = 0;
+  std::optional<int> exit_code;  // state events after an exit
+};
+
+struct ProcessSample {
+  std::string service;
+  pid_t pid = 0;
+  int processes = 0;        // processes in the service's process group
+  double cpu_seconds = 0;   // user + system, whole group
+  std::uint64_t rss_bytes = 0;
+  int open_fds = 0;
+  int threads = 0;
+};
+
+class Engine;
+struct StackState;
+
+// A handle on a stack inside the engine. Thread-safe. Destroying it closes the stack
+// (stops every service); nothing is left running.
+class Stack {
+ public:
+  ~Stack();
+  Stack(const Stack&) = delete;
+  Stack& operator=(const Stack&) = delete;
+
+  const std::string& name() const noexcept;
+  std::vector<std::string> service_names() const;
+  // Start order by level (level 0 first).
+  std::vector<std::vector<std::string>> levels() const;
+  // The dependencies of `name`, with their conditions.
+  std::vector<Dependency> dependencies(const std::string& name) const;
+
+  // Starts `names` (all when empty) and what they depend on. The result is set once every
+  // one of them is ready (or has completed), or as soon as one of them fails.
+  std::shared_ptr<Pending<Outcome>> start(const std::vector<std::string>& names);
+  // Stops `names` (all when empty), dependents before their dependencies.
+  std::shared_ptr<Pending<Outcome>> stop(const std::vector<std::string>& names);
+  // Set when `name` is in `state`; fails when it settles in another state first.
+  std::shared_ptr<Pending<Outcome>> wait_state(const std::string& name, State state);
+  // Set when a log line of `name` with seq >= `from_seq` matches `regex`.
+  std::shared_ptr<Pending<Outcome>> wait_log(const std::string& name, const std::string& regex,
+                                             std::uint64_t from_seq);
+
+  std::vector<ServiceStatus> status();
+  ServiceStatus status(const std::string& name);
+  std::vector<LogLine> logs(const std::string& name, long tail);
+  // Signals the service's main process through its pidfd. False when it is not running.
+  bool signal(const std::string& name, int sig);
+  std::vector<ProcessSample> sample();
+
+  // The event stream for CLIs and notebooks: log lines and state changes, oldest first.
+  // Enabled by the first call; bounded (a slow reader loses the oldest, counted in a
+  // `dropped` event). Waits up to `timeout` seconds for at least one event.
+  std::vector<EngineEvent> events(double timeout, std::size_t max = 4096);
+
+  // Stops everything and releases the stack's ports and private directories.
+  std::shared_ptr<Pending<Outcome>> close();
+
+ private:
+  friend class Engine;
+  Stack(std::shared_ptr<Engine> engine, std::shared_ptr<StackState> state);
+  std::shared_ptr<Engine> engine_;
+  std::shared_ptr<StackState> state_;
+};
+
+class Engine : public std::enable_shared_from_this<Engine> {
+ public:
+  // Starts the engine thread.
+  static std::shared_ptr<Engine> create();
+  ~Engine();
+
+  // Validates the spec (ConfigError naming the service and key) and registers the stack.
+  // Nothing runs until Stack::start.
+  std::unique_ptr<Stack> create_stack(StackSpec spec);
+
+  // Kills every process of every stack at once (SIGKILL to each group) and stops the
+  // thread. For interpreter exit and after fork; normal code closes its stacks instead.
+  void shutdown() noexcept;
+
+  struct Impl;
+  Impl& impl() noexcept { return *impl_; }
+
+ private:
+  Engine();
+  std::unique_ptr<Impl> impl_;
+};
+
+// Checks a spec without an engine: graph, templates, values. Throws ConfigError.
+void validate_stack(const StackSpec& spec);
+
+}  // namespace corral

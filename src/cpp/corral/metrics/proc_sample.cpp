@@ -1,0 +1,126 @@
+#include "corral/metrics/proc_sample.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <unordered_map>
+
+namespace corral {
+namespace {
+
+// Reads a small /proc file into `buf`; returns its length or -1.
+ssize_t read_small(const char* path, char* buf, std::size_t size) {
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = ::read(fd, buf, size - 1);
+  ::close(fd);
+  if (n >= 0) buf[n] = 0;
+  return n;
+}
+
+int count_fds(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/fd", pid);
+  DIR* d = ::opendir(path);
+  if (!d) return 0;
+  int n = 0;
+  while (auto* e = ::readdir(d))
+    if (e->d_name[0] != '.') ++n;
+  ::closedir(d);
+  return n;
+}
+
+}  // namespace
+
+std::vector<ProcessSample> sample_groups(const std::vector<std::pair<std::string, pid_t>>& groups) {
+  std::vector<ProcessSample> out(groups.size());
+  std::unordered_map<pid_t, std::size_t> by_group;
+  for (std::size_t i = 0; i < groups.size(); ++i) {
+    out[i].service = groups[i].first;
+    out[i].pid = groups[i].second;
+    if (groups[i].second > 0) by_group[groups[i].second] = i;
+  }
+  if (by_group.empty()) return out;
+  static const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  static const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  DIR* proc = ::opendir("/proc");
+  if (!proc) return out;
+  char path[300];
+  char buf[1024];
+  while (auto* e = ::readdir(proc)) {
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    std::snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+    if (read_small(path, buf, sizeof buf) <= 0) continue;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    char* p = std::strrchr(buf, ')');
+    if (!p) continue;
+    // Fields from 3 (state) on; pgrp is field 5, utime 14, stime 15, threads 20, rss 24.
+    char* fields[24] = {};
+    int k = 3;
+    for (char* t = std::strtok(p + 2, " "); t && k <= 24; t = std::strtok(nullptr, " ")) fields[k++ - 3] = t;
+    if (k <= 24) continue;
+    pid_t pgrp = static_cast<pid_t>(std::atol(fields[5 - 3]));
+    auto it = by_group.find(pgrp);
+    if (it == by_group.end()) continue;
+    auto& s = out[it->second];
+    s.processes += 1;
+    s.cpu_seconds += static_cast<double>(std::atoll(fields[14 - 3]) + std::atoll(fields[15 - 3])) / ticks;
+    s.threads += std::atoi(fields[20 - 3]);
+    s.rss_bytes += static_cast<std::uint64_t>(std::atoll(fields[24 - 3])) * page;
+    s.open_fds += count_fds(static_cast<pid_t>(std::atol(e->d_name)));
+  }
+  ::closedir(proc);
+  return out;
+}
+
+std::string prometheus_text(const std::string& stack, const std::vector<ServiceStatus>& status,
+                            const std::vector<ProcessSample>& samples) {
+  std::string out;
+  auto label = [&](const std::string& service) {
+    std::string esc;
+    for (char c : service) {
+      if (c == '\\' || c == '"') esc += '\\';
+      if (c == '\n') {
+        esc += "\\n";
+        continue;
+      }
+      esc += c;
+    }
+    std::string st;
+    for (char c : stack) {
+      if (c == '\\' || c == '"') st += '\\';
+      st += c;
+    }
+    return fmt::format("stack=\"{}\",service=\"{}\"", st, esc);
+  };
+  auto header = [&](const char* name, const char* type, const char* help) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+  };
+  header("corral_service_up", "gauge", "1 when the service is ready or unhealthy (running), else 0.");
+  for (const auto& s : status)
+    out += fmt::format("corral_service_up{{{}}} {}\n", label(s.name),
+                       s.state == State::ready || s.state == State::unhealthy ? 1 : 0);
+  header("corral_service_state", "gauge", "1 for the service's current state.");
+  for (const auto& s : status)
+    out += fmt::format("corral_service_state{{{},state=\"{}\"}} 1\n", label(s.name), to_string(s.state));
+  header("corral_service_restarts_total", "counter", "Restarts of the service.");
+  for (const auto& s : status) out += fmt::format("corral_service_restarts_total{{{}}} {}\n", label(s.name), s.restarts);
+  header("corral_service_log_lines_total", "counter", "Log lines captured from the service.");
+  for (const auto& s : status) out += fmt::format("corral_service_log_lines_total{{{}}} {}\n", label(s.name), s.log_lines);
+  header("corral_service_cpu_seconds_total", "counter", "CPU time of the service's process group.");
+  for (const auto& s : samples) out += fmt::format("corral_service_cpu_seconds_total{{{}}} {}\n", label(s.service), s.cpu_seconds);
+  header("corral_service_memory_rss_bytes", "gauge", "Resident memory of the service's process group.");
+  for (const auto& s : samples) out += fmt::format("corral_service_memory_rss_bytes{{{}}} {}\n", label(s.service), s.rss_bytes);
+  header("corral_service_open_fds", "gauge", "Open file descriptors of the service's process group.");
+  for (const auto& s : samples) out += fmt::format("corral_service_open_fds{{{}}} {}\n", label(s.service), s.open_fds);
+  header("corral_service_processes", "gauge", "Processes in the service's process group.");
+  for (const auto& s : samples) out += fmt::format("corral_service_processes{{{}}} {}\n", label(s.service), s.processes);
+  return out;
+}
+
+}  // namespace corral

@@ -1,0 +1,60 @@
+#include "corral/resources/ports.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "corral/core/types.hpp"
+
+namespace corral {
+
+std::string port_lock_dir() {
+  std::string base;
+  if (const char* d = std::getenv("CORRAL_RUNTIME_DIR"); d && *d)
+    base = d;
+  else
+    base = fmt::format("/tmp/corral-{}", ::getuid());
+  ::mkdir(base.c_str(), 0700);
+  std::string dir = base + "/ports";
+  ::mkdir(dir.c_str(), 0700);
+  return dir;
+}
+
+PortLease allocate_port() {
+  static const std::string dir = port_lock_dir();
+  // Ports we saw claimed by someone else stay bound here until we are done, so that the
+  // kernel does not hand the same one back to us on the next try.
+  std::vector<Fd> rejected;
+  for (int attempt = 0; attempt < 256; ++attempt) {
+    Fd sock(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!sock) throw Error(fmt::format("cannot allocate a port: socket: {}", std::strerror(errno)));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_ANY);  // free on every address, as a service may bind any
+    addr.sin_port = 0;
+    if (::bind(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+      throw Error(fmt::format("cannot allocate a port: bind: {}", std::strerror(errno)));
+    socklen_t len = sizeof addr;
+    ::getsockname(sock.get(), reinterpret_cast<sockaddr*>(&addr), &len);
+    int port = ntohs(addr.sin_port);
+    std::string path = fmt::format("{}/{}", dir, port);
+    Fd lock(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!lock) throw Error(fmt::format("cannot allocate a port: {}: {}", path, std::strerror(errno)));
+    if (::flock(lock.get(), LOCK_EX | LOCK_NB) == 0) return PortLease(port, std::move(sock), std::move(lock));
+    rejected.push_back(std::move(sock));
+  }
+  throw Error("cannot allocate a port: every port offered is claimed by another corral");
+}
+
+}  // namespace corral

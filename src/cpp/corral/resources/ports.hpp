@@ -1,0 +1,38 @@
+// Free TCP ports that are never handed out twice: not within a stack, not across stacks,
+// not across processes (two pytest-xdist workers allocating at the same moment).
+//
+// The kernel picks the port (bind to port 0), and we keep that socket bound until the
+// service is about to start, so the kernel cannot give the port to anyone else meanwhile.
+// Across processes, each allocated port is claimed by an flock on a file named after it in
+// a per-user directory; the lock lives as long as the lease, and dies with its process, so
+// a crashed owner never leaks a claim.
+#pragma once
+
+#include <string>
+
+#include "corral/spawn/spawn.hpp"
+
+namespace corral {
+
+class PortLease {
+ public:
+  PortLease() = default;
+  PortLease(int port, Fd socket, Fd lock) : port_(port), socket_(std::move(socket)), lock_(std::move(lock)) {}
+  int port() const noexcept { return port_; }
+  // Closes the reserving socket so the service can bind; the cross-process claim stays.
+  void release_socket() noexcept { socket_.reset(); }
+  bool holds_socket() const noexcept { return static_cast<bool>(socket_); }
+
+ private:
+  int port_ = 0;
+  Fd socket_;
+  Fd lock_;
+};
+
+// Directory of the claim files; $CORRAL_RUNTIME_DIR/ports, else /tmp/corral-<uid>/ports.
+std::string port_lock_dir();
+
+// Throws corral::Error when no port can be had.
+PortLease allocate_port();
+
+}  // namespace corral

@@ -1,0 +1,81 @@
+"""The process-wide native engine: created on first use, shut down at interpreter exit.
+
+One engine thread serves every stack of the process (see docs/architecture.md). Stacks that
+are still open at exit are closed gracefully first; whatever still runs after that is
+killed by the engine's shutdown. A forked child (multiprocessing with the "fork" start
+method) inherits Python objects but not the engine thread, so it must never touch or tear
+down the parent's engine: it forgets it and makes its own if it needs one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+try:
+    from . import _core
+except ImportError as exc:  # pragma: no cover - only on a broken install
+    raise ImportError(
+        "corral's native engine (corral._core) is missing or failed to load; "
+        "reinstall corral with `pip install .` from a source checkout, or a wheel for "
+        f"this platform ({exc})"
+    ) from exc
+
+if TYPE_CHECKING:
+    from .stack import Stack
+
+_lock = threading.Lock()
+_engine: Any = None
+_pid = os.getpid()
+_live_stacks: weakref.WeakSet[Stack] = weakref.WeakSet()
+# Handles inherited from a parent process across fork: never closed, never collected
+# (their destructors would wait on an engine thread that does not exist here).
+_orphans: list[Any] = []
+
+
+def engine() -> Any:
+    """The engine of this process, started on first use."""
+    global _engine, _pid
+    with _lock:
+        if _engine is None or _pid != os.getpid():
+            _engine = _core.Engine()
+            _pid = os.getpid()
+        return _engine
+
+
+def register(stack: Stack) -> None:
+    _live_stacks.add(stack)
+
+
+def owned_here(pid: int) -> bool:
+    return pid == os.getpid()
+
+
+def orphan(handle: Any) -> None:
+    _orphans.append(handle)
+
+
+def _after_fork_in_child() -> None:
+    global _engine, _lock
+    if _engine is not None:
+        _orphans.append(_engine)
+    _engine = None
+    _lock = threading.Lock()
+
+
+def _shutdown() -> None:
+    if _engine is None or _pid != os.getpid():
+        return
+    for stack in list(_live_stacks):
+        try:
+            stack.close()
+        except BaseException:  # noqa: BLE001 - exiting anyway; shutdown below kills the rest
+            pass
+    _engine.shutdown()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_shutdown)

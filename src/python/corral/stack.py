@@ -1,0 +1,508 @@
+"""`Stack` and `Service`: the synchronous and asyncio facade over the native engine.
+
+A `Stack` collects service specs (``add`` or ``Stack.load``); the first ``start`` hands them
+to the engine, which owns the processes from then on. Every blocking call here waits with
+the GIL released, in short slices so that Ctrl+C interrupts it; the ``async_*`` twins run
+the same call in a worker thread so an event loop is never blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import html
+import os
+import signal as _signal
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from . import _engine
+from ._engine import _core
+from .checks import Check, ExecCheck, HttpCheck, LogCheck, NotifyCheck, TcpCheck
+from .errors import ConfigError, CorralError, StackClosed, StartError, Timeout
+from .restart import Restart
+from .spec import ServiceSpec, StackConfig, load_file, make_service
+
+__all__ = ["Stack", "Service", "STATES"]
+
+STATES = (
+    "pending",
+    "starting",
+    "ready",
+    "unhealthy",
+    "stopping",
+    "stopped",
+    "exited",
+    "backoff",
+    "failed",
+)
+
+_T = TypeVar("_T")
+_LOG_TAIL = 20
+
+
+def _shell(command: list[str] | str) -> list[str]:
+    return ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+
+
+def _check_to_core(check: Check) -> Any:
+    c = _core.CheckSpec()
+    if isinstance(check, TcpCheck):
+        c.kind, c.port = "tcp", str(check.port)
+    elif isinstance(check, HttpCheck):
+        c.kind, c.path = "http", check.path
+        c.port = "" if check.port is None else str(check.port)
+        c.status = check.status or 0
+    elif isinstance(check, LogCheck):
+        c.kind, c.pattern = "log", check.regex
+    elif isinstance(check, ExecCheck):
+        c.kind, c.command = "exec", _shell(check.command)
+    elif isinstance(check, NotifyCheck):
+        c.kind = "notify"
+    else:  # pragma: no cover - spec validation rejects anything else
+        raise ConfigError(f"unsupported check {check!r}")
+    c.interval = check.interval
+    c.timeout = check.timeout
+    c.start_timeout = check.start_timeout
+    c.retries = check.retries
+    return c
+
+
+def _restart_to_core(restart: Restart) -> Any:
+    r = _core.RestartSpec()
+    r.policy = restart.policy
+    r.backoff = restart.backoff
+    r.max_backoff = restart.max_backoff
+    r.max_restarts = -1 if restart.max_restarts is None else restart.max_restarts
+    r.reset_after = restart.reset_after
+    r.jitter = restart.jitter
+    return r
+
+
+def _service_to_core(spec: ServiceSpec, name: str) -> Any:
+    s = _core.ServiceSpec()
+    s.name = name
+    s.argv = _shell(spec.command)
+    s.env = dict(spec.env)
+    s.cwd = spec.cwd or ""
+    s.ports = list(spec.ports)
+    s.depends_on = list(spec.depends_on.items())
+    s.ready = None if spec.ready is None else _check_to_core(spec.ready)
+    s.health = None if spec.health is None else _check_to_core(spec.health)
+    s.restart = _restart_to_core(spec.restart)
+    s.stop_signal = int(spec.stop_signal)
+    s.stop_timeout = float(spec.stop_timeout)
+    s.log_lines = int(spec.log_lines)
+    return s
+
+
+def _expand_replicas(specs: list[ServiceSpec]) -> list[tuple[str, ServiceSpec]]:
+    """`replicas = N` becomes N services `name-1` .. `name-N`; a dependency on `name`
+    becomes a dependency on each of them."""
+    names = {s.name: [f"{s.name}-{i}" for i in range(1, s.replicas + 1)] if s.replicas > 1 else [s.name]
+             for s in specs}
+    out = []
+    for spec in specs:
+        deps: dict[str, str] = {}
+        for dep, cond in spec.depends_on.items():
+            for replica in names.get(dep, [dep]):
+                deps[replica] = cond
+        for replica in names[spec.name]:
+            clone = ServiceSpec(**{**spec.__dict__, "depends_on": deps, "name": replica})
+            out.append((replica, clone))
+    return out
+
+
+class Service:
+    """One service of a stack. Reading an attribute asks the engine, so it is always current."""
+
+    def __init__(self, stack: Stack, spec: ServiceSpec) -> None:
+        self._stack = stack
+        self.spec = spec
+        self.name = spec.name
+
+    # -- state ------------------------------------------------------------------------------
+    def _row(self) -> dict[str, Any]:
+        core = self._stack._core_or_none()
+        if core is None:
+            return {"name": self.name, "state": "pending", "pid": None, "restarts": 0,
+                    "exit_code": None, "ports": {}, "reason": ""}
+        row: dict[str, Any] = core.service_status(self.name)
+        return row
+
+    @property
+    def state(self) -> str:
+        return str(self._row()["state"])
+
+    @property
+    def pid(self) -> int | None:
+        return self._row()["pid"]  # type: ignore[no-any-return]
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return dict(self._row()["ports"])
+
+    @property
+    def port(self) -> int:
+        """The service's only port (an error when it has none or several)."""
+        ports = self.ports
+        if len(ports) != 1:
+            raise CorralError(f"service '{self.name}' has {len(ports)} ports; use .ports[name]")
+        return next(iter(ports.values()))
+
+    @property
+    def restarts(self) -> int:
+        return int(self._row()["restarts"])
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._row()["exit_code"]  # type: ignore[no-any-return]
+
+    @property
+    def reason(self) -> str:
+        """Why the service failed, when it did."""
+        return str(self._row()["reason"])
+
+    def status(self) -> dict[str, Any]:
+        return self._row()
+
+    # -- logs -------------------------------------------------------------------------------
+    def logs(self, tail: int | None = None, *, stream: str | None = None) -> list[str]:
+        """The captured lines (stdout and stderr interleaved in arrival order), oldest first."""
+        return [text for _, s, text, _ in self.log_records(tail) if stream is None or s == stream]
+
+    def log_records(self, tail: int | None = None) -> list[tuple[float, str, str, int]]:
+        """Lines as (wall time, "stdout" | "stderr", text, sequence number)."""
+        core = self._stack._core_or_none()
+        if core is None:
+            return []
+        return core.logs(self.name, -1 if tail is None else int(tail))  # type: ignore[no-any-return]
+
+    def wait_for_log(self, regex: str, timeout: float | None = None, *, new_only: bool = False) -> str:
+        """Waits for a line matching `regex` (ECMAScript syntax, searched anywhere in the
+        line) and returns it. Lines already captured count unless `new_only`."""
+        core = self._stack._core()
+        start = 0
+        if new_only:
+            records = core.logs(self.name, 1)
+            start = records[-1][3] + 1 if records else 0
+        outcome = core.wait_log(self.name, regex, start, timeout)
+        if outcome is None:
+            raise Timeout(f"service '{self.name}': no log line matched {regex!r} within {timeout}s")
+        ok, _, line = outcome
+        if not ok:
+            raise StackClosed(f"service '{self.name}': {line}")
+        return str(line)
+
+    # -- control ----------------------------------------------------------------------------
+    def start(self, timeout: float | None = None) -> None:
+        self._stack.start(self.name, timeout=timeout)
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stack.stop(self.name, timeout=timeout)
+
+    def restart(self, timeout: float | None = None) -> None:
+        self._stack.restart(self.name, timeout=timeout)
+
+    def wait(self, state: str = "ready", timeout: float | None = None) -> None:
+        self._stack.wait(self.name, state, timeout)
+
+    def signal(self, sig: int | str) -> bool:
+        """Sends `sig` to the main process (through its pidfd). False if it is not running."""
+        core = self._stack._core()
+        return bool(core.signal(self.name, _signal_number(sig)))
+
+    async def async_start(self, timeout: float | None = None) -> None:
+        await _in_thread(self.start, timeout)
+
+    async def async_stop(self, timeout: float | None = None) -> None:
+        await _in_thread(self.stop, timeout)
+
+    async def async_restart(self, timeout: float | None = None) -> None:
+        await _in_thread(self.restart, timeout)
+
+    async def async_wait(self, state: str = "ready", timeout: float | None = None) -> None:
+        await _in_thread(self.wait, state, timeout)
+
+    async def async_wait_for_log(self, regex: str, timeout: float | None = None) -> str:
+        return await _in_thread(self.wait_for_log, regex, timeout)
+
+    def __repr__(self) -> str:
+        row = self._row()
+        return f"<Service {self.name} {row['state']} pid={row['pid']} ports={row['ports']}>"
+
+
+def _signal_number(sig: int | str) -> int:
+    if isinstance(sig, str):
+        name = sig.upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        try:
+            return int(getattr(_signal.Signals, name))
+        except AttributeError:
+            raise ConfigError(f"unknown signal {sig!r}") from None
+    return int(sig)
+
+
+async def _in_thread(fn: Callable[..., _T], *args: Any) -> _T:
+    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
+
+
+def _close_handle(handle: Any, pid: int) -> None:
+    """Finalizer: stop everything a collected (or never closed) stack still runs."""
+    if not _engine.owned_here(pid):
+        _engine.orphan(handle)  # inherited across fork: not ours to stop
+        return
+    try:
+        handle.close(None)
+    except BaseException:  # noqa: BLE001 - finalizers must not raise; the engine kills the rest
+        pass
+
+
+class Stack:
+    """A set of services started in dependency order and stopped in reverse.
+
+    ``with stack:`` starts everything and waits until all are ready; leaving the block (also
+    by an exception or Ctrl+C) stops everything. A stack that is garbage-collected, or still
+    open when the interpreter exits, is stopped too.
+    """
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
+        self.file: str | None = None
+        self._specs: dict[str, ServiceSpec] = {}
+        self._services: dict[str, Service] = {}
+        self._handle: Any = None
+        self._finalizer: weakref.finalize | None = None
+        self._closed = False
+        self._pid = os.getpid()
+
+    # -- building ---------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> Stack:
+        """A stack from a TOML or YAML file (by extension)."""
+        config: StackConfig = load_file(path, environ=environ) if environ is not None else load_file(path)
+        stack = cls(config.name)
+        stack.file = config.file
+        for spec in config.services:
+            stack._add_spec(spec)
+        stack._validate()
+        return stack
+
+    def add(self, name: str, command: list[str] | str, **options: Any) -> Service:
+        """Adds a service; see the user guide for the options. Raises ConfigError."""
+        if self._handle is not None or self._closed:
+            raise CorralError(f"cannot add service '{name}': the stack has already been started")
+        if name in self._specs:
+            raise ConfigError(f"service '{name}' is already defined", service=name)
+        spec = make_service(name, command, **options)
+        return self._add_spec(spec)
+
+    def _add_spec(self, spec: ServiceSpec) -> Service:
+        self._specs[spec.name] = spec
+        service = Service(self, spec)
+        self._services[spec.name] = service
+        return service
+
+    def _core_spec(self) -> Any:
+        for spec in self._specs.values():
+            for dep in spec.depends_on:
+                if dep not in self._specs:
+                    raise ConfigError(
+                        f"service '{spec.name}': depends_on: unknown service '{dep}'",
+                        service=spec.name, key="depends_on")
+        s = _core.StackSpec()
+        s.name = self.name or "corral"
+        s.services = [_service_to_core(spec, name) for name, spec in _expand_replicas(list(self._specs.values()))]
+        s.base_env = dict(os.environ)
+        return s
+
+    def _validate(self) -> None:
+        try:
+            _core.validate(self._core_spec())
+        except ConfigError as exc:
+            if self.file and not str(exc).startswith(self.file):
+                raise ConfigError(f"{self.file}: {exc}", file=self.file) from None
+            raise
+
+    def _core(self) -> Any:
+        if self._closed:
+            raise StackClosed(f"stack '{self.name or 'corral'}' is closed")
+        if self._handle is None:
+            spec = self._core_spec()
+            self._handle = _engine.engine().create_stack(spec)
+            self._finalizer = weakref.finalize(self, _close_handle, self._handle, self._pid)
+            _engine.register(self)
+        return self._handle
+
+    def _core_or_none(self) -> Any:
+        return None if self._closed else self._handle
+
+    # -- access -----------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> Service:
+        try:
+            return self._services[name]
+        except KeyError:
+            raise KeyError(f"stack has no service {name!r} (services: {', '.join(self._services)})") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._services
+
+    def __iter__(self) -> Iterator[Service]:
+        return iter(self._services.values())
+
+    def __len__(self) -> int:
+        return len(self._services)
+
+    @property
+    def services(self) -> dict[str, Service]:
+        return dict(self._services)
+
+    def levels(self) -> list[list[str]]:
+        """The start order, level by level (level 0 first). Raises ConfigError."""
+        return _core.levels(self._core_spec())  # type: ignore[no-any-return]
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self, *names: str, timeout: float | None = None) -> None:
+        """Starts `names` (all when none) and what they depend on; returns once all of them
+        are ready. Raises StartError (a service failed) or Timeout."""
+        for n in names:
+            self[n]
+        core = self._core()
+        outcome = core.start(list(names), timeout)
+        if outcome is None:
+            waiting = [r["name"] for r in core.status() if r["state"] in ("pending", "starting", "backoff")]
+            raise Timeout(f"stack not ready within {timeout}s; still waiting for: {', '.join(waiting)}")
+        ok, service, reason = outcome
+        if not ok:
+            raise self._start_error(service, reason)
+
+    def _start_error(self, service: str, reason: str) -> StartError:
+        tail = []
+        if service and self._handle is not None:
+            tail = [text for _, _, text, _ in self._handle.logs(service, _LOG_TAIL)]
+        return StartError(service, reason, tail)
+
+    def stop(self, *names: str, timeout: float | None = None) -> None:
+        """Stops `names` (all when none), dependents before what they depend on."""
+        for n in names:
+            self[n]
+        if self._handle is None or self._closed:
+            return
+        if self._handle.stop(list(names), timeout) is None:
+            raise Timeout(f"services did not stop within {timeout}s")
+
+    def restart(self, name: str, timeout: float | None = None) -> None:
+        """Stops `name` and starts it again (with the same ports); waits until ready."""
+        self.stop(name, timeout=timeout)
+        self.start(name, timeout=timeout)
+
+    def wait(self, name: str, state: str = "ready", timeout: float | None = None) -> None:
+        """Waits until `name` is in `state`; raises CorralError if it settles elsewhere."""
+        if state not in STATES and state != "healthy":
+            raise ConfigError(f"unknown state {state!r} (states: {', '.join(STATES)})")
+        self[name]
+        outcome = self._core().wait_state(name, state, timeout)
+        if outcome is None:
+            raise Timeout(f"service '{name}' not {state} within {timeout}s (it is {self[name].state})")
+        ok, _, message = outcome
+        if not ok:
+            raise CorralError(f"service '{name}' will not become {state}: it {message}")
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stops everything and releases ports and private directories. Idempotent."""
+        if self._closed:
+            return
+        if self._handle is not None:
+            if self._handle.close(timeout) is None:
+                raise Timeout(f"stack did not stop within {timeout}s")
+            if self._finalizer is not None:
+                self._finalizer.detach()
+        self._closed = True
+
+    # -- observation ------------------------------------------------------------------------
+    def status(self) -> list[dict[str, Any]]:
+        """One row per service: name, state, pid, restarts, exit_code, ports, reason, ..."""
+        if self._handle is None or self._closed:
+            return [Service(self, s)._row() for s in self._specs.values()]
+        return self._handle.status()  # type: ignore[no-any-return]
+
+    def metrics(self) -> dict[str, dict[str, Any]]:
+        """Per service: CPU seconds, RSS bytes, open fds, processes and threads of its process
+        group (sampled now from /proc), plus state, restarts and log counters."""
+        if self._handle is None or self._closed:
+            return {}
+        status = {r["name"]: r for r in self._handle.status()}
+        out = {}
+        for sample in self._handle.sample():
+            row = status[sample["name"]]
+            out[sample["name"]] = {
+                **{k: v for k, v in sample.items() if k != "name"},
+                "state": row["state"],
+                "restarts": row["restarts"],
+                "log_lines": row["log_lines"],
+                "log_dropped": row["log_dropped"],
+            }
+        return out
+
+    def prometheus(self) -> str:
+        """The metrics in the Prometheus text exposition format."""
+        return "" if self._handle is None or self._closed else str(self._handle.prometheus())
+
+    def events(self, timeout: float = 0.0) -> list[dict[str, Any]]:
+        """Log lines and state changes since the previous call (the first call subscribes)."""
+        return self._core().events(timeout)  # type: ignore[no-any-return]
+
+    # -- context managers -------------------------------------------------------------------
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Stack:
+        try:
+            await self.async_start()
+        except BaseException:
+            await _in_thread(self.close)
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await _in_thread(self.close)
+
+    async def async_start(self, *names: str, timeout: float | None = None) -> None:
+        await _in_thread(functools.partial(self.start, *names, timeout=timeout))
+
+    async def async_stop(self, *names: str, timeout: float | None = None) -> None:
+        await _in_thread(functools.partial(self.stop, *names, timeout=timeout))
+
+    async def async_restart(self, name: str, timeout: float | None = None) -> None:
+        await _in_thread(self.restart, name, timeout)
+
+    async def async_wait(self, name: str, state: str = "ready", timeout: float | None = None) -> None:
+        await _in_thread(self.wait, name, state, timeout)
+
+    async def async_close(self, timeout: float | None = None) -> None:
+        await _in_thread(self.close, timeout)
+
+    # -- display ----------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        states = ", ".join(f"{r['name']}={r['state']}" for r in self.status())
+        return f"<Stack {self.name or 'corral'}: {states}>"
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for r in self.status():
+            ports = ", ".join(f"{k}={v}" for k, v in r["ports"].items())
+            rows.append(
+                "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+                    r["name"], r["state"], r["pid"] or "", r["restarts"],
+                    "" if r["exit_code"] is None else r["exit_code"], ports, r.get("reason", ""))) + "</tr>")
+        head = "".join(f"<th>{h}</th>" for h in ("service", "state", "pid", "restarts", "exit", "ports", "reason"))
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
