@@ -284,7 +284,14 @@ class Stack:
         config: StackConfig = load_file(path, environ=environ) if environ is not None else load_file(path)
         stack = cls(config.name)
         stack.file = config.file
+        # Like docker compose, a file's relative paths mean "next to the file": commands run
+        # in its directory unless they say otherwise.
+        base = os.path.dirname(os.path.abspath(os.fspath(path)))
         for spec in config.services:
+            if spec.cwd is None:
+                spec.cwd = base
+            elif not os.path.isabs(spec.cwd) and not spec.cwd.startswith("{{"):
+                spec.cwd = os.path.join(base, spec.cwd)
             stack._add_spec(spec)
         stack._validate()
         return stack

@@ -1130,23 +1130,24 @@ std::vector<EngineEvent> Stack::events(double timeout, std::size_t max) {
 std::shared_ptr<Pending<Outcome>> Stack::close() {
   auto stopped = std::make_shared<Pending<Outcome>>();
   auto done = std::make_shared<Pending<Outcome>>();
-  auto engine = engine_;
   auto st = state_;
-  engine->impl().call([&] {
+  // Raw pointer on purpose: a handler that owned the Engine could end up destroying it on
+  // its own thread. The Engine outlives this close because ~Stack waits for it.
+  Engine::Impl* impl = &engine_->impl();
+  impl->call([&] {
     if (st->closed) return done->set(Outcome{});
-    auto& impl = engine->impl();
-    impl.request_stop(*st, {}, stopped);
+    impl->request_stop(*st, {}, stopped);
     // Once everything is down, close on a later turn of the loop (not from inside the
     // waiter evaluation that noticed it). The waiter holds `done` itself, so the close
     // completes even if the caller stops waiting.
     auto finished = std::make_shared<Pending<Outcome>>();
-    impl.add_waiter(
+    impl->add_waiter(
         *st,
-        [engine, st, done]() -> std::optional<Outcome> {
+        [impl, st, done]() -> std::optional<Outcome> {
           for (const auto& s : st->services)
             if (!Engine::Impl::is_down(*s)) return std::nullopt;
-          asio::post(engine->impl().io, [engine, st, done] {
-            engine->impl().finish_close(*st);
+          asio::post(impl->io, [impl, st, done] {
+            impl->finish_close(*st);
             done->set(Outcome{});
           });
           return Outcome{};

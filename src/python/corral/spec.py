@@ -1,0 +1,683 @@
+"""Service specs: validation of the Python API options and of config files.
+
+Everything the user writes passes through here before the engine sees it, so that every
+mistake the spec alone can reveal (a wrong type, an unknown key, a misspelt condition, a
+dependency on a service that does not exist) is reported as a `ConfigError` naming the
+file, the service and the key. What only the whole stack can reveal (dependency cycles,
+templates naming unknown ports) is left to the engine, which names the cycle.
+
+The output is normalised, so that the consumer never re-checks or re-interprets: a
+`ServiceSpec` holds plain lists, dicts of str, floats, a signal number, a `Restart`, and
+checks whose port is always set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .checks import (
+    _PORT_NAME,
+    Check,
+    ExecCheck,
+    HttpCheck,
+    LogCheck,
+    NotifyCheck,
+    TcpCheck,
+    _command,
+)
+from .errors import ConfigError, _integer, _keyed, _number, _show, _suggest
+from .restart import Restart
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = [
+    "CONDITIONS",
+    "SERVICE_KEYS",
+    "ServiceSpec",
+    "StackConfig",
+    "check_from_mapping",
+    "load_file",
+    "make_service",
+    "parse_config",
+    "restart_from_value",
+]
+
+#: Dependency conditions as written -> as stored ("healthy" is compose's word for "ready").
+CONDITIONS: Mapping[str, str] = {
+    "started": "started",
+    "ready": "ready",
+    "healthy": "ready",
+    "completed": "completed",
+}
+
+#: The keys of a service table in a config file (the options of `Stack.add`).
+SERVICE_KEYS = (
+    "command",
+    "ports",
+    "env",
+    "cwd",
+    "depends_on",
+    "ready",
+    "health",
+    "restart",
+    "stop_signal",
+    "stop_timeout",
+    "replicas",
+    "log_lines",
+)
+
+_TOP_KEYS = ("name", "services")
+# Names end up in templates ({{db.port.main}}), file names and log prefixes.
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
+_CHECK_KINDS = ("tcp", "http", "log", "exec", "notify")
+_CHECK_OPTIONS = ("interval", "timeout", "start_timeout", "retries")
+_HTTP_OPTIONS = ("port", "status")
+# The field of each check class that the kind key of the file form fills.
+_CHECK_MAIN_FIELD = {"tcp": "port", "http": "path", "log": "regex", "exec": "command"}
+_RESTART_KEYS = tuple(f.name for f in dataclasses.fields(Restart))
+
+
+@dataclass
+class ServiceSpec:
+    """One service, validated and normalised (see `make_service`)."""
+
+    name: str
+    command: list[str] | str
+    ports: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    depends_on: dict[str, str] = field(default_factory=dict)
+    ready: Check | None = None
+    health: Check | None = None
+    restart: Restart = field(default_factory=Restart)
+    stop_signal: int = int(signal.SIGTERM)
+    stop_timeout: float = 10.0
+    replicas: int = 1
+    log_lines: int = 10000
+
+
+@dataclass
+class StackConfig:
+    """What a config file describes: an optional stack name and its services, in order."""
+
+    name: str | None
+    services: list[ServiceSpec]
+    file: str | None = None
+
+
+# -- the Python API --------------------------------------------------------------------
+
+
+def make_service(
+    name: str,
+    command: list[str] | str,
+    *,
+    ports: list[str] | None = None,
+    env: Mapping[str, Any] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    depends_on: list[str] | Mapping[str, str] | None = None,
+    ready: Check | Mapping[str, Any] | None = None,
+    health: Check | Mapping[str, Any] | None = None,
+    restart: str | Restart | Mapping[str, Any] | None = "no",
+    stop_signal: int | str | signal.Signals = signal.SIGTERM,
+    stop_timeout: float = 10.0,
+    replicas: int = 1,
+    log_lines: int = 10000,
+    _file: str | None = None,
+) -> ServiceSpec:
+    """Validates the options of one service and returns its normalised spec.
+
+    Raises ConfigError naming the service and the key (and `_file` when given). Checks and
+    restart policies may also be given in their file form (a mapping).
+    """
+    try:
+        valid_name = _service_name(name)
+        port_names = _keyed("ports", _ports, ports)
+        return ServiceSpec(
+            name=valid_name,
+            command=_keyed("command", _command, command),
+            ports=port_names,
+            env=_keyed("env", _env, env),
+            cwd=_keyed("cwd", _cwd, cwd),
+            depends_on=_keyed("depends_on", _depends_on, depends_on, valid_name),
+            ready=_keyed("ready", _service_check, ready, port_names),
+            health=_keyed("health", _service_check, health, port_names),
+            restart=_keyed("restart", _restart, restart),
+            stop_signal=_keyed("stop_signal", _signal, stop_signal),
+            stop_timeout=_keyed("stop_timeout", _number, stop_timeout, strict=False),
+            replicas=_keyed("replicas", _integer, replicas, minimum=1),
+            log_lines=_keyed("log_lines", _integer, log_lines, minimum=1),
+        )
+    except ConfigError as err:
+        err._add_context(file=_file, service=name if isinstance(name, str) else _show(name))
+        raise
+
+
+def check_from_mapping(
+    data: Mapping[str, Any],
+    *,
+    file: str | None = None,
+    service: str | None = None,
+    key: str | None = None,
+) -> Check:
+    """A check from its file form, e.g. ``{"http": "/health", "port": "http"}``.
+
+    Exactly one kind key (tcp, http, log, exec, notify) plus the optional shared options;
+    `file`, `service` and `key` (e.g. "ready") only say where the mapping came from.
+    """
+    try:
+        return _check_from_mapping(data)
+    except ConfigError as err:
+        err._add_context(file=file, service=service, key=key)
+        raise
+
+
+def restart_from_value(
+    value: str | Restart | Mapping[str, Any] | None,
+    *,
+    file: str | None = None,
+    service: str | None = None,
+    key: str | None = None,
+) -> Restart:
+    """A `Restart` from a policy name, a table ``{policy = ..., backoff = ...}`` or itself.
+
+    None and False mean "no" (YAML reads an unquoted ``restart: no`` as False).
+    """
+    try:
+        return _restart(value)
+    except ConfigError as err:
+        err._add_context(file=file, service=service, key=key)
+        raise
+
+
+# -- config files ----------------------------------------------------------------------
+
+
+def load_file(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+) -> StackConfig:
+    """Reads a TOML (.toml) or YAML (.yaml, .yml) config file and validates it.
+
+    ``${VAR}`` references are expanded from `environ` (default: os.environ). A relative
+    `cwd` is taken relative to the file's directory, as docker compose does, so the file
+    works from wherever it is loaded.
+    """
+    file = os.fsdecode(os.fspath(path))
+    suffix = Path(file).suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise ConfigError(
+            f"unsupported file type '{suffix or Path(file).name}': expected .toml, .yaml or .yml",
+            file=file,
+        )
+    text = _read_text(file)
+    data = _parse_toml(text, file) if suffix == ".toml" else _parse_yaml(text, file)
+    config = parse_config(data, file=file, environ=environ)
+    base = os.path.dirname(os.path.abspath(file))
+    for spec in config.services:
+        if spec.cwd is not None:
+            spec.cwd = _relative_to(spec.cwd, base)
+    return config
+
+
+def parse_config(
+    data: Any, *, file: str | None = None, environ: Mapping[str, str] | None = None
+) -> StackConfig:
+    """Validates the parsed content of a config file (a dict of the file's shape).
+
+    `file` only names the source in error messages. Top-level keys starting with ``x-``
+    are ignored (as in compose files, for YAML anchors shared by several services).
+    """
+    try:
+        return _parse_config(data, os.environ if environ is None else environ, file)
+    except ConfigError as err:
+        err._add_context(file=file)
+        raise
+
+
+def _parse_config(data: Any, environ: Mapping[str, str], file: str | None) -> StackConfig:
+    if data is None:
+        raise ConfigError("the file is empty; expected a 'services' table")
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"expected a table with a 'services' table, got {_show(data)}")
+    for key in data:
+        _known_key(key, _TOP_KEYS, allow_extension=True)
+    data = {k: _expand(v, environ, (k,)) for k, v in data.items() if not k.startswith("x-")}
+    name = _keyed("name", _stack_name, data.get("name"))
+    services = data.get("services")
+    if services is None:
+        raise ConfigError("missing: a config needs a 'services' table", key="services")
+    if not isinstance(services, Mapping):
+        raise ConfigError(f"expected a table of services, got {_show(services)}", key="services")
+    if not services:
+        raise ConfigError("expected at least one service, got an empty table", key="services")
+    specs = [_service_from_table(svc, table) for svc, table in services.items()]
+    _check_dependencies(specs)
+    return StackConfig(name=name, services=specs, file=file)
+
+
+def _service_from_table(name: Any, table: Any) -> ServiceSpec:
+    if not isinstance(name, str):
+        raise ConfigError(f"expected service names to be strings, got {_show(name)}",
+                          key="services")
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"expected a table of options, got {_show(table)}", service=name)
+    try:
+        for key in table:
+            _known_key(key, SERVICE_KEYS)
+        if "command" not in table:
+            raise ConfigError("missing: every service needs a command", key="command")
+    except ConfigError as err:
+        err._add_context(service=name)
+        raise
+    options = dict(table)
+    command = options.pop("command")
+    return make_service(name, command, **options)
+
+
+def _check_dependencies(specs: list[ServiceSpec]) -> None:
+    """Every dependency names a service of the same config (cycles: the engine's job)."""
+    names = [s.name for s in specs]
+    for spec in specs:
+        for dep in spec.depends_on:
+            if dep not in names:
+                raise ConfigError(
+                    f"unknown service '{dep}'{_suggest(dep, names)}",
+                    service=spec.name,
+                    key="depends_on",
+                )
+
+
+def _known_key(key: Any, known: tuple[str, ...], *, allow_extension: bool = False) -> None:
+    if not isinstance(key, str):
+        raise ConfigError(f"expected keys to be strings, got {_show(key)}")
+    if key in known or (allow_extension and key.startswith("x-")):
+        return
+    raise ConfigError(f"unknown key{_suggest(key, known)}", key=key)
+
+
+def _read_text(file: str) -> str:
+    try:
+        raw = Path(file).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("no such file", file=file) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a config file", file=file) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror or exc}", file=file) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=file) from None
+
+
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*\Z")
+
+
+def _parse_toml(text: str, file: str) -> Any:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        where = _TOML_POSITION.search(message)
+        if where is None:
+            raise ConfigError(f"invalid TOML: {message}", file=file) from None
+        raise ConfigError(
+            f"invalid TOML: {message[: where.start()]}",
+            file=file,
+            line=int(where.group(1)),
+            column=int(where.group(2)),
+        ) from None
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys, which PyYAML would silently let win.
+
+    TOML already refuses them; a duplicated service or option is always a mistake.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges may be overridden by explicit keys
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # unhashable: the base class reports it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def _parse_yaml(text: str, file: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_YamlLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "syntax error"
+        if exc.context and exc.problem:
+            problem = f"{problem} ({exc.context})"
+        raise ConfigError(
+            f"invalid YAML: {problem}",
+            file=file,
+            line=None if mark is None else mark.line + 1,
+            column=None if mark is None else mark.column + 1,
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", file=file) from None
+
+
+def _relative_to(cwd: str, base: str) -> str:
+    """`cwd` made absolute against `base`; a leading template may be absolute, kept as is."""
+    cwd = os.path.expanduser(cwd)
+    if cwd.startswith("{{") or os.path.isabs(cwd):
+        return cwd
+    return os.path.join(base, cwd)
+
+
+# -- ${VAR} expansion ------------------------------------------------------------------
+
+# `$$` first, so that `$${X}` is a literal `${X}`; then a complete `${...}`; then a `${`
+# that is never closed. A `$` followed by anything else is left alone, because shell
+# commands use `$NAME` for their own variables at run time.
+_REFERENCE = re.compile(r"\$\$|\$\{([^}]*)\}|\$\{")
+_VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?\Z", re.DOTALL)
+
+
+def _expand(value: Any, environ: Mapping[str, str], path: tuple[Any, ...]) -> Any:
+    """`value` with ``${VAR}`` expanded in every string, recursively; keys are kept."""
+    if isinstance(value, str):
+        try:
+            return _expand_text(value, environ)
+        except ConfigError as err:
+            service, key = _location(path)
+            err._add_context(service=service, key=key)
+            raise
+    if isinstance(value, Mapping):
+        return {k: _expand(v, environ, (*path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, environ, path) for v in value]
+    return value
+
+
+def _location(path: tuple[Any, ...]) -> tuple[str | None, str | None]:
+    """(service, dotted key) of a position in the file's tree."""
+    if len(path) >= 2 and path[0] == "services":
+        rest = ".".join(str(p) for p in path[2:])
+        return str(path[1]), rest or None
+    return None, ".".join(str(p) for p in path) or None
+
+
+def _expand_text(text: str, environ: Mapping[str, str]) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        whole = match.group(0)
+        if whole == "$$":
+            return "$"
+        inner = match.group(1)
+        if inner is None:
+            raise ConfigError(
+                f"unterminated '${{' in {_show(text)} (write '$$' for a literal '$')"
+            )
+        ref = _VARIABLE.match(inner)
+        if ref is None:
+            raise ConfigError(
+                f"invalid variable reference '{whole}': expected ${{NAME}} or "
+                "${NAME:-default} (write '$$' for a literal '$')"
+            )
+        name, default = ref.group(1), ref.group(2)
+        found = environ.get(name)
+        if found is None or (found == "" and default is not None):
+            if default is None:
+                raise ConfigError(
+                    f"environment variable '{name}' is not set "
+                    f"(write ${{{name}:-default}} to give a default)"
+                )
+            return default
+        return found
+
+    return _REFERENCE.sub(substitute, text)
+
+
+# -- option validators -----------------------------------------------------------------
+
+
+def _service_name(value: object) -> str:
+    if not isinstance(value, str) or not _SERVICE_NAME.match(value):
+        raise ConfigError(
+            f"invalid service name {_show(value)}: use letters, digits, '_', '.' and '-', "
+            "not starting with '.' or '-'"
+        )
+    return value
+
+
+def _stack_name(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _SERVICE_NAME.match(value):
+        raise ConfigError(
+            f"invalid stack name {_show(value)}: use letters, digits, '_', '.' and '-', "
+            "not starting with '.' or '-'"
+        )
+    return value
+
+
+def _ports(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ConfigError(f"expected a list of names, got {_show(value)}")
+    names: list[str] = []
+    upper: dict[str, str] = {}
+    for item in value:
+        if not isinstance(item, str) or not _PORT_NAME.match(item):
+            raise ConfigError(
+                f"invalid port name {_show(item)}: use letters, digits and '_', "
+                "not starting with a digit"
+            )
+        # Each port is also the variable CORRAL_PORT_<NAME>: names differing only in
+        # case would collide there.
+        twin = upper.get(item.upper())
+        if twin is not None:
+            same = "listed twice" if twin == item else f"clashes with '{twin}' (case-insensitive)"
+            raise ConfigError(f"port '{item}' {same}")
+        upper[item.upper()] = item
+        names.append(item)
+    return names
+
+
+def _env(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"expected a table of variables, got {_show(value)}")
+    result: dict[str, str] = {}
+    for name, item in value.items():
+        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
+            raise ConfigError(f"invalid variable name {_show(name)}")
+        result[name] = _keyed(name, _env_value, item)
+    return result
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as written in the file, not Python's "True"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, os.PathLike):
+        value = os.fsdecode(os.fspath(value))
+    if not isinstance(value, str):
+        raise ConfigError(f"expected a string, number or boolean, got {_show(value)}")
+    if "\0" in value:
+        raise ConfigError("a variable cannot contain a NUL character")
+    return value
+
+
+def _cwd(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fsdecode(os.fspath(value))
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ConfigError(f"expected a directory path, got {_show(value)}")
+    return value
+
+
+def _depends_on(value: object, own_name: str) -> dict[str, str]:
+    """name -> condition; a bare list of names means "ready"."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, (list, tuple)):
+        pairs = [(item, "ready") for item in value]
+    else:
+        raise ConfigError(
+            "expected a list of service names or a table of name = condition, "
+            f"got {_show(value)}"
+        )
+    result: dict[str, str] = {}
+    for name, condition in pairs:
+        if not isinstance(name, str) or not _SERVICE_NAME.match(name):
+            raise ConfigError(f"expected service names, got {_show(name)}")
+        if name == own_name:
+            raise ConfigError("a service cannot depend on itself")
+        if name in result:
+            raise ConfigError(f"service '{name}' is listed twice")
+        result[name] = _keyed(name, _condition, condition)
+    return result
+
+
+def _condition(value: object) -> str:
+    if isinstance(value, str) and value in CONDITIONS:
+        return CONDITIONS[value]
+    hint = _suggest(value, list(CONDITIONS)) if isinstance(value, str) else ""
+    raise ConfigError(
+        f"unknown condition {_show(value)}{hint}: expected 'started', 'ready' "
+        "(or 'healthy') or 'completed'"
+    )
+
+
+def _service_check(value: object, ports: list[str]) -> Check | None:
+    """A check for a service with `ports`: named ports must exist, and an http check
+    without a port gets the service's only port."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        check = _check_from_mapping(value)
+    elif isinstance(value, Check):
+        check = value
+    else:
+        raise ConfigError(
+            "expected a check (corral.TcpCheck, HttpCheck, LogCheck, ExecCheck, NotifyCheck) "
+            f"or a table such as {{ tcp = \"main\" }}, got {_show(value)}"
+        )
+    port = check.port if isinstance(check, (TcpCheck, HttpCheck)) else None
+    if isinstance(check, HttpCheck) and port is None:
+        if len(ports) != 1:
+            have = "no ports" if not ports else f"several ports ({', '.join(ports)})"
+            raise ConfigError(f"an http check needs a port: the service has {have}")
+        return dataclasses.replace(check, port=ports[0])
+    if isinstance(port, str) and port not in ports:
+        have = f"its ports are {', '.join(ports)}" if ports else "it has no ports"
+        raise ConfigError(f"the check's port '{port}' is not a port of the service ({have})")
+    return check
+
+
+def _check_from_mapping(data: object) -> Check:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"expected a check table, got {_show(data)}")
+    known = _CHECK_KINDS + _CHECK_OPTIONS + _HTTP_OPTIONS
+    for key in data:
+        _known_key(key, known)
+    kinds = [k for k in _CHECK_KINDS if k in data]
+    if not kinds:
+        raise ConfigError(f"a check needs one of the keys {', '.join(_CHECK_KINDS)}")
+    if len(kinds) > 1:
+        raise ConfigError(
+            f"a check has exactly one kind, got {' and '.join(repr(k) for k in kinds)}"
+        )
+    kind = kinds[0]
+    for key in _HTTP_OPTIONS:
+        if key in data and kind != "http":
+            raise ConfigError(f"'{key}' applies to http checks only, not {kind}", key=key)
+    options = {k: data[k] for k in _CHECK_OPTIONS if k in data}
+    main = data[kind]
+    try:
+        if kind == "tcp":
+            return TcpCheck(main, **options)
+        if kind == "http":
+            return HttpCheck(main, port=data.get("port"), status=data.get("status"), **options)
+        if kind == "log":
+            return LogCheck(main, **options)
+        if kind == "exec":
+            return ExecCheck(main, **options)
+        if main is not True:
+            raise ConfigError(f"expected true, got {_show(main)}", key="notify")
+        return NotifyCheck(**options)
+    except ConfigError as err:
+        # The file spells the main argument by the kind: `{ tcp = "main" }` has no `port`.
+        if kind in _CHECK_MAIN_FIELD and err.key == _CHECK_MAIN_FIELD[kind]:
+            err._replace_key(kind)
+        raise
+
+
+def _restart(value: object) -> Restart:
+    if isinstance(value, Restart):
+        return value
+    if value is None or value is False:
+        return Restart()
+    if isinstance(value, str):
+        try:
+            return Restart(value)
+        except ConfigError as err:
+            err._replace_key(None)  # the value itself is the policy
+            raise
+    if isinstance(value, Mapping):
+        for key in value:
+            _known_key(key, _RESTART_KEYS)
+        if "policy" not in value:
+            raise ConfigError("missing: a restart table needs a policy", key="policy")
+        return Restart(**value)
+    raise ConfigError(
+        "expected 'no', 'on-failure', 'always', a table with a policy, or corral.Restart(...), "
+        f"got {_show(value)}"
+    )
+
+
+def _signal(value: object) -> int:
+    """A signal number from a number, a name ("TERM", "SIGTERM", "term") or a Signals."""
+    if isinstance(value, bool):
+        raise ConfigError(f"expected a signal name or number, got {_show(value)}")
+    if isinstance(value, int):
+        if value in signal.valid_signals():
+            return int(value)
+        raise ConfigError(f"not a valid signal number: {value}")
+    if isinstance(value, str):
+        name = value.strip().upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        try:
+            return int(signal.Signals[name])
+        except KeyError:
+            hint = _suggest(name, [s.name for s in signal.Signals])
+            raise ConfigError(f"unknown signal {_show(value)}{hint}") from None
+    raise ConfigError(f"expected a signal name or number, got {_show(value)}")

@@ -1,0 +1,211 @@
+// The engine end to end, with real processes (the shared helper program).
+#include "corral/engine/engine.hpp"
+
+#include <signal.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+using namespace corral;
+
+namespace {
+
+ServiceSpec helper(std::string name, std::vector<std::string> args) {
+  ServiceSpec s;
+  s.name = std::move(name);
+  s.argv = {CORRAL_HELPER};
+  s.argv.insert(s.argv.end(), args.begin(), args.end());
+  return s;
+}
+
+CheckSpec tcp(std::string port, double start_timeout = 20) {
+  CheckSpec c;
+  c.kind = CheckSpec::Kind::tcp;
+  c.port = std::move(port);
+  c.interval = 0.02;
+  c.start_timeout = start_timeout;
+  return c;
+}
+
+StackSpec stack_of(std::vector<ServiceSpec> services) {
+  StackSpec s;
+  s.name = "t";
+  s.services = std::move(services);
+  s.base_env = {{"PATH", "/usr/bin:/bin"}};
+  return s;
+}
+
+Outcome wait(const std::shared_ptr<Pending<Outcome>>& p, double seconds = 30) {
+  EXPECT_TRUE(p->wait_for(seconds)) << "timed out";
+  return p->get();
+}
+
+ServiceStatus find(const std::vector<ServiceStatus>& rows, const std::string& name) {
+  for (const auto& r : rows)
+    if (r.name == name) return r;
+  ADD_FAILURE() << "no row " << name;
+  return {};
+}
+
+}  // namespace
+
+TEST(Engine, StartsInDependencyOrderWithPortsAndStops) {
+  auto engine = Engine::create();
+  auto db = helper("db", {"listen", "CORRAL_PORT_MAIN", "pause"});
+  db.ports = {"main"};
+  db.ready = tcp("main");
+  auto api = helper("api", {"env", "DB", "listen", "PORT", "pause"});
+  api.ports = {"http"};
+  api.env = {{"DB", "127.0.0.1:{{db.port.main}}"}};
+  api.depends_on = {{"db", Condition::ready}};
+  api.ready = tcp("http");
+  auto stack = engine->create_stack(stack_of({api, db}));
+  auto started = wait(stack->start({}));
+  ASSERT_TRUE(started.ok) << started.service << ": " << started.message;
+  auto rows = stack->status();
+  auto d = find(rows, "db"), a = find(rows, "api");
+  EXPECT_EQ(d.state, State::ready);
+  EXPECT_EQ(a.state, State::ready);
+  EXPECT_NE(d.ports.at("main"), a.ports.at("http"));
+  EXPECT_LE(d.ready_at, a.started_at);  // api was spawned only once db was ready
+  auto logs = stack->logs("api", -1);
+  ASSERT_FALSE(logs.empty());
+  EXPECT_EQ(logs[0].text, "env DB=127.0.0.1:" + std::to_string(d.ports.at("main")));
+  ASSERT_TRUE(wait(stack->stop({})).ok);
+  rows = stack->status();
+  EXPECT_EQ(find(rows, "db").state, State::stopped);
+  EXPECT_EQ(find(rows, "api").state, State::stopped);
+  EXPECT_EQ(find(rows, "api").pid, 0);
+}
+
+TEST(Engine, CrashLoopBacksOffThenFails) {
+  auto engine = Engine::create();
+  auto s = helper("crash", {"stderr", "boom", "exit", "3"});
+  s.restart.policy = RestartSpec::Policy::on_failure;
+  s.restart.backoff = 0.01;
+  s.restart.max_backoff = 0.05;
+  s.restart.max_restarts = 3;
+  auto stack = engine->create_stack(stack_of({s}));
+  stack->start({});
+  auto failed = wait(stack->wait_state("crash", State::failed));
+  EXPECT_TRUE(failed.ok) << failed.message;
+  auto row = stack->status("crash");
+  EXPECT_EQ(row.restarts, 3);
+  EXPECT_EQ(row.exit_code, 3);
+  EXPECT_NE(row.reason.find("restart limit reached (exit code 3)"), std::string::npos) << row.reason;
+  EXPECT_EQ(stack->logs("crash", -1).size(), 4u);  // one "boom" per run
+}
+
+TEST(Engine, ReadinessDeadlineFailsDependentsButNotOthers) {
+  auto engine = Engine::create();
+  auto silent = helper("silent", {"pause"});
+  CheckSpec never;
+  never.kind = CheckSpec::Kind::log;
+  never.pattern = "will never be printed";
+  never.start_timeout = 0.3;
+  silent.ready = never;
+  auto dependent = helper("dependent", {"pause"});
+  dependent.depends_on = {{"silent", Condition::ready}};
+  auto other = helper("other", {"print", "hi", "pause"});
+  auto stack = engine->create_stack(stack_of({silent, dependent, other}));
+  auto outcome = wait(stack->start({}));
+  EXPECT_FALSE(outcome.ok);
+  EXPECT_EQ(outcome.service, "silent");
+  EXPECT_NE(outcome.message.find("not ready within 0.3s"), std::string::npos) << outcome.message;
+  EXPECT_TRUE(wait(stack->wait_state("dependent", State::failed)).ok);
+  auto rows = stack->status();
+  EXPECT_EQ(find(rows, "dependent").pid, 0);  // never spawned
+  EXPECT_NE(find(rows, "dependent").reason.find("dependency 'silent' failed"), std::string::npos);
+  EXPECT_EQ(find(rows, "other").state, State::ready);
+  EXPECT_TRUE(wait(stack->wait_state("silent", State::failed)).ok);
+  wait(stack->close());
+}
+
+TEST(Engine, StopEscalatesToKillForTermIgnoringChild) {
+  auto engine = Engine::create();
+  auto stubborn = helper("stubborn", {"ignore", "TERM", "print", "armed", "pause"});
+  stubborn.stop_timeout = 0.3;
+  CheckSpec armed;
+  armed.kind = CheckSpec::Kind::log;
+  armed.pattern = "^armed$";
+  stubborn.ready = armed;
+  auto stack = engine->create_stack(stack_of({stubborn}));
+  ASSERT_TRUE(wait(stack->start({})).ok);
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(wait(stack->stop({})).ok);
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_GE(took, 0.25);
+  auto row = stack->status("stubborn");
+  EXPECT_EQ(row.state, State::stopped);
+  EXPECT_EQ(row.exit_code, -SIGKILL);
+}
+
+TEST(Engine, SpawnErrorsFailWithoutRestartStorm) {
+  auto engine = Engine::create();
+  ServiceSpec missing;
+  missing.name = "missing";
+  missing.argv = {"corral-definitely-missing-binary"};
+  missing.restart.policy = RestartSpec::Policy::always;
+  auto stack = engine->create_stack(stack_of({missing}));
+  auto outcome = wait(stack->start({}));
+  EXPECT_FALSE(outcome.ok);
+  EXPECT_EQ(outcome.message, "command not found: corral-definitely-missing-binary");
+  auto row = stack->status("missing");
+  EXPECT_EQ(row.state, State::failed);
+  EXPECT_EQ(row.restarts, 0);
+}
+
+TEST(Engine, CompletedConditionWaitsForASuccessfulExit) {
+  auto engine = Engine::create();
+  auto migrate = helper("migrate", {"sleep", "0.1", "print", "migrated"});
+  auto app = helper("app", {"print", "app up", "pause"});
+  app.depends_on = {{"migrate", Condition::completed}};
+  auto stack = engine->create_stack(stack_of({migrate, app}));
+  ASSERT_TRUE(wait(stack->start({})).ok);
+  auto rows = stack->status();
+  EXPECT_EQ(find(rows, "migrate").state, State::exited);
+  EXPECT_EQ(find(rows, "migrate").exit_code, 0);
+  EXPECT_EQ(find(rows, "app").state, State::ready);
+}
+
+TEST(Engine, ChattyChildNeverBlocksAndMemoryStaysBounded) {
+  auto engine = Engine::create();
+  auto chatty = helper("chatty", {"flood", "20000000", "print", "done", "pause"});
+  chatty.log_lines = 1000;
+  auto quiet = helper("quiet", {"print", "hello", "pause"});
+  auto stack = engine->create_stack(stack_of({chatty, quiet}));
+  ASSERT_TRUE(wait(stack->start({})).ok);
+  EXPECT_TRUE(wait(stack->wait_log("chatty", "^done$", 0), 60).ok);
+  auto row = stack->status("chatty");
+  EXPECT_GE(row.log_lines, 200000u);
+  EXPECT_LE(stack->logs("chatty", -1).size(), 1000u);
+  EXPECT_TRUE(wait(stack->wait_log("quiet", "hello", 0)).ok);
+}
+
+TEST(Engine, RejectsCyclesBeforeAnythingRuns) {
+  auto engine = Engine::create();
+  auto a = helper("a", {"pause"});
+  auto b = helper("b", {"pause"});
+  a.depends_on = {{"b", Condition::ready}};
+  b.depends_on = {{"a", Condition::started}};
+  try {
+    engine->create_stack(stack_of({a, b}));
+    FAIL() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_STREQ(e.what(), "dependency cycle: a -> b -> a");
+  }
+}
+
+TEST(Engine, UnknownTemplateKeyIsAConfigError) {
+  auto engine = Engine::create();
+  auto a = helper("a", {"print", "{{port.http}}"});
+  try {
+    engine->create_stack(stack_of({a}));
+    FAIL() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("service 'a': command"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("no port named 'http'"), std::string::npos) << e.what();
+  }
+}

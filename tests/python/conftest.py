@@ -1,0 +1,70 @@
+"""Shared fixtures: the helper program (a real child with modes) and stacks that are always
+closed, so a failing test never leaves processes behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import corral
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def helper(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Path of tests/helper/corral_helper: the CMake-built one when CORRAL_HELPER names
+    it, else compiled here with the system C compiler."""
+    path = os.environ.get("CORRAL_HELPER")
+    if path and os.access(path, os.X_OK):
+        return path
+    out = tmp_path_factory.mktemp("helper") / "corral_helper"
+    subprocess.run(
+        [os.environ.get("CC", "cc"), "-std=c11", "-D_GNU_SOURCE", "-O1", "-o", str(out),
+         str(ROOT / "tests" / "helper" / "corral_helper.c")],
+        check=True,
+    )
+    return str(out)
+
+
+@pytest.fixture
+def make_stack() -> Iterator[Callable[..., corral.Stack]]:
+    stacks: list[corral.Stack] = []
+
+    def make(name: str | None = "test") -> corral.Stack:
+        stack = corral.Stack(name=name)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.close(timeout=60)
+
+
+def alive(pid: int) -> bool:
+    """True if `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    """Waits for an event with a generous deadline (tests run on loaded 2-core machines)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def python_script(code: str) -> list[str]:
+    return [sys.executable, "-c", code]

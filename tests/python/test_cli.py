@@ -1,0 +1,161 @@
+"""The `corral` command line: up (foreground), check, graph."""
+
+from __future__ import annotations
+
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, alive, wait_until
+
+
+def corral(*args: str, cwd: Path | None = None, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "corral", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120, **kw)
+
+
+def write_stack(tmp_path: Path, helper: str, extra: str = "") -> Path:
+    path = tmp_path / "corral.toml"
+    path.write_text(f"""
+name = "clitest"
+
+[services.db]
+command = ["{helper}", "pid", "listen", "{{{{port.main}}}}", "pause"]
+ports = ["main"]
+ready = {{ tcp = "main", interval = 0.02 }}
+
+[services.api]
+command = "{helper} pid print api-up pause"
+depends_on = {{ db = "ready" }}
+ready = {{ log = "api-up" }}
+env = {{ DB = "127.0.0.1:{{{{db.port.main}}}}" }}
+{extra}
+""")
+    return path
+
+
+def test_check_prints_levels(tmp_path, helper):
+    path = write_stack(tmp_path, helper)
+    out = corral("check", "-f", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "2 services, 2 levels" in out.stdout
+    assert "level 0: db" in out.stdout and "level 1: api" in out.stdout
+
+
+def test_check_finds_default_file_and_graph(tmp_path, helper):
+    write_stack(tmp_path, helper)
+    out = corral("graph", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["db", "api <- db (ready)"]
+
+
+def test_check_reports_errors_with_file_and_exit_code(tmp_path, helper):
+    path = write_stack(tmp_path, helper, extra='[services.web]\ncommand = "x"\ndepends_on = ["nope"]\n')
+    out = corral("check", "-f", str(path))
+    assert out.returncode == 1
+    assert "corral.toml" in out.stderr and "nope" in out.stderr and "web" in out.stderr
+    cyc = tmp_path / "cycle.toml"
+    cyc.write_text('[services.a]\ncommand="x"\ndepends_on=["b"]\n[services.b]\ncommand="x"\ndepends_on=["a"]\n')
+    out = corral("check", "-f", str(cyc))
+    assert out.returncode == 1 and "dependency cycle: a -> b -> a" in out.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = corral("check", cwd=empty)
+    assert out.returncode == 1 and "no corral.toml" in out.stderr
+
+
+def _read_until(stream, pattern: str, timeout: float = 60) -> str:
+    """Reads lines from a pipe until one matches; returns everything read."""
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([stream], [], [], 0.5)
+        if not ready:
+            continue
+        line = stream.readline()
+        if not line:
+            break
+        seen += line
+        if re.search(pattern, line):
+            return seen
+    raise AssertionError(f"no line matching {pattern!r} in:\n{seen}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_up_streams_prefixed_logs_and_stops_cleanly_on_signal(tmp_path, helper, sig):
+    path = write_stack(tmp_path, helper)
+    proc = subprocess.Popen([sys.executable, "-m", "corral", "up", "-f", str(path), "--verbose"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _read_until(proc.stderr, r"stack ready")
+        out = _read_until(proc.stdout, r"^api +\| \[corral\] ready")
+        assert re.search(r"^db +\| \[corral\] run: .*corral_helper pid listen \d+ pause", out, re.M)
+        pids = [int(m) for m in re.findall(r"\| pid (\d+)", out)]
+        assert len(pids) == 2 and all(alive(p) for p in pids)
+        proc.send_signal(sig)
+        rest, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "api" in rest and "[corral] stopped" in rest
+        # api (the dependent) stopped before db
+        stops = re.findall(r"^(\w+) +\| \[corral\] stopped", rest, re.M)
+        assert stops == ["api", "db"]
+        wait_until(lambda: not any(alive(p) for p in pids), what="services to be gone")
+    finally:
+        proc.kill()
+
+
+def test_up_fails_with_reason_and_log_tail(tmp_path, helper):
+    path = tmp_path / "corral.yaml"
+    path.write_text(f"""
+services:
+  broken:
+    command: ["{helper}", "stderr", "listen failed: address in use", "exit", "3"]
+    ready: {{ tcp: 1 }}
+  after:
+    command: ["{helper}", "pause"]
+    depends_on: [broken]
+""")
+    out = subprocess.run([sys.executable, "-m", "corral", "up"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 1
+    assert "service 'broken' failed to start" in out.stderr
+    assert "exit code 3" in out.stderr
+    assert "listen failed: address in use" in out.stderr
+    assert "broken | listen failed: address in use" in out.stdout
+
+
+def test_up_unknown_service_fails_before_starting(tmp_path, helper):
+    path = write_stack(tmp_path, helper)
+    out = corral("up", "-f", str(path), "nosuch")
+    assert out.returncode == 1 and "nosuch" in out.stderr
+
+
+def test_console_script_and_module_agree(tmp_path, helper):
+    path = write_stack(tmp_path, helper)
+    exe = Path(sys.executable).parent / "corral"
+    if not exe.exists():
+        pytest.skip("console script not installed next to this interpreter")
+    a = subprocess.run([str(exe), "check", "-f", str(path)], capture_output=True, text=True, timeout=60)
+    b = corral("check", "-f", str(path))
+    assert a.returncode == b.returncode == 0 and a.stdout == b.stdout
+
+
+def test_demo_stack_in_repo_runs():
+    """The README's first command: the demo stack comes up ready and stops on Ctrl+C."""
+    demo = ROOT / "examples" / "demo" / "corral.toml"
+    out = corral("check", "-f", str(demo))
+    assert out.returncode == 0, out.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "corral", "up", "-f", str(demo)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _read_until(proc.stderr, r"stack ready", timeout=120)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    finally:
+        proc.kill()

@@ -1,0 +1,289 @@
+"""RELIABILITY.md: the bad days corral must survive (rows 1, 3, 5, 7, 8, 9, 10, 12), and
+ports never handed out twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+from conftest import alive, python_script, wait_until
+
+import corral
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+# Row 1 -----------------------------------------------------------------------------------------
+
+OWNER = textwrap.dedent("""
+    import json, sys, corral
+    helper = sys.argv[1]
+    stack = corral.Stack("owner")
+    for i in range(3):
+        stack.add(f"s{i}", f"{helper} grandchild 300 pause", ready=corral.LogCheck("^grandchild "))
+    stack.start(timeout=60)
+    pids = []
+    for svc in stack:
+        pids.append(svc.pid)
+        pids += [int(l.split()[1]) for l in svc.logs() if l.startswith("grandchild ")]
+    print(json.dumps(pids), flush=True)
+    sys.stdin.read()  # wait to be killed
+""")
+
+
+def test_owner_killed_with_sigkill_leaves_nothing_running(helper):
+    owner = subprocess.Popen(python_script(OWNER) + [helper], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        pids = json.loads(owner.stdout.readline())
+        assert len(pids) == 6 and all(alive(p) for p in pids)
+        owner.kill()
+        owner.wait(timeout=30)
+        wait_until(lambda: not any(alive(p) for p in pids), timeout=10,
+                   what="services and their grandchildren to die with their owner")
+    finally:
+        owner.kill()
+
+
+def test_interpreter_exit_without_close_stops_services(helper):
+    code = textwrap.dedent("""
+        import sys, corral
+        stack = corral.Stack()
+        stack.add("a", [sys.argv[1], "grandchild", "300", "pause"], ready=corral.LogCheck("grandchild"))
+        stack.start(timeout=60)
+        print(stack["a"].pid, stack["a"].logs()[0].split()[1], flush=True)
+    """)
+    out = subprocess.run(python_script(code) + [helper], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    pids = [int(x) for x in out.stdout.split()]
+    assert len(pids) == 2
+    wait_until(lambda: not any(alive(p) for p in pids), timeout=10, what="exit cleanup")
+
+
+# Row 3 -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["ignore-term", "stopped"])
+def test_term_ignoring_or_stopped_child_is_killed_after_stop_timeout(make_stack, helper, mode):
+    stack = make_stack()
+    svc = stack.add("stubborn", [helper, "ignore", "TERM", "grandchild", "300", "print", "armed", "pause"],
+                    stop_timeout=0.5, ready=corral.LogCheck("armed"))
+    stack.start()
+    grandchild = int(svc.logs()[0].split()[1])
+    pid = svc.pid
+    if mode == "stopped":
+        os.kill(pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    stack.stop()
+    took = time.monotonic() - t0
+    assert took >= 0.45  # it waited for the grace period before escalating
+    assert took < 0.5 + 10  # and then did escalate (generous: loaded machines)
+    assert svc.state == "stopped" and svc.exit_code == -signal.SIGKILL
+    assert not alive(pid) and not alive(grandchild)
+
+
+def test_stopped_child_gets_sigcont_and_exits_on_term(make_stack, helper):
+    stack = make_stack()
+    svc = stack.add("sleepy", [helper, "trap", "TERM", "bye", "print", "armed", "pause"],
+                    stop_timeout=30, ready=corral.LogCheck("armed"))
+    stack.start()
+    os.kill(svc.pid, signal.SIGSTOP)
+    stack.stop(timeout=20)  # far less than stop_timeout: TERM + CONT did it
+    assert svc.exit_code == 0 and svc.logs()[-1] == "bye"
+
+
+# Row 5 -----------------------------------------------------------------------------------------
+
+def test_users_subprocess_keeps_its_exit_codes_beside_a_churning_stack(make_stack, helper):
+    stack = make_stack()
+    churn = stack.add("churn", [helper, "exit", "1"],
+                      restart=corral.Restart("always", backoff=0.0, max_backoff=0.0, jitter=0.0))
+    stack.add("steady", [helper, "pause"])
+    stack.start("steady")
+    stack.start("churn")
+    codes = [subprocess.run(["sh", "-c", "exit 3"]).returncode for _ in range(1000)]
+    assert codes == [3] * 1000
+    assert churn.restarts > 10  # the stack really was churning meanwhile
+
+
+# Row 7 -----------------------------------------------------------------------------------------
+
+def test_no_fd_leaks_into_services(make_stack, helper, tmp_path):
+    leaky = os.open(tmp_path / "leak", os.O_CREAT | os.O_RDWR)
+    os.set_inheritable(leaky, True)
+    r, w = os.pipe()
+    os.set_inheritable(r, True)
+    try:
+        stack = make_stack()
+        svc = stack.add("fds", [helper, "fds", "pause"], ports=["p"],
+                        ready=corral.LogCheck("^fds "))
+        stack.start()
+        assert svc.logs()[0] == "fds 0 1 2"
+    finally:
+        os.close(leaky)
+        os.close(r)
+        os.close(w)
+
+
+# Row 8 -----------------------------------------------------------------------------------------
+
+def test_crash_loop_backs_off_exponentially_then_fails(make_stack, helper):
+    stack = make_stack()
+    svc = stack.add("crashy", [helper, "monotime", "stderr", "cannot connect", "exit", "1"],
+                    restart=corral.Restart("on-failure", backoff=0.05, max_backoff=0.4,
+                                           max_restarts=5, jitter=0.0))
+    with pytest.raises(corral.StartError) as info:
+        stack.start(timeout=60)
+    assert "restart limit reached (exit code 1)" in str(info.value)
+    assert str(info.value).rstrip().endswith("cannot connect")
+    assert svc.state == "failed" and svc.restarts == 5
+    times = [int(line.split()[1]) / 1e9 for line in svc.logs() if line.startswith("monotime ")]
+    assert len(times) == 6
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    expected = [0.05, 0.1, 0.2, 0.4, 0.4]
+    for gap, want in zip(gaps, expected):
+        assert gap >= want * 0.9, (gaps, expected)  # never sooner than the policy allows
+
+
+def test_restart_counter_resets_after_a_stable_run(make_stack, helper, tmp_path):
+    count = tmp_path / "count"
+    stack = make_stack()
+    # Run 4 stays up 0.3 s (longer than reset_after) before crashing; every other run crashes
+    # at once. With max_restarts=3 and no reset, run 4's crash would be the end.
+    script = (f'echo x >> {count}; n=$(wc -l < {count}); '
+              f'if [ "$n" -eq 4 ]; then sleep 0.3; fi; exit 1')
+    svc = stack.add("flaky", script, restart=corral.Restart(
+        "on-failure", backoff=0.01, max_restarts=3, reset_after=0.2, jitter=0.0))
+    stack.start("flaky")
+    stack.wait("flaky", "failed", timeout=60)
+    runs = len(count.read_text().splitlines())
+    assert runs == 7  # 3 quick crashes, the stable run resets the count, then 3 more
+    assert svc.restarts == 6
+
+
+# Row 9 -----------------------------------------------------------------------------------------
+
+def test_exec_failures_are_exact_and_not_retried(make_stack, tmp_path):
+    noexec = tmp_path / "script.sh"
+    noexec.write_text("#!/bin/sh\necho hi\n")
+    noexec.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    cases = {
+        "missing": (["corral-no-such-binary-123"], "command not found: corral-no-such-binary-123"),
+        "noexec": ([str(noexec)], f"permission denied: {noexec} is not executable"),
+        "badcwd": (["true"], "cannot change directory to /nonexistent/dir"),
+    }
+    for name, (command, message) in cases.items():
+        stack = make_stack()
+        stack.add(name, command, restart="always", cwd="/nonexistent/dir" if name == "badcwd" else None)
+        with pytest.raises(corral.StartError) as info:
+            stack.start(timeout=30)
+        assert message in str(info.value)
+        assert stack[name].state == "failed" and stack[name].restarts == 0
+
+
+# Row 10 ----------------------------------------------------------------------------------------
+
+def test_readiness_deadline_fails_service_and_dependents_only(make_stack, helper):
+    stack = make_stack()
+    silent = stack.add("silent", [helper, "pause"],
+                       ready=corral.TcpCheck(1, start_timeout=0.5, interval=0.05))
+    stack.add("dependent", [helper, "pause"], depends_on=["silent"])
+    stack.add("grand-dependent", [helper, "pause"], depends_on=["dependent"])
+    stack.add("independent", [helper, "pause"])
+    pid_box = {}
+    watcher = threading.Thread(target=lambda: pid_box.setdefault("pid", _first_pid(silent)))
+    watcher.start()
+    with pytest.raises(corral.StartError, match=r"not ready within 0\.5s \(tcp check: port 1: "):
+        stack.start(timeout=60)
+    watcher.join()
+    assert silent.state == "failed"
+    for name in ("dependent", "grand-dependent"):
+        stack.wait(name, "failed", timeout=30)
+        assert stack[name].pid is None
+    stack.wait("independent", "ready", timeout=30)
+    assert not alive(pid_box["pid"])  # the silent one was killed at its deadline
+
+
+def _first_pid(svc: corral.Service) -> int:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pid = svc.pid
+        if pid:
+            return pid
+        time.sleep(0.005)
+    raise AssertionError("never spawned")
+
+
+# Row 12 ----------------------------------------------------------------------------------------
+
+def test_chatty_child_does_not_stall_anything_and_memory_is_bounded(make_stack, helper):
+    stack = make_stack()
+    chatty = stack.add("chatty", [helper, "flood", str(50_000_000), "print", "flood done", "pause"],
+                       log_lines=2000)
+    quiet = stack.add("quiet", [helper, "pause"])
+    rss_before = _rss_kb()
+    stack.start()
+    # While 50 MB stream through, the API answers and other services work.
+    for _ in range(20):
+        assert {r["name"] for r in stack.status()} == {"chatty", "quiet"}
+        quiet.logs()
+    chatty.wait_for_log("^flood done$", timeout=120)
+    assert chatty.status()["log_lines"] >= 500_000
+    assert len(chatty.logs()) <= 2000
+    assert _rss_kb() - rss_before < 100_000  # KB: the ring is bounded, nothing piles up
+
+
+# Ports -----------------------------------------------------------------------------------------
+
+def test_ports_unique_within_a_stack(make_stack, helper):
+    stack = make_stack()
+    for i in range(40):
+        stack.add(f"s{i}", [helper, "pause"], ports=["a", "b"])
+    stack.start()
+    ports = [p for svc in stack for p in svc.ports.values()]
+    assert len(ports) == 80 and len(set(ports)) == 80
+
+
+ALLOCATOR = textwrap.dedent("""
+    import json, sys, corral
+    stack = corral.Stack()
+    for i in range(60):
+        stack.add(f"s{i}", [sys.argv[1], "pause"], ports=["a", "b"])
+    sys.stdin.readline()  # start together
+    stack.start(timeout=120)
+    print(json.dumps([p for s in stack for p in s.ports.values()]), flush=True)
+    sys.stdin.readline()  # hold the ports until told
+    stack.close()
+""")
+
+
+def test_ports_never_shared_between_processes_allocating_at_once(helper):
+    procs = [subprocess.Popen(python_script(ALLOCATOR) + [helper], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        sets = [set(json.loads(p.stdout.readline())) for p in procs]
+        assert len(sets[0]) == 120 and len(sets[1]) == 120
+        assert not sets[0] & sets[1]
+        for p in procs:
+            p.stdin.write("done\n")
+            p.stdin.flush()
+            assert p.wait(timeout=60) == 0
+    finally:
+        for p in procs:
+            p.kill()
