@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import select
 import signal
@@ -69,28 +70,54 @@ def test_check_reports_errors_with_file_and_exit_code(tmp_path, helper):
     assert out.returncode == 1 and "no corral.toml" in out.stderr
 
 
+_pending: dict[int, str] = {}
+
+
 def _read_until(stream, pattern: str, timeout: float = 60) -> str:
-    """Reads lines from a pipe until one matches; returns everything read."""
+    """Reads lines from a pipe until one matches; returns everything read up to it.
+
+    Reads the raw fd (a buffered reader would hide lines from select()); lines after the
+    match stay pending for the next call on the same stream.
+    """
+    fd = stream.fileno()
     seen = ""
+    buf = _pending.pop(fd, "")
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([stream], [], [], 0.5)
-        if not ready:
-            continue
-        line = stream.readline()
-        if not line:
+    while True:
+        while "\n" in buf:
+            line, buf = buf.split("\n", 1)
+            seen += line + "\n"
+            if re.search(pattern, line):
+                _pending[fd] = buf
+                return seen
+        if time.monotonic() > deadline:
             break
-        seen += line
-        if re.search(pattern, line):
-            return seen
-    raise AssertionError(f"no line matching {pattern!r} in:\n{seen}")
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buf += chunk.decode()
+    raise AssertionError(f"no line matching {pattern!r} in:\n{seen}{buf}")
+
+
+def _rest(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
+    """Everything the process still writes until it exits, after _read_until's reads."""
+    head_out = _pending.pop(proc.stdout.fileno(), "")
+    head_err = _pending.pop(proc.stderr.fileno(), "")
+    out, err = proc.communicate(timeout=timeout)
+    return head_out + out, head_err + err
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_up_streams_prefixed_logs_and_stops_cleanly_on_signal(tmp_path, helper, sig):
     path = write_stack(tmp_path, helper)
-    proc = subprocess.Popen([sys.executable, "-m", "corral", "up", "-f", str(path), "--verbose"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with subprocess.Popen([sys.executable, "-m", "corral", "up", "-f", str(path), "--verbose"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        _check_up(proc, sig)
+
+
+def _check_up(proc: subprocess.Popen[str], sig: int) -> None:
     try:
         _read_until(proc.stderr, r"stack ready")
         out = _read_until(proc.stdout, r"^api +\| \[corral\] ready")
@@ -98,7 +125,7 @@ def test_up_streams_prefixed_logs_and_stops_cleanly_on_signal(tmp_path, helper, 
         pids = [int(m) for m in re.findall(r"\| pid (\d+)", out)]
         assert len(pids) == 2 and all(alive(p) for p in pids)
         proc.send_signal(sig)
-        rest, err = proc.communicate(timeout=60)
+        rest, err = _rest(proc)
         assert proc.returncode == 0, err
         assert "api" in rest and "[corral] stopped" in rest
         # api (the dependent) stopped before db
@@ -150,12 +177,12 @@ def test_demo_stack_in_repo_runs():
     demo = ROOT / "examples" / "demo" / "corral.toml"
     out = corral("check", "-f", str(demo))
     assert out.returncode == 0, out.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "corral", "up", "-f", str(demo)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _read_until(proc.stderr, r"stack ready", timeout=120)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
-    finally:
-        proc.kill()
+    with subprocess.Popen([sys.executable, "-m", "corral", "up", "-f", str(demo)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            _read_until(proc.stderr, r"stack ready", timeout=120)
+            proc.send_signal(signal.SIGINT)
+            _, err = _rest(proc)
+            assert proc.returncode == 0, err
+        finally:
+            proc.kill()

@@ -46,17 +46,17 @@ OWNER = textwrap.dedent("""
 
 
 def test_owner_killed_with_sigkill_leaves_nothing_running(helper):
-    owner = subprocess.Popen(python_script(OWNER) + [helper], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-    try:
-        pids = json.loads(owner.stdout.readline())
-        assert len(pids) == 6 and all(alive(p) for p in pids)
-        owner.kill()
-        owner.wait(timeout=30)
-        wait_until(lambda: not any(alive(p) for p in pids), timeout=10,
-                   what="services and their grandchildren to die with their owner")
-    finally:
-        owner.kill()
+    with subprocess.Popen(python_script(OWNER) + [helper], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as owner:
+        try:
+            pids = json.loads(owner.stdout.readline())
+            assert len(pids) == 6 and all(alive(p) for p in pids)
+            owner.kill()
+            owner.wait(timeout=30)
+            wait_until(lambda: not any(alive(p) for p in pids), timeout=10,
+                       what="services and their grandchildren to die with their owner")
+        finally:
+            owner.kill()
 
 
 def test_interpreter_exit_without_close_stops_services(helper):
@@ -142,7 +142,9 @@ def test_no_fd_leaks_into_services(make_stack, helper, tmp_path):
 
 def test_crash_loop_backs_off_exponentially_then_fails(make_stack, helper):
     stack = make_stack()
+    # It crashes before it is ever ready: restarts count against the budget, then StartError.
     svc = stack.add("crashy", [helper, "monotime", "stderr", "cannot connect", "exit", "1"],
+                    ready=corral.LogCheck("^listening$"),
                     restart=corral.Restart("on-failure", backoff=0.05, max_backoff=0.4,
                                            max_restarts=5, jitter=0.0))
     with pytest.raises(corral.StartError) as info:
@@ -287,3 +289,6 @@ def test_ports_never_shared_between_processes_allocating_at_once(helper):
     finally:
         for p in procs:
             p.kill()
+            p.wait()
+            p.stdin.close()
+            p.stdout.close()

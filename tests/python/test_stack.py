@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 from conftest import alive, wait_until
@@ -38,7 +39,7 @@ def test_product_example_with_real_servers(make_stack, helper):
         for row in rows.values():
             assert {"name", "state", "pid", "restarts", "exit_code", "ports"} <= set(row)
         # The shell command ran through /bin/sh -c, and the env template was filled.
-        environ = open(f"/proc/{api.pid}/environ", "rb").read().split(b"\0")
+        environ = Path(f"/proc/{api.pid}/environ").read_bytes().split(b"\0")
         assert f"REDIS_URL=redis://127.0.0.1:{db.ports['main']}".encode() in environ
         assert f"PORT={port}".encode() in environ
         assert f"CORRAL_PORT_HTTP={port}".encode() in environ
@@ -122,7 +123,7 @@ def test_garbage_collected_stack_stops(helper):
 def test_templates_name_tmpdir_and_single_port(make_stack, helper):
     stack = make_stack()
     svc = stack.add("web", [helper, "print", "{{name}}:{{tmpdir}}", "env", "PORT", "cwd", "pause"],
-                    ports=["http"], cwd="{{tmpdir}}")
+                    ports=["http"], cwd="{{tmpdir}}", ready=corral.LogCheck("^cwd "))
     stack.start()
     lines = svc.logs()
     name, tmpdir = lines[0].split(":", 1)

@@ -343,7 +343,9 @@ class Stack:
         return self._handle
 
     def _core_or_none(self) -> Any:
-        return None if self._closed else self._handle
+        # A closed stack still answers status and logs questions: its last states and lines
+        # are what a failing test's report wants to show.
+        return self._handle
 
     # -- access -----------------------------------------------------------------------------
     def __getitem__(self, name: str) -> Service:
@@ -430,7 +432,7 @@ class Stack:
     # -- observation ------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
         """One row per service: name, state, pid, restarts, exit_code, ports, reason, ..."""
-        if self._handle is None or self._closed:
+        if self._handle is None:
             return [Service(self, s)._row() for s in self._specs.values()]
         return self._handle.status()  # type: ignore[no-any-return]
 
