@@ -271,3 +271,16 @@ def test_tcp_check_with_fixed_port_number(make_stack, helper):
     stack.add("fixed", [helper, "listen", str(port), "pause"], ready=corral.TcpCheck(port))
     stack.start(timeout=60)
     assert stack["fixed"].state == "ready"
+
+
+def test_replicas_are_services_of_their_own(make_stack, helper):
+    stack = make_stack()
+    stack.add("worker", [helper, "env", "CORRAL_SERVICE", "pause"], replicas=3, ports=["p"],
+              ready=corral.LogCheck("^env "))
+    stack.add("boss", [helper, "pause"], depends_on=["worker"])
+    assert stack.levels() == [["worker-1", "worker-2", "worker-3"], ["boss"]]
+    stack.start()
+    assert [stack[f"worker-{i}"].logs()[0] for i in (1, 2, 3)] == [
+        f"env CORRAL_SERVICE=worker-{i}" for i in (1, 2, 3)]
+    assert len({stack[f"worker-{i}"].ports["p"] for i in (1, 2, 3)}) == 3
+    assert stack["boss"].state == "ready"

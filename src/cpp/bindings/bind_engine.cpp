@@ -230,7 +230,8 @@ void register_engine(py::module_& m) {
           "create_stack",
           [](Engine& e, StackSpec spec) { return e.create_stack(std::move(spec)); },
           py::call_guard<py::gil_scoped_release>())
-      .def("shutdown", &Engine::shutdown, py::call_guard<py::gil_scoped_release>());
+      .def("shutdown", &Engine::shutdown, py::call_guard<py::gil_scoped_release>())
+      .def("abandon_after_fork", &Engine::abandon_after_fork);
 }
 
 }  // namespace corral::bindings

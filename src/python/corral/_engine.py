@@ -61,6 +61,9 @@ def orphan(handle: Any) -> None:
 def _after_fork_in_child() -> None:
     global _engine, _lock
     if _engine is not None:
+        # Close this copy of the death watcher's socket, so the watcher still sees EOF
+        # the moment the parent dies, however long this child lives.
+        _engine.abandon_after_fork()
         _orphans.append(_engine)
     _engine = None
     _lock = threading.Lock()

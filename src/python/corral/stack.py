@@ -9,7 +9,9 @@ the same call in a worker thread so an event loop is never blocked.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import functools
+import inspect
 import html
 import os
 import signal as _signal
@@ -39,6 +41,10 @@ STATES = (
 )
 
 _T = TypeVar("_T")
+# The keyword options of Stack.add are those of spec.make_service.
+_OPTIONS = frozenset(
+    p.name for p in inspect.signature(make_service).parameters.values()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY and not p.name.startswith("_"))
 _LOG_TAIL = 20
 
 
@@ -302,14 +308,26 @@ class Stack:
             raise CorralError(f"cannot add service '{name}': the stack has already been started")
         if name in self._specs:
             raise ConfigError(f"service '{name}' is already defined", service=name)
+        unknown = sorted(set(options) - _OPTIONS)
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], _OPTIONS, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown option '{unknown[0]}'{hint}", service=name)
         spec = make_service(name, command, **options)
         return self._add_spec(spec)
 
     def _add_spec(self, spec: ServiceSpec) -> Service:
         self._specs[spec.name] = spec
-        service = Service(self, spec)
-        self._services[spec.name] = service
-        return service
+        if spec.replicas == 1:
+            service = Service(self, spec)
+            self._services[spec.name] = service
+            return service
+        # Replicas are services of their own, `name-1` .. `name-N` (as docker compose names
+        # its containers); the first is returned.
+        replicas = [Service(self, clone) for _, clone in _expand_replicas([spec])]
+        for r in replicas:
+            self._services[r.name] = r
+        return replicas[0]
 
     def _core_spec(self) -> Any:
         for spec in self._specs.values():
@@ -421,6 +439,9 @@ class Stack:
     def close(self, timeout: float | None = None) -> None:
         """Stops everything and releases ports and private directories. Idempotent."""
         if self._closed:
+            return
+        if self._handle is not None and not _engine.owned_here(self._pid):
+            self._closed = True  # inherited across fork: the parent owns those processes
             return
         if self._handle is not None:
             if self._handle.close(timeout) is None:

@@ -941,7 +941,19 @@ void Engine::shutdown() noexcept {
   }
 }
 
-Engine::~Engine() { shutdown(); }
+void Engine::abandon_after_fork() noexcept {
+  impl_->alive = false;
+  if (impl_->watcher) impl_->watcher->abandon();
+  // Never destroy this engine here: its thread object names a thread of the parent
+  // (destroying a joinable std::thread terminates), and its io_context still owns the
+  // handlers of inherited stacks. One deliberate leak per fork.
+  new std::shared_ptr<Engine>(shared_from_this());
+}
+
+Engine::~Engine() {
+  // An engine abandoned after fork has no thread here: leave it be.
+  if (impl_->alive) shutdown();
+}
 
 std::unique_ptr<Stack> Engine::create_stack(StackSpec spec) {
   validate_stack(spec);

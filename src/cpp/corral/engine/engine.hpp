@@ -124,6 +124,10 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // thread. For interpreter exit and after fork; normal code closes its stacks instead.
   void shutdown() noexcept;
 
+  // In a child forked from the owner (without exec): the engine thread does not exist
+  // here. Drop this process's copy of the watcher socket and never touch the engine again.
+  void abandon_after_fork() noexcept;
+
   struct Impl;
   Impl& impl() noexcept { return *impl_; }
 
