@@ -209,3 +209,29 @@ TEST(Engine, UnknownTemplateKeyIsAConfigError) {
     EXPECT_NE(std::string(e.what()).find("no port named 'http'"), std::string::npos) << e.what();
   }
 }
+
+TEST(Engine, StartBudgetSpansRestartsBeforeReadiness) {
+  // It crashes at once, forever, before ever being ready: the restart policy alone would
+  // loop without end; the start budget (start_timeout) ends it.
+  auto engine = Engine::create();
+  auto s = helper("crashy", {"exit", "1"});
+  s.restart.policy = RestartSpec::Policy::always;
+  s.restart.backoff = 0.01;
+  s.restart.max_backoff = 0.02;
+  CheckSpec never;
+  never.kind = CheckSpec::Kind::log;
+  never.pattern = "never";
+  never.start_timeout = 0.4;
+  s.ready = never;
+  auto stack = engine->create_stack(stack_of({s}));
+  auto outcome = wait(stack->start({}));
+  EXPECT_FALSE(outcome.ok);
+  EXPECT_NE(outcome.message.find("not ready within 0.4s"), std::string::npos) << outcome.message;
+  auto row = stack->status("crashy");
+  EXPECT_EQ(row.state, State::failed);
+  EXPECT_GE(row.restarts, 2);
+  // Settled: waiting for it to start again fails at once instead of waiting.
+  auto again = wait(stack->wait_state("crashy", State::starting));
+  EXPECT_FALSE(again.ok);
+  EXPECT_NE(again.message.find("is failed"), std::string::npos) << again.message;
+}

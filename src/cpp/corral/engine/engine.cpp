@@ -125,7 +125,12 @@ struct Svc {
   double started_wall = 0, ready_wall = 0;
 
   asio::steady_timer timer;        // backoff, or the SIGKILL after stop_timeout
-  asio::steady_timer deadline;     // readiness deadline
+  asio::steady_timer deadline;     // readiness deadline (the start budget)
+  // The start budget: from the first spawn of a start until ready, across crashes and
+  // restarts, so that a crash loop before readiness still ends at `start_timeout`.
+  bool budget = false;
+  Clock::time_point budget_end{};
+  unsigned deadline_gen = 0;
   asio::steady_timer check_timer;  // next check attempt
 
   std::vector<PortLease> leases;
@@ -546,10 +551,11 @@ struct Engine::Impl {
     unsigned gen = ++s.check_gen;
     auto self = st.shared_from_this();
     if (readiness) {
-      s.deadline.expires_after(seconds(c.start_timeout));
-      s.deadline.async_wait([this, self, &s, gen](const boost::system::error_code& ec) {
-        if (!ec && s.check_gen == gen && s.state == State::starting) on_deadline(*self, s);
-      });
+      if (!s.budget) {
+        s.budget = true;
+        s.budget_end = Clock::now() + seconds(c.start_timeout);
+      }
+      arm_deadline(st, s);
       if (c.kind == CheckSpec::Kind::log) {
         s.ready_regex.emplace(c.pattern, std::regex::ECMAScript);
         return;
@@ -559,6 +565,22 @@ struct Engine::Impl {
     } else {
       schedule_attempt(st, s, false, gen, c.interval);
     }
+  }
+
+  void arm_deadline(StackState& st, Svc& s) {
+    auto self = st.shared_from_this();
+    unsigned gen = ++s.deadline_gen;
+    s.deadline.expires_at(s.budget_end);
+    s.deadline.async_wait([this, self, &s, gen](const boost::system::error_code& ec) {
+      if (!ec && s.deadline_gen == gen && (s.state == State::starting || s.state == State::backoff))
+        on_deadline(*self, s);
+    });
+  }
+
+  void end_budget(Svc& s) {
+    s.budget = false;
+    ++s.deadline_gen;
+    s.deadline.cancel();
   }
 
   void schedule_attempt(StackState& st, Svc& s, bool readiness, unsigned gen, double delay) {
@@ -624,7 +646,7 @@ struct Engine::Impl {
 
   void mark_ready(StackState& st, Svc& s) {
     ++s.check_gen;  // readiness attempts still in flight are moot
-    s.deadline.cancel();
+    end_budget(s);
     s.check_timer.cancel();
     s.ready_regex.reset();
     if (!apply(st, s, Event::became_ready)) return;
@@ -643,6 +665,8 @@ struct Engine::Impl {
                                               : s.last_check;
     ++s.check_gen;
     s.want_up = false;
+    s.budget = false;
+    s.timer.cancel();  // a pending restart (backoff) is moot
     apply(st, s, Event::ready_deadline,
           fmt::format("not ready within {}s ({} check: {})", c.start_timeout, to_string(c.kind), detail));
     signal_group(s, SIGKILL, false);
@@ -713,10 +737,10 @@ struct Engine::Impl {
 
   void handle_exit(StackState& st, Svc& s, const ExitInfo& exit) {
     ++s.check_gen;
-    s.deadline.cancel();
     s.check_timer.cancel();
     s.ready_regex.reset();
     if (s.state == State::stopping) {
+      end_budget(s);
       apply(st, s, Event::exit_after_stop);
       s.want_down = false;
       if (s.want_up) {  // started again while it was stopping
@@ -733,7 +757,10 @@ struct Engine::Impl {
     if (d.event == Event::exit_failed)
       why = exit.signaled ? fmt::format("{} (killed by signal {})", d.why, exit.signal)
                           : fmt::format("{} (exit code {})", d.why, exit.code);
-    if (d.event != Event::exit_restart) s.want_up = false;
+    if (d.event != Event::exit_restart) {
+      s.want_up = false;
+      end_budget(s);  // a restart keeps the start budget running
+    }
     apply(st, s, d.event, why);
     if (d.event == Event::exit_restart) {
       auto self = st.shared_from_this();
@@ -755,6 +782,7 @@ struct Engine::Impl {
     if (!s.want_down) return;
     if (s.state == State::pending || s.state == State::backoff) {
       s.timer.cancel();
+      end_budget(s);
       apply(st, s, Event::stop_requested);
       s.want_down = false;
       return changed(st, s);
@@ -769,7 +797,7 @@ struct Engine::Impl {
       if (dep.want_down && (is_running(dep.state) || dep.state == State::pending)) return;
     }
     ++s.check_gen;
-    s.deadline.cancel();
+    end_budget(s);
     s.check_timer.cancel();
     apply(st, s, Event::stop_requested);
     signal_group(s, s.spec.stop_signal, true);
@@ -806,6 +834,7 @@ struct Engine::Impl {
       if (is_settled(s.state)) {
         s.spawned_once = false;
         s.streak = 0;
+        s.budget = false;
         apply(st, s, Event::reset);
         s.reason.clear();
       }

@@ -1,0 +1,359 @@
+"""One corral measurement in a fresh interpreter: `python corral_worker.py CASE JSON-ARGS`.
+
+bench/run.py runs every corral case in its own process (so that memory and CPU figures
+belong to that case alone) and reads one line of JSON from stdout. `corral` is imported
+lazily: the `bare` case measures an interpreter that has the same imports as this file
+minus corral, which is the baseline of the idle-cost figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import threading
+import time
+
+
+def _rusage_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process
+    return r.ru_utime + r.ru_stime
+
+
+def _status_kb(pid: int | str, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _pss_kb(pid: int | str) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _thread_switches() -> dict[str, int]:
+    """Voluntary + involuntary context switches per thread (its wake-ups), by thread id."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/status") as f:
+                n = 0
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        n += int(line.split()[1])
+            out[tid] = n
+        except OSError:
+            pass
+    return out
+
+
+def _children_named(comm: str) -> list[int]:
+    """Direct children of this process whose command name is `comm` (the death watcher)."""
+    pids = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+    named = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() == comm:
+                    named.append(pid)
+        except OSError:
+            pass
+    return named
+
+
+def _lines(path: str) -> int:
+    try:
+        with open(path, "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def _stack(corral, name: str, n: int, argv: list[str], **options):
+    s = corral.Stack(name)
+    for i in range(n):
+        s.add(f"s{i}", list(argv), **options)
+    return s
+
+
+def _warm(corral) -> None:
+    """Creates the engine (thread + death watcher) outside of any timed region."""
+    from corral import _engine
+
+    _engine.engine()
+
+
+# ---- cases ------------------------------------------------------------------------------------
+
+
+def case_startstop(corral, a):
+    _warm(corral)
+    t = time.perf_counter()
+    s = _stack(corral, "bench", a["n"], a["argv"])
+    add = time.perf_counter() - t
+    t0 = time.perf_counter()
+    s.start()
+    t1 = time.perf_counter()
+    states = {r["state"] for r in s.status()}
+    t2 = time.perf_counter()
+    s.stop()
+    t3 = time.perf_counter()
+    stopped = {r["state"] for r in s.status()}
+    s.close()
+    assert states == {"ready"}, states
+    assert stopped == {"stopped"}, stopped
+    return {"n": a["n"], "add": add, "start": t1 - t0, "stop": t3 - t2}
+
+
+def case_restart(corral, a):
+    _warm(corral)
+    counter = a["counter"]
+    s = corral.Stack("bench")
+    svc = s.add("crash", [a["helper"], "count-file", counter, "exit", "1"],
+                restart=corral.Restart("always", backoff=0.0, max_backoff=0.0, jitter=0.0))
+    s.start()
+    time.sleep(0.2)
+    c0, r0, t0 = _lines(counter), svc.restarts, time.perf_counter()
+    time.sleep(a["window"])
+    c1, r1, t1 = _lines(counter), svc.restarts, time.perf_counter()
+    s.close()
+    return {"cycles": c1 - c0, "restarts": r1 - r0, "seconds": t1 - t0, "cycle": (t1 - t0) / max(1, c1 - c0)}
+
+
+def _clock_offset_ns() -> tuple[int, int]:
+    """CLOCK_REALTIME - CLOCK_MONOTONIC, from the tightest of many bracketed readings;
+    returns (offset, uncertainty) in ns."""
+    best = None
+    for _ in range(2000):
+        m1 = time.monotonic_ns()
+        r = time.time_ns()
+        m2 = time.monotonic_ns()
+        if best is None or m2 - m1 < best[1]:
+            best = (r - (m1 + m2) // 2, m2 - m1)
+    return best[0], best[1] // 2 + 1
+
+
+def case_exitlat(corral, a):
+    """The child writes CLOCK_MONOTONIC just before _exit; the engine's state event carries
+    the wall-clock time (CLOCK_REALTIME) at which it applied the exit. Converting with the
+    REALTIME-MONOTONIC offset gives the engine's own exit-to-event latency (exact up to the
+    offset's uncertainty, reported). Separately, the time at which `events()` returned in
+    Python, which adds the consumer's wake-up: an upper bound of what a user sees."""
+    _warm(corral)
+    stamps = a["stampfile"]
+    try:
+        os.unlink(stamps)
+    except FileNotFoundError:
+        pass
+    offset, uncertainty = _clock_offset_ns()
+    s = corral.Stack("bench")
+    s.add("x", [a["helper"], "exit-stamp", stamps, "0"],
+          restart=corral.Restart("always", backoff=a["gap"], max_backoff=a["gap"], jitter=0.0))
+    s.events(0)  # subscribe before anything happens
+    engine_seen: list[int] = []
+    python_seen: list[int] = []
+    s.start()
+    deadline = time.monotonic() + 60
+    while len(engine_seen) < a["k"] and time.monotonic() < deadline:
+        for e in s.events(1.0):
+            got = time.monotonic_ns()
+            if e["kind"] == "state" and e["state"] in ("backoff", "exited") and e.get("exit_code") is not None:
+                engine_seen.append(int(round(e["time"] * 1e9)) - offset)
+                python_seen.append(got)
+    s.close()
+    offset2, _ = _clock_offset_ns()
+    with open(stamps) as f:
+        child = [int(x) for x in f.read().split()]
+    k = min(len(child), len(engine_seen), a["k"])
+    return {
+        "engine_ns": [engine_seen[i] - child[i] for i in range(k)],
+        "python_ns": [python_seen[i] - child[i] for i in range(k)],
+        "offset_uncertainty_ns": uncertainty,
+        "offset_drift_ns": offset2 - offset,
+        # the event time is a double of seconds since the epoch: ~0.24 us resolution today
+        "float_resolution_ns": 2 ** -22 * 1e9,
+    }
+
+
+def case_chain(corral, a):
+    _warm(corral)
+    s = corral.Stack("bench")
+    check = {} if a.get("interval") is None else {"interval": a["interval"]}
+    prev = None
+    for i in range(a["n"]):
+        s.add(f"c{i}", [a["helper"], "listen", "{{port.main}}", "pause"], ports=["main"],
+              ready=corral.TcpCheck("main", **check), depends_on=[prev] if prev else [])
+        prev = f"c{i}"
+    t0 = time.perf_counter()
+    s.start()
+    t1 = time.perf_counter()
+    rows = {r["name"]: r for r in s.status()}
+    s.close()
+    # per link: from the spawn of a server to its readiness, by the engine's own clocks
+    links = [rows[f"c{i}"]["ready_at"] - rows[f"c{i}"]["started_at"] for i in range(a["n"])]
+    return {"total": t1 - t0, "links": links}
+
+
+def case_mem(corral, a):
+    """RSS of this process with `n` services running (n = 0: corral imported, engine running)."""
+    _warm(corral)
+    s = _stack(corral, "bench", a["n"], a["argv"]) if a["n"] else None
+    if s is not None:
+        s.start()
+    time.sleep(0.5)
+    rss = _status_kb("self", "VmRSS")
+    pss = _pss_kb("self")
+    watchers = _children_named("corral-watch")
+    out = {"n": a["n"], "rss_kb": rss, "pss_kb": pss,
+           "watcher_pss_kb": sum(_pss_kb(p) for p in watchers),
+           "watcher_rss_kb": sum(_status_kb(p, "VmRSS") for p in watchers)}
+    if s is not None:
+        s.close()
+    return out
+
+
+def case_bare(corral, a):
+    time.sleep(0.5)
+    c0 = _rusage_cpu()
+    time.sleep(a["seconds"])
+    return {"cpu": _rusage_cpu() - c0, "rss_kb": _status_kb("self", "VmRSS"), "pss_kb": _pss_kb("self")}
+
+
+def case_idle(corral, a):
+    _warm(corral)
+    s = _stack(corral, "bench", a["n"], a["argv"])
+    s.start()
+    stop = threading.Event()
+    samples = [0]
+
+    def sampler() -> None:
+        while not stop.wait(a["sample_every"]):
+            s.metrics()
+            samples[0] += 1
+
+    t = None
+    if a.get("sample_every"):
+        t = threading.Thread(target=sampler, daemon=True)
+        t.start()
+    time.sleep(1.0)
+    sw0, c0 = _thread_switches(), _rusage_cpu()
+    time.sleep(a["seconds"])
+    sw1, c1 = _thread_switches(), _rusage_cpu()
+    rss, pss = _status_kb("self", "VmRSS"), _pss_kb("self")
+    watchers = _children_named("corral-watch")
+    stop.set()
+    if t is not None:
+        t.join()
+    main_tid = str(threading.main_thread().native_id)
+    sampler_tid = str(t.native_id) if t is not None else None
+    # the engine thread is the one native thread that Python did not start
+    other = {tid: sw1[tid] - sw0.get(tid, 0) for tid in sw1 if tid not in (main_tid, sampler_tid)}
+    s.close()
+    return {"cpu": c1 - c0, "rss_kb": rss, "pss_kb": pss, "samples": samples[0],
+            "wakeups_engine": sum(other.values()), "wakeups_main": sw1[main_tid] - sw0[main_tid],
+            "watcher_pss_kb": sum(_pss_kb(p) for p in watchers)}
+
+
+def case_status(corral, a):
+    _warm(corral)
+    s = _stack(corral, "bench", a["n"], a["argv"])
+    s.start()
+    for _ in range(50):
+        s.status()
+    per = []
+    for _ in range(a["calls"]):
+        t0 = time.perf_counter_ns()
+        rows = s.status()
+        per.append(time.perf_counter_ns() - t0)
+    assert len(rows) == a["n"]
+    one = []
+    svc = s["s0"]
+    for _ in range(a["calls"]):
+        t0 = time.perf_counter_ns()
+        svc.state
+        one.append(time.perf_counter_ns() - t0)
+    s.close()
+    return {"status_ns": per, "state_ns": one}
+
+
+def case_logs(corral, a):
+    """A service writing `bytes` of 100-byte lines as fast as it can; lines/s captured, by
+    the engine's clocks: from the spawn to the last line."""
+    _warm(corral)
+    s = corral.Stack("bench")
+    s.add("flood", [a["helper"], "flood", str(a["bytes"])])
+    sub = a.get("subscribe", False)
+    got = 0
+    if sub:
+        s.events(0)
+    t0 = time.perf_counter()
+    s.start()
+    if sub:  # a consumer draining the event stream, like `corral up` printing logs
+        while True:
+            evs = s.events(0.5)
+            got += sum(1 for e in evs if e["kind"] == "log")
+            if any(e["kind"] == "state" and e["state"] == "exited" for e in evs):
+                break
+    s.wait("flood", "exited", timeout=120)
+    t1 = time.perf_counter()
+    row = s.status()[0]
+    last = s["flood"].log_records(tail=1)
+    s.close()
+    span = last[0][0] - row["started_at"] if last else float("nan")
+    return {"lines": row["log_lines"], "dropped_from_ring": row["log_dropped"], "seconds": span,
+            "wall": t1 - t0, "lines_per_s": row["log_lines"] / span, "events_seen": got}
+
+
+def case_ports(corral, a):
+    """`claims` ports as `claims/per` services of `per` ports each; the same services
+    without ports are started alongside, the difference is the cost of the claims."""
+    _warm(corral)
+    per = a["per"]
+    n = a["claims"] // per
+    out = {}
+    for kind in ("without", "with"):
+        s = corral.Stack("bench")
+        for i in range(n):
+            opts = {"ports": [f"p{j}" for j in range(per)]} if kind == "with" else {}
+            s.add(f"s{i}", list(a["argv"]), **opts)
+        t0 = time.perf_counter()
+        s.start()
+        out[kind] = time.perf_counter() - t0
+        if kind == "with":
+            ports = [p for r in s.status() for p in r["ports"].values()]
+            out["distinct"] = len(set(ports)) == len(ports) == a["claims"]
+        s.close()
+    out["claims"] = a["claims"]
+    out["seconds"] = out["with"] - out["without"]
+    return out
+
+
+def main() -> None:
+    case, args = sys.argv[1], json.loads(sys.argv[2])
+    corral = None
+    if case != "bare":
+        import corral  # noqa: PLC0415 - the bare case must not import it
+    result = globals()[f"case_{case}"](corral, args)
+    if corral is not None:
+        result["corral_file"] = corral.__file__
+        result["core_file"] = os.path.realpath(corral._engine._core.__file__)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
