@@ -40,6 +40,19 @@ def _pss_kb(pid: int | str) -> int:
     return 0
 
 
+def _uss_kb(pid: int | str) -> int:
+    """Memory only this process holds (private clean + dirty)."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total += int(line.split()[1])
+    except OSError:
+        pass
+    return total
+
+
 def _thread_switches() -> dict[str, int]:
     """Voluntary + involuntary context switches per thread (its wake-ups), by thread id."""
     out = {}
@@ -221,7 +234,7 @@ def case_mem(corral, a):
     watchers = _children_named("corral-watch")
     out = {"n": a["n"], "rss_kb": rss, "pss_kb": pss,
            "watcher_pss_kb": sum(_pss_kb(p) for p in watchers),
-           "watcher_rss_kb": sum(_status_kb(p, "VmRSS") for p in watchers)}
+           "watcher_uss_kb": sum(_uss_kb(p) for p in watchers)}
     if s is not None:
         s.close()
     return out
@@ -266,7 +279,8 @@ def case_idle(corral, a):
     s.close()
     return {"cpu": c1 - c0, "rss_kb": rss, "pss_kb": pss, "samples": samples[0],
             "wakeups_engine": sum(other.values()), "wakeups_main": sw1[main_tid] - sw0[main_tid],
-            "watcher_pss_kb": sum(_pss_kb(p) for p in watchers)}
+            "watcher_pss_kb": sum(_pss_kb(p) for p in watchers),
+            "watcher_uss_kb": sum(_uss_kb(p) for p in watchers)}
 
 
 def case_status(corral, a):

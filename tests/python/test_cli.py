@@ -123,6 +123,9 @@ def _check_up(proc: subprocess.Popen[str], sig: int) -> None:
         out = _read_until(proc.stdout, r"^api +\| \[corral\] ready")
         assert re.search(r"^db +\| \[corral\] run: .*corral_helper pid listen \d+ pause", out, re.M)
         pids = [int(m) for m in re.findall(r"\| pid (\d+)", out)]
+        while len(pids) < 2:  # db's first line may trail api's readiness in the stream
+            more = _read_until(proc.stdout, r"\| pid \d+")
+            pids += [int(m) for m in re.findall(r"\| pid (\d+)", more)]
         assert len(pids) == 2 and all(alive(p) for p in pids)
         proc.send_signal(sig)
         rest, err = _rest(proc)

@@ -284,3 +284,34 @@ def test_replicas_are_services_of_their_own(make_stack, helper):
         f"env CORRAL_SERVICE=worker-{i}" for i in (1, 2, 3)]
     assert len({stack[f"worker-{i}"].ports["p"] for i in (1, 2, 3)}) == 3
     assert stack["boss"].state == "ready"
+
+
+def test_liveness_failure_restarts_even_if_the_program_exits_cleanly(make_stack, helper):
+    stack = make_stack()
+    svc = stack.add("clean", [helper, "trap", "TERM", "bye", "print", "armed", "pause"],
+                    ready=corral.LogCheck("armed"),
+                    health=corral.ExecCheck("exit 1", interval=0.05, retries=1),
+                    restart="on-failure")
+    stack.start()
+    wait_until(lambda: svc.restarts >= 1, what="a restart after a clean exit on TERM")
+    assert "bye" in svc.logs()
+
+
+def test_owner_environment_does_not_leak_corral_variables(make_stack, helper, monkeypatch):
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+    monkeypatch.setenv("PORT", "1")
+    monkeypatch.setenv("CORRAL_PORT_OLD", "2")
+    monkeypatch.setenv("KEEP_ME", "yes")
+    stack = make_stack()
+    svc = stack.add("e", [helper, "env", "NOTIFY_SOCKET", "env", "PORT", "env", "CORRAL_PORT_OLD",
+                          "env", "KEEP_ME", "pause"], ready=corral.LogCheck("KEEP_ME"))
+    stack.start()
+    assert svc.logs() == ["env NOTIFY_SOCKET unset", "env PORT unset", "env CORRAL_PORT_OLD unset",
+                          "env KEEP_ME=yes"]
+
+
+def test_literal_braces_in_a_command(make_stack, helper):
+    stack = make_stack()
+    svc = stack.add("b", [helper, "print", '{{ "{{" }}.Names}}', "pause"], ready=corral.LogCheck("Names"))
+    stack.start()
+    assert svc.logs() == ["{{.Names}}"]

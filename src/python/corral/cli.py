@@ -81,9 +81,12 @@ def _print_events(stack: Any, printer: _Printer, verbose: bool, timeout: float) 
 def _cmd_up(args: argparse.Namespace) -> int:
     from .stack import Stack
 
-    stack = Stack.load(_find_file(args.file))
-    for name in args.services:
-        stack[name]  # unknown names fail before anything starts
+    path = _find_file(args.file)
+    stack = Stack.load(path)
+    for name in args.services:  # unknown names fail before anything starts
+        if name not in stack:
+            raise ConfigError(f"unknown service '{name}' (services: {', '.join(stack.services)})",
+                              file=path)
     printer = _Printer(list(stack.services), sys.stdout)
     stop_requested = threading.Event()
 
@@ -117,7 +120,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
                 sys.stderr.write(f"corral: stack ready ({len(stack)} services); Ctrl+C to stop\n")
                 sys.stderr.flush()
             if "error" not in outcome and not starter.is_alive() and _all_settled(stack):
-                sys.stderr.write("corral: every service has ended\n")
+                failed = [r["name"] for r in stack.status() if r["state"] == "failed"]
+                sys.stderr.write("corral: every service has ended"
+                                 + (f"; failed: {', '.join(failed)}\n" if failed else "\n"))
+                code = 1 if failed else 0
                 break
     finally:
         stopper = threading.Thread(target=stack.close, name="corral-stop", daemon=True)
@@ -130,7 +136,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _all_settled(stack: Any) -> bool:
-    return all(r["state"] in ("stopped", "exited", "failed") for r in stack.status())
+    # Once the start is over, a service still pending was not asked for (`up SERVICE`) or
+    # waits on one that ended: nothing more will happen by itself.
+    return all(r["state"] in ("stopped", "exited", "failed", "pending") for r in stack.status())
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ import inspect
 import html
 import os
 import signal as _signal
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -411,7 +412,8 @@ class Stack:
         return StartError(service, reason, tail)
 
     def stop(self, *names: str, timeout: float | None = None) -> None:
-        """Stops `names` (all when none), dependents before what they depend on."""
+        """Stops `names` (all when none). Among the services stopped, dependents stop before
+        what they depend on; like `docker compose stop db`, naming a service stops only it."""
         for n in names:
             self[n]
         if self._handle is None or self._closed:
@@ -420,9 +422,11 @@ class Stack:
             raise Timeout(f"services did not stop within {timeout}s")
 
     def restart(self, name: str, timeout: float | None = None) -> None:
-        """Stops `name` and starts it again (with the same ports); waits until ready."""
+        """Stops `name` and starts it again (with the same ports); waits until ready.
+        `timeout` covers both halves."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         self.stop(name, timeout=timeout)
-        self.start(name, timeout=timeout)
+        self.start(name, timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def wait(self, name: str, state: str = "ready", timeout: float | None = None) -> None:
         """Waits until `name` is in `state`; raises CorralError if it settles elsewhere."""

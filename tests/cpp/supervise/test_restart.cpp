@@ -55,3 +55,10 @@ TEST(Restart, LimitAndExitBeforeReady) {
   EXPECT_EQ(decide_restart(no, bad, 0, false, true, 0.5).event, Event::exit_failed);
   EXPECT_EQ(decide_restart(no, bad, 0, true, true, 0.5).event, Event::exit_final);
 }
+
+TEST(Restart, CleanExitWithNoRestartsLeftIsNotAFailure) {
+  auto r = policy(RestartSpec::Policy::always);
+  r.max_restarts = 0;
+  EXPECT_EQ(decide_restart(r, ExitInfo{0, false, 0}, 0, true, false, 0.5).event, Event::exit_final);
+  EXPECT_EQ(decide_restart(r, ExitInfo{1, false, 0}, 0, true, false, 0.5).event, Event::exit_failed);
+}

@@ -31,3 +31,7 @@ TEST(Template, UnknownKeyAndUnclosedBracesAreConfigErrors) {
   }
   EXPECT_THROW(render_template("x {{port.http", resolve), ConfigError);
 }
+
+TEST(Template, QuotedLiteralWritesBraces) {
+  EXPECT_EQ(render_template(R"(--format '{{ "{{" }}.Names}}')", resolve), "--format '{{.Names}}'");
+}

@@ -116,6 +116,7 @@ struct Svc {
   int restarts = 0;  // shown to users
   int streak = 0;    // consecutive restarts, drives the backoff; reset by a stable run
   int health_failures = 0;
+  bool health_kill = false;  // this run was stopped because its liveness check failed
   std::optional<int> exit_code;
   bool ever_ready = false;    // this run became ready
   bool spawned_once = false;  // spawned since the last start request
@@ -357,6 +358,14 @@ struct Engine::Impl {
 
   std::vector<std::string> build_env(StackState& st, Svc& s, const TemplateResolver& resolve) {
     std::map<std::string, std::string> env = st.spec.base_env;
+    // What the owner inherited from its own supervisor must not leak into services: a
+    // NOTIFY_SOCKET would let them notify systemd (or an outer corral), PORT and
+    // CORRAL_PORT_* would name the owner's ports, not theirs.
+    std::erase_if(env, [](const auto& kv) {
+      const auto& k = kv.first;
+      return k == "NOTIFY_SOCKET" || k == "PORT" || k == "CORRAL_SERVICE" || k == "CORRAL_STACK" ||
+             k.rfind("CORRAL_PORT_", 0) == 0;
+    });
     env["CORRAL_STACK"] = st.id;
     env["CORRAL_SERVICE"] = s.spec.name;
     for (const auto& [name, port] : s.ports) env["CORRAL_PORT_" + upper(name)] = std::to_string(port);
@@ -372,9 +381,16 @@ struct Engine::Impl {
   void record_line(StackState& st, Svc& s, Stream stream, std::string_view text) {
     auto now = wall_ns();
     const LogLine& line = s.logs.push(now, stream, text);
-    if (s.ready_regex && s.state == State::starting && std::regex_search(line.text, *s.ready_regex)) {
-      s.ready_regex.reset();
-      mark_ready(st, s);
+    // The line goes out before whatever it causes (readiness), so a reader of the event
+    // stream sees "server started" before "[corral] ready".
+    if (st.subscribed.load(std::memory_order_relaxed)) {
+      EngineEvent e;
+      e.kind = EngineEvent::Kind::log;
+      e.service = s.spec.name;
+      e.stream = stream;
+      e.text = line.text;
+      e.time_ns = now;
+      push_event(st, std::move(e));
     }
     if (!s.log_waiters.empty()) {
       for (std::size_t i = 0; i < s.log_waiters.size();) {
@@ -390,14 +406,9 @@ struct Engine::Impl {
         }
       }
     }
-    if (st.subscribed.load(std::memory_order_relaxed)) {
-      EngineEvent e;
-      e.kind = EngineEvent::Kind::log;
-      e.service = s.spec.name;
-      e.stream = stream;
-      e.text = line.text;
-      e.time_ns = now;
-      push_event(st, std::move(e));
+    if (s.ready_regex && s.state == State::starting && std::regex_search(line.text, *s.ready_regex)) {
+      s.ready_regex.reset();
+      mark_ready(st, s);
     }
   }
 
@@ -638,7 +649,10 @@ struct Engine::Impl {
       apply(st, s, Event::health_failed, fmt::format("liveness check failed {} times: {}", s.health_failures, detail));
       // A liveness failure means "restart me" when the policy restarts at all: stop the
       // group; the exit then goes through the restart policy like any crash.
-      if (s.spec.restart.policy != RestartSpec::Policy::no) signal_group(s, s.spec.stop_signal, true);
+      if (s.spec.restart.policy != RestartSpec::Policy::no) {
+        s.health_kill = true;  // however it exits now, it failed
+        signal_group(s, s.spec.stop_signal, true);
+      }
       changed(st, s);
     }
     schedule_attempt(st, s, false, gen, c.interval);
@@ -752,7 +766,10 @@ struct Engine::Impl {
     if (s.state == State::failed) return changed(st, s);  // killed after its deadline
     if (Clock::now() - s.spawned_at >= seconds(s.spec.restart.reset_after)) s.streak = 0;
     std::uniform_real_distribution<double> unit(0.0, 1.0);
-    auto d = decide_restart(s.spec.restart, exit, s.streak, s.ever_ready, s.spec.ready.has_value(), unit(rng));
+    ExitInfo judged = exit;
+    if (s.health_kill && !exit.signaled && exit.code == 0) judged.code = 1;  // a clean exit on our TERM
+    s.health_kill = false;
+    auto d = decide_restart(s.spec.restart, judged, s.streak, s.ever_ready, s.spec.ready.has_value(), unit(rng));
     std::string why;
     if (d.event == Event::exit_failed)
       why = exit.signaled ? fmt::format("{} (killed by signal {})", d.why, exit.signal)

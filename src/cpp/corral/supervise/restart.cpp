@@ -24,8 +24,11 @@ RestartDecision decide_restart(const RestartSpec& spec, const ExitInfo& exit, in
     if (has_ready_check && !was_ready) return {Event::exit_failed, 0, "exited before it was ready"};
     return {Event::exit_final, 0, ""};
   }
-  if (spec.max_restarts >= 0 && restarts >= spec.max_restarts)
+  if (spec.max_restarts >= 0 && restarts >= spec.max_restarts) {
+    // Out of restarts: a clean exit is still a clean exit.
+    if (success && (was_ready || !has_ready_check)) return {Event::exit_final, 0, ""};
     return {Event::exit_failed, 0, "restart limit reached"};
+  }
   return {Event::exit_restart, restart_delay(spec, restarts, u), ""};
 }
 

@@ -28,6 +28,12 @@ std::string render_template(std::string_view text, const TemplateResolver& resol
     if (close == std::string_view::npos)
       throw ConfigError(fmt::format("unclosed '{{{{' in template \"{}\"", text));
     auto key = trim(text.substr(open + 2, close - open - 2));
+    // {{ "..." }} is a literal, the way to write "{{" itself: {{ "{{" }}.Names}}
+    if (key.size() >= 2 && key.front() == '"' && key.back() == '"') {
+      out.append(key.substr(1, key.size() - 2));
+      pos = close + 2;
+      continue;
+    }
     auto value = resolve(key);
     if (!value) throw ConfigError(fmt::format("unknown template key '{{{{{}}}}}' in \"{}\"", key, text));
     out.append(*value);

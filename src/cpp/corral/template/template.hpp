@@ -14,7 +14,8 @@ namespace corral {
 // when the key is unknown.
 using TemplateResolver = std::function<std::optional<std::string>(std::string_view key)>;
 
-// Replaces every {{ key }} (spaces allowed inside the braces). Throws ConfigError naming
+// Replaces every {{ key }} (spaces allowed inside the braces); {{ "text" }} is the literal
+// text, so {{ "{{" }} writes a "{{" that is not a template. Throws ConfigError naming
 // the key, or an unclosed "{{". Text without "{{" is returned unchanged.
 std::string render_template(std::string_view text, const TemplateResolver& resolve);
 

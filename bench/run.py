@@ -1,0 +1,781 @@
+#!/usr/bin/env python3
+"""corral's benchmarks: corral, the physical floor and the peers, side by side in one run.
+
+    python bench/run.py                   the full run (~6 min; first run also builds a
+                                          Release engine, ~2.5 min on 2 cores)
+    python bench/run.py --quick --json OUT   the smoke mode (a few seconds, peers skipped)
+
+See bench/README.md for what each figure means and docs/benchmarks.md for the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import peers as _peers  # noqa: E402
+
+SUBJECTS = ("corral", "floor", "supervisord", "s6", "runit", "pm2")
+PEERS = ("supervisord", "s6", "runit", "pm2")
+
+
+# ---- configuration ----------------------------------------------------------------------------
+
+
+def settings(quick: bool) -> dict:
+    if quick:
+        return dict(ns=[20], reps=1, peer_reps=1, restart_window=0.5, peer_restart_window=3.0,
+                    exitlat_k=20, exitlat_gap=0.01, exitlat_reps=1, chain=3, idle_n=20, idle_seconds=1.0,
+                    idle_reps=1, mem_ns=[0, 20], status_n=20, status_calls=100, log_bytes=2_000_000,
+                    log_reps=1, claims=100, per=10, supervisord_default_n=None)
+    return dict(ns=[100, 500], reps=5, peer_reps=3, restart_window=2.0, peer_restart_window=6.0,
+                exitlat_k=200, exitlat_gap=0.02, exitlat_reps=3, chain=10, idle_n=100, idle_seconds=20.0,
+                idle_reps=3, mem_ns=[0, 100, 500], status_n=100, status_calls=1000, log_bytes=50_000_000,
+                log_reps=3, claims=1000, per=10, supervisord_default_n=500)
+
+
+# ---- small utilities --------------------------------------------------------------------------
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    if not xs:
+        return None
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def say(*a) -> None:
+    print(*a, file=sys.stderr, flush=True)
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+# ---- the bench's private directory and binaries ----------------------------------------------------
+
+
+class Workspace:
+    """A private temp dir: the floor, the helper and a copy of /bin/sleep are compiled/copied
+    into tmp/bin, so every service of every subject runs a binary only this run uses (and
+    leftovers can be found exactly, by executable path)."""
+
+    def __init__(self, keep: bool = False) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="corral-bench-"))
+        self.bin = self.root / "bin"
+        self.bin.mkdir()
+        shm = Path("/dev/shm")
+        self.fast = Path(tempfile.mkdtemp(prefix="corral-bench-", dir=shm)) if shm.is_dir() else self.root
+        self.keep = keep
+        self.daemons: list[_peers.Daemon] = []
+        cc = os.environ.get("CC", "cc")
+        self.floor = self.bin / "floor"
+        self.helper = self.bin / "corral_helper"
+        subprocess.run([cc, "-O2", "-std=c11", "-D_GNU_SOURCE", "-o", self.floor, HERE / "floor.c"], check=True)
+        subprocess.run([cc, "-O2", "-std=c11", "-D_GNU_SOURCE", "-o", self.helper,
+                        REPO / "tests" / "helper" / "corral_helper.c"], check=True)
+        self.sleep = self.bin / "sleep"
+        shutil.copy2(shutil.which("sleep") or "/bin/sleep", self.sleep)
+        atexit.register(self.cleanup)
+
+    def path(self, name: str) -> str:
+        return str(self.root / name)
+
+    def leftovers(self) -> list[int]:
+        out = []
+        prefix = str(self.bin) + "/"
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if os.readlink(f"/proc/{entry}/exe").startswith(prefix):
+                        out.append(int(entry))
+                except OSError:
+                    pass
+        return out
+
+    def cleanup(self) -> None:
+        for d in self.daemons:
+            try:
+                d.down()
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+        self.daemons.clear()
+        for pid in self.leftovers():  # only processes running one of our private binaries
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+            if self.fast != self.root:
+                shutil.rmtree(self.fast, ignore_errors=True)
+
+
+# ---- which corral ------------------------------------------------------------------------------
+
+
+def _build_type_of(so: Path) -> str:
+    for parent in so.resolve().parents:
+        cache = parent / "CMakeCache.txt"
+        if cache.exists():
+            for line in cache.read_text(errors="replace").splitlines():
+                if line.startswith("CMAKE_BUILD_TYPE:"):
+                    return line.split("=", 1)[1] or "(none)"
+            return "(unknown)"
+    return "installed wheel (Release)" if "site-packages" in str(so) else "(unknown)"
+
+
+def release_engine(build_dir: Path) -> Path:
+    """Configures and builds a Release engine from this checkout into `build_dir`, and returns
+    a directory to put on PYTHONPATH whose `corral` package is the checkout's Python code with
+    that engine."""
+    import sysconfig
+
+    ext = sysconfig.get_config_var("EXT_SUFFIX")
+    so = build_dir / "src" / "cpp" / "bindings" / f"_core{ext}"
+    if not (build_dir / "build.ninja").exists():
+        say(f"configuring a Release engine in {build_dir} (first run only)")
+        pybind11_dir = subprocess.run([sys.executable, "-m", "pybind11", "--cmakedir"], check=True,
+                                      capture_output=True, text=True).stdout.strip()
+        subprocess.run(["cmake", "-S", REPO, "-B", build_dir, "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
+                        "-DCORRAL_BUILD_PYTHON=ON", "-DCORRAL_BUILD_TESTS=OFF",
+                        f"-DPython_EXECUTABLE={sys.executable}", f"-Dpybind11_DIR={pybind11_dir}"],
+                       check=True, stdout=subprocess.DEVNULL)
+    say(f"building the Release engine (ninja -C {build_dir})")
+    subprocess.run(["ninja", "-C", build_dir], check=True, stdout=subprocess.DEVNULL)
+    pkg = build_dir / "pkg" / "corral"
+    if pkg.exists():
+        shutil.rmtree(pkg)
+    pkg.mkdir(parents=True)
+    for f in (REPO / "src" / "python" / "corral").iterdir():
+        if f.suffix == ".py" or f.name == "py.typed":
+            (pkg / f.name).symlink_to(f)
+    (pkg / so.name).symlink_to(so)
+    return build_dir / "pkg"
+
+
+def corral_env(engine: str, build_dir: Path) -> tuple[dict, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    if engine == "release":
+        path = str(release_engine(build_dir))
+    elif engine == "checkout":
+        path = str(REPO / "src" / "python")
+    else:  # "import": whatever this interpreter imports, else the checkout
+        probe = subprocess.run([sys.executable, "-c", "import corral"], capture_output=True, env=env)
+        path = None if probe.returncode == 0 else str(REPO / "src" / "python")
+        if path is None and os.environ.get("PYTHONPATH"):
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    if path:
+        env["PYTHONPATH"] = path
+    where = subprocess.run([sys.executable, "-c", "import corral, os; from corral import _engine; "
+                            "print(os.path.realpath(_engine._core.__file__))"],
+                           capture_output=True, text=True, env=env, check=True).stdout.strip()
+    return env, where
+
+
+# ---- running things ---------------------------------------------------------------------------
+
+
+class Runner:
+    def __init__(self, ws: Workspace, env: dict) -> None:
+        self.ws = ws
+        self.env = env
+        self.worker = str(HERE / "corral_worker.py")
+
+    def corral(self, case: str, timeout: float = 300, **args) -> dict:
+        p = subprocess.run([sys.executable, self.worker, case, json.dumps(args)], capture_output=True,
+                           text=True, env=self.env, timeout=timeout)
+        if p.returncode != 0:
+            raise RuntimeError(f"corral {case} failed:\n{p.stderr[-3000:]}")
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    def corral_async(self, case: str, **args) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, self.worker, case, json.dumps(args)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=self.env)
+
+    @staticmethod
+    def collect(p: subprocess.Popen, timeout: float = 300) -> dict:
+        out, err = p.communicate(timeout=timeout)
+        if p.returncode != 0:
+            raise RuntimeError(f"corral worker failed:\n{err[-3000:]}")
+        return json.loads(out.strip().splitlines()[-1])
+
+    def floor(self, *args, timeout: float = 300) -> dict:
+        p = subprocess.run([str(self.ws.floor), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+        if p.returncode != 0:
+            raise RuntimeError(f"floor {args[0]} failed: {p.stderr}")
+        return json.loads(p.stdout)
+
+
+def peer_root(ws: Workspace, tag: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=ws.root))
+
+
+def with_peer(ws: Workspace, cls, programs: dict, **kw):
+    d = cls(peer_root(ws, cls.name), programs, **kw)
+    d.exclude = str(ws.bin) + "/"
+    ws.daemons.append(d)
+    d.up()
+    return d
+
+
+def release_peer(ws: Workspace, d) -> None:
+    d.down()
+    ws.daemons.remove(d)
+
+
+# ---- the cases ----------------------------------------------------------------------------------
+
+
+def bench_startstop(r: Runner, ws: Workspace, cfg: dict, peers: list[str]) -> dict:
+    sleep = [str(ws.sleep), "3600"]
+    out = {}
+    for n in cfg["ns"]:
+        res = {s: {"start": [], "stop": []} for s in ["corral", "floor"] + peers}
+        reps = cfg["reps"]
+        for rep in range(reps):
+            f = r.floor("startstop", n, *sleep)
+            res["floor"]["start"].append(f["start"])
+            res["floor"]["stop"].append(f["stop"])
+            c = r.corral("startstop", n=n, argv=sleep)
+            res["corral"]["start"].append(c["start"])
+            res["corral"]["stop"].append(c["stop"])
+            if rep < cfg["peer_reps"]:
+                for name in peers:
+                    d = with_peer(ws, _peers.PEERS[name], {f"s{i}": sleep for i in range(n)})
+                    try:
+                        res[name]["start"].append(d.start_all())
+                        res[name]["stop"].append(d.stop_all())
+                    finally:
+                        release_peer(ws, d)
+            say(f"  start/stop N={n} rep {rep + 1}/{reps}: corral {c['start']:.3f}/{c['stop']:.3f} s, "
+                f"floor {f['start']:.3f}/{f['stop']:.3f} s")
+        out[n] = {s: {k: median(v) for k, v in m.items()} | {"runs": m} for s, m in res.items()}
+    n = cfg["supervisord_default_n"]
+    if n and "supervisord" in peers:
+        runs = []
+        for _ in range(cfg["peer_reps"]):
+            d = with_peer(ws, _peers.Supervisord, {f"s{i}": sleep for i in range(n)}, startsecs=1)
+            try:
+                runs.append(d.start_all())
+            finally:
+                release_peer(ws, d)
+        out["supervisord_default_startsecs"] = {"n": n, "start": median(runs), "runs": runs}
+    return out
+
+
+def bench_restart(r: Runner, ws: Workspace, cfg: dict, peers: list[str]) -> dict:
+    res = {s: [] for s in ["corral", "floor"] + peers}
+    for rep in range(cfg["peer_reps"]):
+        counter = ws.path(f"count-floor-{rep}")
+        f = r.floor("restart", cfg["restart_window"], ws.helper, "count-file", counter, "exit", "1")
+        res["floor"].append(f["cycle"])
+        c = r.corral("restart", helper=str(ws.helper), counter=ws.path(f"count-corral-{rep}"),
+                     window=cfg["restart_window"])
+        res["corral"].append(c["cycle"])
+        for name in peers:
+            counter = ws.path(f"count-{name}-{rep}")
+            prog = {"crash": [str(ws.helper), "count-file", counter, "exit", "1"]}
+            kw = {"autorestart": True} if name == "supervisord" else {}
+            d = with_peer(ws, _peers.PEERS[name], prog, **kw)
+            try:
+                d.start_one("crash")
+                time.sleep(1.5)
+                c0, t0 = _count(counter), time.perf_counter()
+                time.sleep(cfg["peer_restart_window"])
+                c1, t1 = _count(counter), time.perf_counter()
+                res[name].append((t1 - t0) / max(1, c1 - c0))
+            finally:
+                release_peer(ws, d)
+        say(f"  restart rep {rep + 1}: corral {c['cycle'] * 1e3:.3f} ms ({c['cycles']} cycles), "
+            f"floor {f['cycle'] * 1e3:.3f} ms")
+    return {s: {"cycle": median(v), "runs": v} for s, v in res.items()}
+
+
+def _count(path: str) -> int:
+    try:
+        return Path(path).read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def bench_exitlat(r: Runner, ws: Workspace, cfg: dict) -> dict:
+    runs = {"corral_engine": [], "corral_python": [], "floor": []}
+    extra = {}
+    for rep in range(cfg["exitlat_reps"]):
+        f = r.floor("exitlat", cfg["exitlat_k"], ws.fast / f"stamp-floor-{rep}", ws.helper)
+        c = r.corral("exitlat", helper=str(ws.helper), stampfile=str(ws.fast / f"stamp-corral-{rep}"),
+                     k=cfg["exitlat_k"], gap=cfg["exitlat_gap"])
+        for key, xs in (("floor", f["latency_ns"]), ("corral_engine", c["engine_ns"]),
+                        ("corral_python", c["python_ns"])):
+            runs[key].append({"p50": pct(xs, 0.5), "p99": pct(xs, 0.99), "max": max(xs), "n": len(xs)})
+        extra = {k: c[k] for k in ("offset_uncertainty_ns", "offset_drift_ns", "float_resolution_ns")}
+        say(f"  exit->event rep {rep + 1}: corral engine p50 {runs['corral_engine'][-1]['p50'] / 1e3:.0f} us "
+            f"p99 {runs['corral_engine'][-1]['p99'] / 1e3:.0f} us; floor p50 {runs['floor'][-1]['p50'] / 1e3:.0f} us")
+    out = {k: {"p50": median([x["p50"] for x in v]), "p99": median([x["p99"] for x in v]), "runs": v}
+           for k, v in runs.items()}
+    out["clock"] = extra
+    return out
+
+
+def bench_chain(r: Runner, ws: Workspace, cfg: dict) -> dict:
+    res = {"floor": [], "corral_default": [], "corral_5ms": []}
+    links = {}
+    for _ in range(cfg["reps"]):
+        f = r.floor("chain", cfg["chain"], ws.helper)
+        res["floor"].append(f["total"])
+        c = r.corral("chain", helper=str(ws.helper), n=cfg["chain"])
+        res["corral_default"].append(c["total"])
+        links["corral_default"] = c["links"]
+        c = r.corral("chain", helper=str(ws.helper), n=cfg["chain"], interval=0.005)
+        res["corral_5ms"].append(c["total"])
+        links["corral_5ms"] = c["links"]
+    out = {k: {"total": median(v), "runs": v} for k, v in res.items()}
+    for k in ("corral_default", "corral_5ms"):
+        out[k]["overhead"] = out[k]["total"] - out["floor"]["total"]
+        out[k]["last_links"] = links[k]
+    out["n"] = cfg["chain"]
+    return out
+
+
+def bench_idle(r: Runner, ws: Workspace, cfg: dict, peers: list[str]) -> dict:
+    n, secs = cfg["idle_n"], cfg["idle_seconds"]
+    sleep = [str(ws.sleep), "3600"]
+    runs = {"bare": [], "off": [], "1s": []} | {p: [] for p in peers}
+    peer_status = {p: {"api": [], "cli": []} for p in peers}
+    for rep in range(cfg["idle_reps"]):
+        daemons = {}
+        try:
+            for name in peers:
+                d = with_peer(ws, _peers.PEERS[name], {f"s{i}": sleep for i in range(n)})
+                d.start_all()
+                daemons[name] = d
+            # All at once: every one of them is idle, each is measured on its own process.
+            procs = {"bare": r.corral_async("bare", seconds=secs),
+                     "off": r.corral_async("idle", n=n, argv=sleep, seconds=secs, sample_every=0),
+                     "1s": r.corral_async("idle", n=n, argv=sleep, seconds=secs, sample_every=1.0)}
+            time.sleep(1.5)  # they start their services and settle (the corral cases wait 1 s)
+            before = {name: d.footprint() for name, d in daemons.items()}
+            for k, p in procs.items():
+                runs[k].append(r.collect(p, timeout=secs + 120))
+            after = {name: d.footprint() for name, d in daemons.items()}
+            for name in daemons:
+                runs[name].append({"cpu": after[name]["cpu"] - before[name]["cpu"], "rss_kb": after[name]["rss_kb"],
+                                   "pss_kb": after[name]["pss_kb"], "processes": after[name]["processes"]})
+                d = daemons[name]
+                peer_status[name]["api"] += [d.status_api() for _ in range(20)]
+                peer_status[name]["cli"] += [d.status_cli() for _ in range(3)]
+        finally:
+            for d in daemons.values():
+                release_peer(ws, d)
+        say(f"  idle rep {rep + 1}: corral off cpu {runs['off'][-1]['cpu']:.4f} s, "
+            f"engine wake-ups {runs['off'][-1]['wakeups_engine']}; at 1 s cpu {runs['1s'][-1]['cpu']:.4f} s")
+    out = {}
+    for k in ("off", "1s"):
+        share = [(x["rss_kb"] - b["rss_kb"]) for x, b in zip(runs[k], runs["bare"])]
+        out[k] = {"cpu": median([x["cpu"] for x in runs[k]]),
+                  "wakeups_engine": median([x["wakeups_engine"] for x in runs[k]]),
+                  "rss_kb": median([x["rss_kb"] for x in runs[k]]),
+                  "share_kb": median(share),
+                  "watcher_pss_kb": median([x["watcher_pss_kb"] for x in runs[k]]),
+                  "samples": median([x["samples"] for x in runs[k]])}
+    out["bare"] = {"cpu": median([x["cpu"] for x in runs["bare"]]), "rss_kb": median([x["rss_kb"] for x in runs["bare"]])}
+    for p in peers:
+        out[p] = {"cpu": median([x["cpu"] for x in runs[p]]), "rss_kb": median([x["rss_kb"] for x in runs[p]]),
+                  "pss_kb": median([x["pss_kb"] for x in runs[p]]), "processes": runs[p][-1]["processes"],
+                  "status_api": median(peer_status[p]["api"]), "status_cli": median(peer_status[p]["cli"])}
+    out["n"], out["seconds"], out["runs"] = n, secs, runs
+    return out
+
+
+def bench_mem(r: Runner, ws: Workspace, cfg: dict) -> dict:
+    sleep = [str(ws.sleep), "3600"]
+    res = {n: [] for n in cfg["mem_ns"]}
+    bare = []
+    for _ in range(cfg["idle_reps"]):
+        bare.append(r.corral("bare", seconds=0.1)["rss_kb"])
+        for n in cfg["mem_ns"]:
+            res[n].append(r.corral("mem", n=n, argv=sleep))
+    out = {"bare_rss_kb": median(bare)}
+    for n, xs in res.items():
+        out[n] = {k: median([x[k] for x in xs]) for k in ("rss_kb", "pss_kb", "watcher_pss_kb", "watcher_uss_kb")}
+    ns = cfg["mem_ns"]
+    lo, hi = ns[1], ns[-1]
+    out["per_service_kb"] = (out[hi]["rss_kb"] - out[lo]["rss_kb"]) / (hi - lo) if hi > lo else None
+    out["import_and_engine_kb"] = out[0]["rss_kb"] - out["bare_rss_kb"]
+    return out
+
+
+def bench_status(r: Runner, ws: Workspace, cfg: dict) -> dict:
+    runs = []
+    for _ in range(cfg["idle_reps"]):
+        c = r.corral("status", n=cfg["status_n"], argv=[str(ws.sleep), "3600"], calls=cfg["status_calls"])
+        runs.append({"p50": pct(c["status_ns"], 0.5), "p99": pct(c["status_ns"], 0.99),
+                     "state_p50": pct(c["state_ns"], 0.5)})
+    return {k: median([x[k] for x in runs]) for k in ("p50", "p99", "state_p50")} | {"n": cfg["status_n"], "runs": runs}
+
+
+def bench_logs(r: Runner, ws: Workspace, cfg: dict) -> dict:
+    res = {"floor": [], "corral": [], "corral_subscribed": []}
+    alone = []
+    for _ in range(cfg["log_reps"]):
+        f = r.floor("logs", cfg["log_bytes"], ws.helper)
+        res["floor"].append(f)
+        alone.append(f["writer_alone"])
+        res["corral"].append(r.corral("logs", helper=str(ws.helper), bytes=cfg["log_bytes"]))
+        res["corral_subscribed"].append(r.corral("logs", helper=str(ws.helper), bytes=cfg["log_bytes"],
+                                                 subscribe=True))
+    out = {k: {"lines_per_s": median([x["lines_per_s"] for x in v]), "seconds": median([x["seconds"] for x in v]),
+               "lines": v[-1]["lines"]} for k, v in res.items()}
+    out["corral_subscribed"]["events_seen"] = median([x["events_seen"] for x in res["corral_subscribed"]])
+    out["writer_alone"] = median(alone)
+    out["bytes"] = cfg["log_bytes"]
+    return out
+
+
+def bench_ports(r: Runner, ws: Workspace, cfg: dict) -> dict:
+    res = {"corral": [], "floor_bind": [], "floor_bind_flock": []}
+    distinct = True
+    for rep in range(cfg["reps"]):
+        c = r.corral("ports", claims=cfg["claims"], per=cfg["per"], argv=[str(ws.sleep), "3600"])
+        res["corral"].append(c["seconds"])
+        distinct = distinct and c["distinct"]
+        res["floor_bind"].append(r.floor("ports", cfg["claims"])["seconds"])
+        lockdir = ws.root / f"locks-{rep}"
+        lockdir.mkdir()
+        res["floor_bind_flock"].append(r.floor("ports", cfg["claims"], lockdir)["seconds"])
+    return {k: {"seconds": median(v), "runs": v} for k, v in res.items()} | {"claims": cfg["claims"],
+                                                                             "corral_distinct": distinct}
+
+
+# ---- the report ---------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    osname = ""
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                osname = line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return {"cpu": model, "cores": os.cpu_count(), "kernel": platform.release(), "os": osname,
+            "memory_gb": round(mem_kb / 2**20, 1), "python": platform.python_version()}
+
+
+def versions() -> dict:
+    out = {}
+    for name, cmd in (("supervisord", ["supervisord", "--version"]),):
+        try:
+            out[name] = subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            pass
+    for name, pkg in (("s6", "s6"), ("runit", "runit")):
+        try:
+            v = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True)
+            if v.returncode == 0:
+                out[name] = v.stdout.strip()
+        except OSError:
+            pass
+    return out
+
+
+def fmt(v, unit: str) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, str):
+        return v
+    if unit == "s":
+        return f"{v:.3f} s" if v >= 0.1 else f"{v * 1e3:.1f} ms"
+    if unit == "ms":
+        return f"{v * 1e3:.2f} ms" if v < 0.01 else f"{v * 1e3:.0f} ms" if v < 1 else f"{v:.2f} s"
+    if unit == "us":
+        return f"{v / 1e3:.0f} µs" if v >= 1e4 else f"{v / 1e3:.1f} µs"
+    if unit == "cpu":
+        return f"{v * 1e3:.1f} ms"
+    if unit == "kb":
+        return f"{v / 1024:.1f} MB" if abs(v) >= 1024 else f"{v:.0f} KB"
+    if unit == "lps":
+        return f"{v / 1e6:.2f} M/s"
+    if unit == "int":
+        return f"{v:.0f}"
+    return f"{v}"
+
+
+def ratio(a, b) -> str:
+    if a is None or b is None or isinstance(a, str) or isinstance(b, str) or b == 0:
+        return "–"
+    x = a / b
+    return f"{x:.2f}×" if x < 10 else f"{x:.0f}×"
+
+
+def build_rows(R: dict, peers: list[str], skipped: dict) -> tuple[list, list]:
+    """Rows of (metric, unit, {subject: value}, note); lower is better in every row
+    (throughputs are shown as time per line for the ratios)."""
+    rows = []
+    na = {p: f"skipped: {skipped[p]}" for p in skipped}
+    ss = R.get("startstop", {})
+    for n in [k for k in ss if isinstance(k, int)]:
+        for what in ("start", "stop"):
+            vals = {s: ss[n][s][what] for s in ss[n]}
+            rows.append((f"{what} {n} services", "s", vals, ""))
+    if "supervisord_default_startsecs" in ss:
+        d = ss["supervisord_default_startsecs"]
+        rows.append((f"start {d['n']}, supervisord with its default startsecs=1", "s", {"supervisord": d["start"]}, ""))
+    if "restart" in R:
+        rows.append(("crash-restart cycle (smallest backoff)", "ms", {s: v["cycle"] for s, v in R["restart"].items()}, ""))
+    if "exitlat" in R:
+        e = R["exitlat"]
+        for q in ("p50", "p99"):
+            rows.append((f"exit→event {q} (engine's event time)", "us", {"corral": e["corral_engine"][q], "floor": e["floor"][q]}, ""))
+            rows.append((f"exit→event {q} (seen by Python `events()`)", "us", {"corral": e["corral_python"][q], "floor": e["floor"][q]}, ""))
+    if "chain" in R:
+        c = R["chain"]
+        rows.append((f"readiness chain of {c['n']}: total, TcpCheck default interval", "s",
+                     {"corral": c["corral_default"]["total"], "floor": c["floor"]["total"]}, ""))
+        rows.append((f"readiness chain of {c['n']}: corral overhead over the servers' own start", "s",
+                     {"corral": c["corral_default"]["overhead"]}, ""))
+        rows.append((f"readiness chain of {c['n']}: total, TcpCheck interval=0.005", "s",
+                     {"corral": c["corral_5ms"]["total"], "floor": c["floor"]["total"]}, ""))
+    if "idle" in R:
+        i = R["idle"]
+        rows.append((f"idle CPU, {i['n']} services, {i['seconds']:.0f} s, sampling off", "cpu",
+                     {"corral": i["off"]["cpu"], "floor": 0.0} | {p: i[p]["cpu"] for p in peers if p in i}, ""))
+        rows.append((f"idle CPU, {i['n']} services, {i['seconds']:.0f} s, metrics() every 1 s", "cpu",
+                     {"corral": i["1s"]["cpu"]}, ""))
+        rows.append((f"engine thread wake-ups in {i['seconds']:.0f} s, sampling off", "int",
+                     {"corral": i["off"]["wakeups_engine"]}, ""))
+        rows.append((f"memory, {i['n']} services: corral's share of the owner's RSS (vs bare Python)", "kb",
+                     {"corral": i["off"]["share_kb"]} | {p: i[p]["pss_kb"] for p in peers if p in i},
+                     "peers: PSS of all their processes"))
+        rows.append((f"memory: death watcher process (PSS)", "kb", {"corral": i["off"]["watcher_pss_kb"]}, ""))
+    if "mem" in R and R["mem"].get("per_service_kb") is not None:
+        m = R["mem"]
+        rows.append(("memory: import corral + engine, no service (RSS over bare Python)", "kb",
+                     {"corral": m["import_and_engine_kb"]}, ""))
+        rows.append(("memory: per extra service (RSS slope)", "kb", {"corral": m["per_service_kb"]}, ""))
+    if "status" in R:
+        s = R["status"]
+        api = {p: R["idle"][p]["status_api"] for p in peers if "idle" in R and p in R["idle"]}
+        cli = {p: R["idle"][p]["status_cli"] for p in peers if "idle" in R and p in R["idle"]}
+        rows.append((f"status of {s['n']} services, in process, p50", "ms", {"corral": s["p50"] / 1e9} | api,
+                     "supervisord: XML-RPC getAllProcessInfo; s6/runit: read the status files"))
+        rows.append((f"status of {s['n']} services, in process, p99", "ms", {"corral": s["p99"] / 1e9}, ""))
+        rows.append((f"status of {s['n']} services, CLI", "ms", {"corral": "n/a (no daemon yet)"} | cli,
+                     "supervisorctl status; sv status; s6-svstat ×N"))
+    if "logs" in R:
+        lg = R["logs"]
+        rows.append(("log capture, lines/s (100-byte lines, as fast as the writer can)", "lps",
+                     {"corral": lg["corral"]["lines_per_s"], "floor": lg["floor"]["lines_per_s"]}, "higher is better"))
+        rows.append(("log capture with an events() consumer, lines/s", "lps",
+                     {"corral": lg["corral_subscribed"]["lines_per_s"]}, "higher is better"))
+    if "ports" in R:
+        p = R["ports"]
+        rows.append((f"port claims: {p['claims']}", "s",
+                     {"corral": p["corral"]["seconds"], "floor": p["floor_bind_flock"]["seconds"]},
+                     "floor: bind(0) + flock'd claim file; bind alone: " + fmt(p["floor_bind"]["seconds"], "s")))
+    return rows, [na]
+
+
+def targets(R: dict) -> list[tuple[str, str, bool | None]]:
+    out = []
+    ss = R.get("startstop", {})
+    big = max([k for k in ss if isinstance(k, int)], default=None)
+    if big is not None:
+        c, f = ss[big]["corral"], ss[big]["floor"]
+        out.append((f"start {big} within 1.5× the floor", f"{c['start'] / f['start']:.2f}×", c["start"] <= 1.5 * f["start"]))
+        out.append((f"stop {big} within 4× the floor", f"{c['stop'] / f['stop']:.2f}×", c["stop"] <= 4 * f["stop"]))
+    if "restart" in R:
+        c, f = R["restart"]["corral"]["cycle"], R["restart"]["floor"]["cycle"]
+        out.append(("restart cycle within 2× the floor", f"{c / f:.2f}×", c <= 2 * f))
+    if "exitlat" in R:
+        p99 = R["exitlat"]["corral_engine"]["p99"]
+        out.append(("exit-to-event p99 under 1 ms (engine's event time)", fmt(p99, "us"), p99 < 1e6))
+        p99 = R["exitlat"]["corral_python"]["p99"]
+        out.append(("… and as seen by Python's events() (upper bound)", fmt(p99, "us"), p99 < 1e6))
+    if "idle" in R:
+        i = R["idle"]["off"]
+        out.append(("zero idle CPU with sampling off", f"{i['cpu'] * 1e3:.1f} ms CPU, {i['wakeups_engine']:.0f} engine wake-ups",
+                    i["cpu"] < 0.001 and i["wakeups_engine"] == 0))
+        n = R["idle"]["n"]
+        limit = 10 * 1024 + 20 * n
+        total = i["share_kb"]
+        out.append((f"memory under 10 MB + 20 KB × {n} = {limit / 1024:.1f} MB (owner's RSS over bare Python)",
+                    fmt(total, "kb"), total < limit))
+        total2 = total + i["watcher_pss_kb"]
+        out.append(("… counting the death watcher's PSS too", fmt(total2, "kb"), total2 < limit))
+    if "status" in R:
+        s = R["status"]
+        out.append((f"in-process status of {s['n']} services under 1 ms", f"p50 {s['p50'] / 1e6:.3f} ms, p99 {s['p99'] / 1e6:.3f} ms",
+                    s["p99"] < 1e6))
+    return out
+
+
+def render(R: dict, meta: dict, peers: list[str], skipped: dict) -> str:
+    rows, _ = build_rows(R, peers, skipped)
+    cols = ["corral", "floor"] + peers
+    lines = []
+    lines.append("| metric | " + " | ".join(cols) + " |")
+    lines.append("|---|" + "---:|" * len(cols))
+    for metric, unit, vals, note in rows:
+        cells = [fmt(vals.get(c), unit) for c in cols]
+        lines.append(f"| {metric}{' (' + note + ')' if note else ''} | " + " | ".join(cells) + " |")
+    lines.append("")
+    # ratios: corral's cost over each other subject's, same run (< 1: corral is better)
+    rcols = [c for c in cols if c != "corral"]
+    lines.append("Ratios, corral ÷ each subject, same run (below 1: corral is cheaper/faster; "
+                 "throughput compared as time per line):")
+    lines.append("")
+    lines.append("| metric | " + " | ".join(f"÷ {c}" for c in rcols) + " |")
+    lines.append("|---|" + "---:|" * len(rcols))
+    for metric, unit, vals, note in rows:
+        c = vals.get("corral")
+        if not isinstance(c, (int, float)) or not any(isinstance(vals.get(x), (int, float)) for x in rcols):
+            continue
+        cells = []
+        for x in rcols:
+            v = vals.get(x)
+            if unit == "lps":
+                cells.append(ratio(v, c) if isinstance(v, (int, float)) else "–")
+            else:
+                cells.append(ratio(c, v) if isinstance(v, (int, float)) and v > 0 else "–")
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Targets:")
+    lines.append("")
+    lines.append("| target | measured | met |")
+    lines.append("|---|---:|:---:|")
+    for t, v, ok in targets(R):
+        lines.append(f"| {t} | {v} | {'yes' if ok else 'NO'} |")
+    if skipped:
+        lines.append("")
+        for p, why in skipped.items():
+            lines.append(f"- {p}: skipped — {why}")
+    return "\n".join(lines)
+
+
+# ---- main ----------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke mode: a few seconds, small N, peers skipped")
+    ap.add_argument("--json", metavar="PATH", help="write every figure and raw run to PATH")
+    ap.add_argument("--markdown", metavar="PATH", help="write the tables to PATH")
+    ap.add_argument("--engine", choices=("auto", "release", "checkout", "import"), default="auto",
+                    help="which corral engine: a Release build of this checkout made by the bench "
+                         "(default of the full run), the checkout's src/python as it is, or whatever "
+                         "`import corral` finds (default of --quick)")
+    ap.add_argument("--build-dir", default=os.path.expanduser("~/.cache/corral-bench/build-release"),
+                    help="where the Release engine is built (default: %(default)s)")
+    ap.add_argument("--peers", default=None,
+                    help="comma-separated peers to run (default: all that are installed; none with --quick)")
+    ap.add_argument("--only", default=None, help="comma-separated cases: startstop,restart,exitlat,chain,"
+                                                 "idle,mem,status,logs,ports")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = ap.parse_args()
+
+    cfg = settings(args.quick)
+    engine = args.engine if args.engine != "auto" else ("import" if args.quick else "release")
+    t_start = time.monotonic()
+    load0 = loadavg()
+    ws = Workspace(keep=args.keep)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: sys.exit(130))
+    env, core = corral_env(engine, Path(args.build_dir))
+    build_type = _build_type_of(Path(core))
+    say(f"corral engine: {core} ({build_type})")
+    if build_type not in ("Release", "installed wheel (Release)") and not args.quick:
+        say("WARNING: this engine is not a Release build: its figures are not representative")
+
+    wanted = PEERS if args.peers is None and not args.quick else tuple(
+        p for p in (args.peers or "").split(",") if p)
+    skipped, peers = {}, []
+    for p in PEERS:
+        if p not in wanted:
+            skipped[p] = "not requested (--quick runs no peer)" if args.quick else "not requested"
+            continue
+        if p == "pm2":
+            skipped[p] = ("pm2 not installed; node is here but the npm registry is not reachable from this "
+                          "machine" if shutil.which("node") and not shutil.which("pm2") else "pm2 not installed")
+            continue
+        why = _peers.PEERS[p].available()
+        if why:
+            skipped[p] = why
+        else:
+            peers.append(p)
+    say(f"peers: {', '.join(peers) or 'none'}; skipped: {', '.join(skipped) or 'none'}")
+
+    only = set(args.only.split(",")) if args.only else None
+    r = Runner(ws, env)
+    R: dict = {}
+    cases = [("startstop", lambda: bench_startstop(r, ws, cfg, peers)),
+             ("restart", lambda: bench_restart(r, ws, cfg, peers)),
+             ("exitlat", lambda: bench_exitlat(r, ws, cfg)),
+             ("chain", lambda: bench_chain(r, ws, cfg)),
+             ("idle", lambda: bench_idle(r, ws, cfg, peers)),
+             ("mem", lambda: bench_mem(r, ws, cfg)),
+             ("status", lambda: bench_status(r, ws, cfg)),
+             ("logs", lambda: bench_logs(r, ws, cfg)),
+             ("ports", lambda: bench_ports(r, ws, cfg))]
+    for name, fn in cases:
+        if only and name not in only:
+            continue
+        say(f"== {name}")
+        t = time.monotonic()
+        R[name] = fn()
+        say(f"   ({time.monotonic() - t:.1f} s)")
+    left = ws.leftovers()
+    meta = {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
+            "engine": core, "engine_build": build_type, "quick": args.quick, "settings": cfg,
+            "peers": peers, "skipped": skipped, "versions": versions(), "load_before": load0,
+            "load_after": loadavg(), "seconds": round(time.monotonic() - t_start, 1),
+            "leftover_processes": len(left), "poll_interval_s": _peers.POLL}
+    table = render(R, meta, peers, skipped)
+    print(table)
+    m = meta["machine"]
+    say(f"\n{meta['date']}; {m['cpu']}, {m['cores']} cores, kernel {m['kernel']}, {m['os']}; "
+        f"load {load0} -> {meta['load_after']}; {meta['seconds']} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"meta": meta, "results": R, "targets": targets(R)}, indent=1,
+                                              default=str))
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
+    if left:
+        say(f"ERROR: {len(left)} processes were left running (killed now)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
