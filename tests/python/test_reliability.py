@@ -292,3 +292,49 @@ def test_ports_never_shared_between_processes_allocating_at_once(helper):
             p.wait()
             p.stdin.close()
             p.stdout.close()
+
+
+# Row 4 -----------------------------------------------------------------------------------------
+
+def _zombie_children_of(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == pid:
+            out.append(int(entry))
+    return out
+
+
+def test_orphaned_grandchildren_leave_no_zombies(make_stack, helper):
+    stack = make_stack()
+    svc = stack.add("orphaner", [helper, "orphans", "100", "print", "made", "pause"],
+                    ready=corral.LogCheck("^made$"))
+    stack.start()
+    stack.stop()
+    assert svc.exit_code is not None  # the service itself was reaped, by its pidfd
+    assert _zombie_children_of(os.getpid()) == []
+
+
+# Row 15 ----------------------------------------------------------------------------------------
+
+def test_500_services_start_stop_and_every_exit_is_recorded(make_stack, helper):
+    stack = make_stack()
+    for i in range(500):
+        stack.add(f"s{i}", [helper, "pause"])
+    stack.start(timeout=120)
+    rows = stack.status()
+    assert all(r["state"] == "ready" for r in rows)
+    for r in rows:  # all killed at once, from outside
+        os.kill(r["pid"], signal.SIGKILL)
+    for i in range(500):
+        stack.wait(f"s{i}", "exited", timeout=60)
+    assert all(r["exit_code"] == -signal.SIGKILL for r in stack.status())
+    stack.start(timeout=120)
+    stack.stop(timeout=120)
+    assert {r["state"] for r in stack.status()} == {"stopped"}
