@@ -23,7 +23,9 @@
  * Every command prints one line of JSON on stdout; times are seconds (float).
  * C11 + POSIX, Linux only, libc only.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>

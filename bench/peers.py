@@ -188,6 +188,7 @@ class Supervisord(Daemon):
         (root / "supervisord.conf").write_text("\n".join(conf) + "\n")
         self.sock = str(sock)
         self.n = len(programs)
+        self.logfile = logfile
 
     def rpc(self):
         return xmlrpc.client.ServerProxy("http://localhost", transport=_UnixTransport(self.sock)).supervisor
@@ -223,6 +224,14 @@ class Supervisord(Daemon):
 
     def start_one(self, name: str) -> None:
         self.rpc().startProcess(name, False)
+
+    def flood(self, name: str, size: int) -> float:
+        """Starts `name` and waits until supervisord has written `size` bytes of its stdout."""
+        log = Path(self.logfile)
+        t0 = time.perf_counter()
+        self.rpc().startProcess(name, False)
+        _wait_until(lambda: log.exists() and log.stat().st_size >= size, 300, "supervisord: log incomplete")
+        return time.perf_counter() - t0
 
     def info(self, name: str) -> dict:
         return self.rpc().getProcessInfo(name)
@@ -260,8 +269,9 @@ class _ServiceDirs(Daemon):
 
     control = "supervise/control"
 
-    def __init__(self, root: Path, programs: dict[str, list[str]]) -> None:
+    def __init__(self, root: Path, programs: dict[str, list[str]], logged: bool = False) -> None:
         super().__init__(root)
+        self.logdir = root / "logs"
         self.scan = root / "scan"
         self.scan.mkdir(parents=True, exist_ok=True)
         self.dirs = {}
@@ -273,6 +283,13 @@ class _ServiceDirs(Daemon):
             run.chmod(0o755)
             (d / "down").touch()
             self.dirs[name] = d
+            if logged:  # the supervisor's own logger, fed by a pipe it sets up
+                (d / "log").mkdir()
+                out = self.logdir / name
+                out.mkdir(parents=True)
+                self.logger_config(out)
+                (d / "log" / "run").write_text("#!/bin/sh\nexec " + " ".join(self.logger(out)) + "\n")
+                (d / "log" / "run").chmod(0o755)
 
     def _send(self, dirs, cmd: bytes) -> None:
         for d in dirs:
@@ -311,6 +328,17 @@ class _ServiceDirs(Daemon):
     def start_one(self, name: str) -> None:
         self._send([self.dirs[name]], b"u")
 
+    def logger_config(self, out: Path) -> None:
+        pass
+
+    def flood(self, name: str, size: int) -> float:
+        """Starts `name` once (no restart) and waits until its logger has written `size` bytes."""
+        current = self.logdir / name / "current"
+        t0 = time.perf_counter()
+        self._send([self.dirs[name]], b"o")
+        _wait_until(lambda: current.exists() and current.stat().st_size >= size, 300, f"{self.name}: log incomplete")
+        return time.perf_counter() - t0
+
     def status_api(self) -> float:
         t0 = time.perf_counter()
         for d in self.dirs.values():
@@ -320,6 +348,10 @@ class _ServiceDirs(Daemon):
 
 class S6(_ServiceDirs):
     name = "s6"
+
+    @staticmethod
+    def logger(out: Path) -> list[str]:
+        return ["s6-log", "s268435455", str(out)]  # no timestamps; rotate only past 256 MiB
 
     @staticmethod
     def available() -> str | None:
@@ -361,6 +393,13 @@ class S6(_ServiceDirs):
 
 class Runit(_ServiceDirs):
     name = "runit"
+
+    @staticmethod
+    def logger(out: Path) -> list[str]:
+        return ["svlogd", str(out)]
+
+    def logger_config(self, out: Path) -> None:
+        (out / "config").write_text("s0\n")  # no rotation
 
     @staticmethod
     def available() -> str | None:

@@ -437,10 +437,24 @@ def bench_status(r: Runner, ws: Workspace, cfg: dict) -> dict:
     return {k: median([x[k] for x in runs]) for k in ("p50", "p99", "state_p50")} | {"n": cfg["status_n"], "runs": runs}
 
 
-def bench_logs(r: Runner, ws: Workspace, cfg: dict) -> dict:
-    res = {"floor": [], "corral": [], "corral_subscribed": []}
+def bench_logs(r: Runner, ws: Workspace, cfg: dict, peers: list[str]) -> dict:
+    res = {"floor": [], "corral": [], "corral_subscribed": []} | {p: [] for p in peers}
     alone = []
+    size = cfg["log_bytes"]
+    prog = {"flood": [str(ws.helper), "flood", str(size)]}
     for _ in range(cfg["log_reps"]):
+        for name in peers:
+            root = peer_root(ws, name)
+            kw = {"logfile": str(root / "flood.log")} if name == "supervisord" else {"logged": True}
+            d = _peers.PEERS[name](root, prog, **kw)
+            d.exclude = str(ws.bin) + "/"
+            ws.daemons.append(d)
+            d.up()
+            try:
+                secs = d.flood("flood", size)
+                res[name].append({"seconds": secs, "lines_per_s": size / 100 / secs, "lines": size // 100})
+            finally:
+                release_peer(ws, d)
         f = r.floor("logs", cfg["log_bytes"], ws.helper)
         res["floor"].append(f)
         alone.append(f["writer_alone"])
@@ -536,6 +550,10 @@ def ratio(a, b) -> str:
     if a is None or b is None or isinstance(a, str) or isinstance(b, str) or b == 0:
         return "–"
     x = a / b
+    if x == 0:
+        return "0"
+    if x < 0.1:
+        return f"1/{1 / x:.0f}"
     return f"{x:.2f}×" if x < 10 else f"{x:.0f}×"
 
 
@@ -570,7 +588,8 @@ def build_rows(R: dict, peers: list[str], skipped: dict) -> tuple[list, list]:
     if "idle" in R:
         i = R["idle"]
         rows.append((f"idle CPU, {i['n']} services, {i['seconds']:.0f} s, sampling off", "cpu",
-                     {"corral": i["off"]["cpu"], "floor": 0.0} | {p: i[p]["cpu"] for p in peers if p in i}, ""))
+                     {"corral": i["off"]["cpu"]} | {p: i[p]["cpu"] for p in peers if p in i},
+                     f"bare Python: {fmt(i['bare']['cpu'], 'cpu')}"))
         rows.append((f"idle CPU, {i['n']} services, {i['seconds']:.0f} s, metrics() every 1 s", "cpu",
                      {"corral": i["1s"]["cpu"]}, ""))
         rows.append((f"engine thread wake-ups in {i['seconds']:.0f} s, sampling off", "int",
@@ -596,7 +615,9 @@ def build_rows(R: dict, peers: list[str], skipped: dict) -> tuple[list, list]:
     if "logs" in R:
         lg = R["logs"]
         rows.append(("log capture, lines/s (100-byte lines, as fast as the writer can)", "lps",
-                     {"corral": lg["corral"]["lines_per_s"], "floor": lg["floor"]["lines_per_s"]}, "higher is better"))
+                     {"corral": lg["corral"]["lines_per_s"], "floor": lg["floor"]["lines_per_s"]}
+                     | {x: lg[x]["lines_per_s"] for x in peers if x in lg},
+                     "higher is better; peers: into their own log files"))
         rows.append(("log capture with an events() consumer, lines/s", "lps",
                      {"corral": lg["corral_subscribed"]["lines_per_s"]}, "higher is better"))
     if "ports" in R:
@@ -746,7 +767,7 @@ def main() -> int:
              ("idle", lambda: bench_idle(r, ws, cfg, peers)),
              ("mem", lambda: bench_mem(r, ws, cfg)),
              ("status", lambda: bench_status(r, ws, cfg)),
-             ("logs", lambda: bench_logs(r, ws, cfg)),
+             ("logs", lambda: bench_logs(r, ws, cfg, peers)),
              ("ports", lambda: bench_ports(r, ws, cfg))]
     for name, fn in cases:
         if only and name not in only:

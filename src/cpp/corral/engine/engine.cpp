@@ -94,6 +94,8 @@ struct LogWaiter {
 
 }  // namespace
 
+struct Waiter;
+
 // The live side of one service. Owned by its StackState; handlers capture the stack's
 // shared_ptr and compare `generation` so that a callback of an earlier run is ignored.
 struct Svc {
@@ -139,17 +141,36 @@ struct Svc {
   LogRing logs;
   std::optional<std::regex> ready_regex;
   std::vector<LogWaiter> log_waiters;
+  std::vector<std::shared_ptr<Waiter>> waiters;  // those watching this service
   std::string tmpdir;
   std::string notify_path;
   std::unique_ptr<asio::local::datagram_protocol::socket> notify;
   std::array<char, 1024> notify_buf{};
 };
 
+// A blocking request (start, stop, wait_state, close) waiting on a set of services. It is
+// told only about changes of the services it watches and keeps a count of those in a good
+// state, so each event costs O(1) however large the stack: no rescans, no polling.
 struct Waiter {
-  std::function<std::optional<Outcome>()> check;
+  std::function<bool(const Svc&)> good;                  // this target is where we want it
+  std::function<std::optional<Outcome>(const Svc&)> bad;  // this target makes it fail
+  std::function<void()> on_success;                      // optional, runs once on success
+  std::vector<char> is_good;                             // by service index
+  std::size_t targets = 0, good_count = 0;
   // Weak: a caller that gave up waiting (timeout) lets its waiter lapse.
   std::weak_ptr<Pending<Outcome>> result;
   std::shared_ptr<Pending<Outcome>> hold;  // set for waiters nobody else keeps (close)
+  bool done = false;
+
+  bool lapsed() const { return done || (!hold && result.expired()); }
+  void finish(Outcome o) {
+    done = true;
+    if (o.ok && on_success) on_success();
+    if (auto r = result.lock()) r->set(std::move(o));
+    hold.reset();
+  }
+  // Re-judges one target; finishes the waiter when that settles it.
+  void update(const Svc& s);
 };
 
 struct StackState : std::enable_shared_from_this<StackState> {
@@ -159,7 +180,7 @@ struct StackState : std::enable_shared_from_this<StackState> {
   std::string id;
   std::vector<std::unique_ptr<Svc>> services;
   std::unordered_map<std::string, std::size_t> index;
-  std::vector<Waiter> waiters;
+  std::vector<std::shared_ptr<Waiter>> waiters;  // every live waiter, to fail them on close
   std::string tmpdir;
   std::atomic<bool> closed{false};
 
@@ -176,6 +197,19 @@ struct StackState : std::enable_shared_from_this<StackState> {
     return *services[it->second];
   }
 };
+
+void Waiter::update(const Svc& s) {
+  if (lapsed()) return;
+  if (bad) {
+    if (auto o = bad(s)) return finish(std::move(*o));
+  }
+  char now = good(s) ? 1 : 0;
+  if (now != is_good[s.index]) {
+    is_good[s.index] = now;
+    good_count += now ? 1 : static_cast<std::size_t>(-1);
+  }
+  if (good_count == targets) finish(Outcome{});
+}
 
 struct Engine::Impl {
   asio::io_context io{1};
@@ -215,29 +249,31 @@ struct Engine::Impl {
     st.ev_cv.notify_one();
   }
 
-  void evaluate_waiters(StackState& st) {
-    // A waiter may add waiters or change state through its check; iterate by index.
-    for (std::size_t i = 0; i < st.waiters.size();) {
-      auto result = st.waiters[i].result.lock();
-      std::optional<Outcome> outcome;
-      if (result) outcome = st.waiters[i].check();
-      if (!result || outcome) {
-        if (result && outcome) result->set(std::move(*outcome));
-        st.waiters[i] = std::move(st.waiters.back());
-        st.waiters.pop_back();
-      } else {
-        ++i;
-      }
+  // Registers `w` on `targets` and judges each once; it may finish right away.
+  void add_waiter(StackState& st, const std::shared_ptr<Waiter>& w, const std::vector<std::size_t>& targets) {
+    w->is_good.assign(st.services.size(), 0);
+    w->targets = targets.size();
+    std::erase_if(st.waiters, [](const auto& x) { return x->lapsed(); });
+    st.waiters.push_back(w);
+    for (auto i : targets) {
+      auto& list = st.services[i]->waiters;
+      std::erase_if(list, [](const auto& x) { return x->lapsed(); });
+      list.push_back(w);
+    }
+    if (targets.empty()) return w->finish(Outcome{});
+    for (auto i : targets) {
+      w->update(*st.services[i]);
+      if (w->done) return;
     }
   }
 
-  void add_waiter(StackState& st, std::function<std::optional<Outcome>()> check,
-                  const std::shared_ptr<Pending<Outcome>>& result, bool hold = false) {
-    if (auto now = check()) {
-      result->set(std::move(*now));
-      return;
-    }
-    st.waiters.push_back({std::move(check), result, hold ? result : nullptr});
+  void notify_waiters(Svc& s) {
+    if (s.waiters.empty()) return;
+    // A finishing waiter may make the engine act (close posts its work), never add waiters
+    // to this list synchronously; iterate a copy all the same.
+    auto list = s.waiters;
+    for (auto& w : list) w->update(s);
+    std::erase_if(s.waiters, [](const auto& x) { return x->lapsed(); });
   }
 
   // ---- state changes ----------------------------------------------------------------------
@@ -262,9 +298,10 @@ struct Engine::Impl {
   // After any change of `s`: dependents may start (or fail), dependencies may stop, and
   // waiters may be satisfied. Event-driven: no polling tick anywhere.
   void changed(StackState& st, Svc& s) {
+    // Waiters first: when a failure cascades, the start request names its root cause.
+    notify_waiters(s);
     for (auto d : st.graph.dependents(s.index)) try_start(st, *st.services[d]);
     for (auto d : st.graph.dependencies(s.index)) try_stop(st, *st.services[d]);
-    evaluate_waiters(st);
   }
 
   // ---- start ------------------------------------------------------------------------------
@@ -858,27 +895,21 @@ struct Engine::Impl {
       if (s.state == State::pending) s.want_up = true;
       if (s.state == State::stopping) s.want_up = true;  // restarts once the stop is done
     }
-    auto self = st.shared_from_this();
-    add_waiter(
-        st,
-        [self, targets]() -> std::optional<Outcome> {
-          bool all = true;
-          for (auto i : targets) {
-            const Svc& s = *self->services[i];
-            if (s.state == State::failed) return Outcome{false, s.spec.name, s.reason};
-            if (s.state == State::exited && s.exit_code != 0)
-              return Outcome{false, s.spec.name, fmt::format("exited with code {}", s.exit_code.value_or(-1))};
-            if (s.state == State::stopped && !s.want_up)
-              return Outcome{false, s.spec.name, "stopped while the stack was starting"};
-            all = all && (s.state == State::ready || s.state == State::unhealthy ||
-                          (s.state == State::exited && s.exit_code == 0));
-          }
-          if (all) return Outcome{};
-          return std::nullopt;
-        },
-        result);
+    auto w = std::make_shared<Waiter>();
+    w->result = result;
+    w->bad = [](const Svc& s) -> std::optional<Outcome> {
+      if (s.state == State::failed) return Outcome{false, s.spec.name, s.reason};
+      if (s.state == State::exited && s.exit_code != 0)
+        return Outcome{false, s.spec.name, fmt::format("exited with code {}", s.exit_code.value_or(-1))};
+      if (s.state == State::stopped && !s.want_up)
+        return Outcome{false, s.spec.name, "stopped while the stack was starting"};
+      return std::nullopt;
+    };
+    w->good = [](const Svc& s) {
+      return s.state == State::ready || s.state == State::unhealthy || (s.state == State::exited && s.exit_code == 0);
+    };
+    add_waiter(st, w, targets);
     for (auto i : targets) try_start(st, *st.services[i]);
-    evaluate_waiters(st);
   }
 
   void request_stop(StackState& st, const std::vector<std::string>& names,
@@ -889,17 +920,11 @@ struct Engine::Impl {
       s.want_up = false;
       if (!is_settled(s.state)) s.want_down = true;
     }
-    auto self = st.shared_from_this();
-    add_waiter(
-        st,
-        [self, targets]() -> std::optional<Outcome> {
-          for (auto i : targets)
-            if (!is_down(*self->services[i])) return std::nullopt;
-          return Outcome{};
-        },
-        result);
+    auto w = std::make_shared<Waiter>();
+    w->result = result;
+    w->good = [](const Svc& s) { return is_down(s); };
+    add_waiter(st, w, targets);
     for (auto i : targets) try_stop(st, *st.services[i]);
-    evaluate_waiters(st);
   }
 
   void finish_close(StackState& st) {
@@ -918,8 +943,9 @@ struct Engine::Impl {
       st.tmpdir.clear();
     }
     for (auto& w : st.waiters)
-      if (auto r = w.result.lock()) r->set(Outcome{false, "", "the stack was closed"});
+      if (!w->lapsed()) w->finish(Outcome{false, "", "the stack was closed"});
     st.waiters.clear();
+    for (auto& s : st.services) s->waiters.clear();
     std::erase_if(stacks, [&](const auto& p) { return p.get() == &st; });
     {
       std::lock_guard lock(st.ev_mutex);
@@ -1071,17 +1097,16 @@ std::shared_ptr<Pending<Outcome>> Stack::wait_state(const std::string& name, Sta
   engine_->impl().call([&] {
     auto& st = *state_;
     Svc& s = st.at(name);
-    Svc* sp = &s;
-    engine_->impl().add_waiter(
-        st,
-        [sp, state]() -> std::optional<Outcome> {
-          if (sp->state == state) return Outcome{};
-          if (is_settled(sp->state) && !sp->want_up)
-            return Outcome{false, sp->spec.name,
-                           fmt::format("is {}{}{}", to_string(sp->state), sp->reason.empty() ? "" : ": ", sp->reason)};
-          return std::nullopt;
-        },
-        result);
+    auto w = std::make_shared<Waiter>();
+    w->result = result;
+    w->good = [state](const Svc& x) { return x.state == state; };
+    w->bad = [state](const Svc& x) -> std::optional<Outcome> {
+      if (x.state != state && is_settled(x.state) && !x.want_up)
+        return Outcome{false, x.spec.name,
+                       fmt::format("is {}{}{}", to_string(x.state), x.reason.empty() ? "" : ": ", x.reason)};
+      return std::nullopt;
+    };
+    engine_->impl().add_waiter(st, w, {s.index});
   });
   return result;
 }
@@ -1196,21 +1221,22 @@ std::shared_ptr<Pending<Outcome>> Stack::close() {
     if (st->closed) return done->set(Outcome{});
     impl->request_stop(*st, {}, stopped);
     // Once everything is down, close on a later turn of the loop (not from inside the
-    // waiter evaluation that noticed it). The waiter holds `done` itself, so the close
-    // completes even if the caller stops waiting.
+    // notification that noticed it); `done` is set only then. The waiter holds its own
+    // result, so the close completes even if the caller stops waiting.
+    auto w = std::make_shared<Waiter>();
     auto finished = std::make_shared<Pending<Outcome>>();
-    impl->add_waiter(
-        *st,
-        [impl, st, done]() -> std::optional<Outcome> {
-          for (const auto& s : st->services)
-            if (!Engine::Impl::is_down(*s)) return std::nullopt;
-          asio::post(impl->io, [impl, st, done] {
-            impl->finish_close(*st);
-            done->set(Outcome{});
-          });
-          return Outcome{};
-        },
-        finished, true);
+    w->result = finished;
+    w->hold = finished;
+    w->good = [](const Svc& s) { return Engine::Impl::is_down(s); };
+    w->on_success = [impl, st, done] {
+      asio::post(impl->io, [impl, st, done] {
+        impl->finish_close(*st);
+        done->set(Outcome{});
+      });
+    };
+    std::vector<std::size_t> all(st->services.size());
+    for (std::size_t i = 0; i < all.size(); ++i) all[i] = i;
+    impl->add_waiter(*st, w, all);
   });
   return done;
 }
