@@ -189,3 +189,26 @@ def test_demo_stack_in_repo_runs():
             assert proc.returncode == 0, err
         finally:
             proc.kill()
+
+
+def test_up_second_ctrl_c_kills_without_waiting(tmp_path, helper):
+    path = tmp_path / "corral.toml"
+    path.write_text(f"""
+[services.stubborn]
+command = ["{helper}", "ignore", "INT", "ignore", "TERM", "print", "armed", "pause"]
+ready = {{ log = "armed" }}
+stop_timeout = 600
+""")
+    with subprocess.Popen([sys.executable, "-m", "corral", "up", "-f", str(path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            _read_until(proc.stderr, r"stack ready")
+            proc.send_signal(signal.SIGINT)
+            _read_until(proc.stderr, r"press Ctrl\+C again")
+            proc.send_signal(signal.SIGINT)
+            out, err = _rest(proc, timeout=60)  # far less than the 600 s grace period
+            assert proc.returncode == 0, err
+            assert "corral: killing" in err
+            assert re.search(r"stubborn \| \[corral\] stopped \(exit code -9\)", out)
+        finally:
+            proc.kill()

@@ -90,7 +90,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
     printer = _Printer(list(stack.services), sys.stdout)
     stop_requested = threading.Event()
 
+    signals = [0]
+
     def on_signal(signum: int, frame: object) -> None:
+        signals[0] += 1
         stop_requested.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
@@ -126,10 +129,18 @@ def _cmd_up(args: argparse.Namespace) -> int:
                 code = 1 if failed else 0
                 break
     finally:
+        if signals[0]:
+            sys.stderr.write("corral: stopping (press Ctrl+C again to kill)\n")
         stopper = threading.Thread(target=stack.close, name="corral-stop", daemon=True)
         stopper.start()
+        killed = False
         while stopper.is_alive():
             _print_events(stack, printer, args.verbose, 0.1)
+            if signals[0] >= 2 and not killed:
+                # A second Ctrl+C, as with docker compose: no more grace periods.
+                sys.stderr.write("corral: killing\n")
+                killed = True
+                stack.kill()
         for s, handler in previous.items():
             signal.signal(s, handler)
     return code

@@ -428,6 +428,17 @@ class Stack:
         self.stop(name, timeout=timeout)
         self.start(name, timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
 
+    def kill(self, *names: str) -> None:
+        """SIGKILL to `names` (all when none) at once, without a grace period; what they
+        leave in their process groups is killed as each exits. A stop in progress then
+        completes right away."""
+        handle = self._core_or_none()
+        if handle is None:
+            return
+        for name in names or list(self._services):
+            self[name]
+            handle.signal(name, int(_signal.SIGKILL))
+
     def wait(self, name: str, state: str = "ready", timeout: float | None = None) -> None:
         """Waits until `name` is in `state`; raises CorralError if it settles elsewhere."""
         if state not in STATES and state != "healthy":
