@@ -16,6 +16,9 @@ import corral
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# pytester runs pytest in a subprocess, for the tests of corral's own pytest plugin.
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture(scope="session")
 def helper(tmp_path_factory: pytest.TempPathFactory) -> str:

@@ -1,0 +1,191 @@
+"""pytest integration: one stack per test run, shared by every xdist worker.
+
+Name a config file with the ini option ``corral_stack = corral.toml`` (or
+``--corral-stack PATH``) and use the session fixture ``corral_stack``::
+
+    def test_api(corral_stack):
+        port = corral_stack["api"].ports["http"]
+
+Without xdist the test process owns the stack. Under xdist the first worker to get there
+starts it and the others attach to it: they read its ports and states from a state file
+written by the owner. Each worker holds a shared lock on the run's directory while it runs;
+the owner, at its session end, waits for an exclusive lock (every other worker done) before
+it stops the stack, so nobody loses a service under a running test.
+
+When a test fails, the report gets a "corral logs" section with the last lines of every
+service (in the worker that owns the stack; attached workers show the states instead).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .errors import CorralError, StartError
+from .stack import Stack
+
+__all__ = ["SharedStack", "SharedService"]
+
+_LOG_LINES = 20
+_KEY = pytest.StashKey["_Session | None"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("corral")
+    group.addoption("--corral-stack", dest="corral_stack", default=None,
+                    help="corral config file for the `corral_stack` fixture")
+    parser.addini("corral_stack", "corral config file for the `corral_stack` fixture", default="")
+
+
+class SharedService:
+    """A service of a stack owned by another xdist worker: its ports and last known state."""
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.name: str = row["name"]
+        self.ports: dict[str, int] = dict(row["ports"])
+        self.pid: int | None = row["pid"]
+        self.state: str = row["state"]
+
+    def logs(self, tail: int | None = None) -> list[str]:
+        raise CorralError(f"service '{self.name}': logs are kept by the xdist worker that owns the stack")
+
+    def __repr__(self) -> str:
+        return f"<SharedService {self.name} {self.state} ports={self.ports}>"
+
+
+class SharedStack:
+    """Read-only view of a stack owned by another worker (ports, states at start)."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self._rows = rows
+        self._services = {r["name"]: SharedService(r) for r in rows}
+
+    def __getitem__(self, name: str) -> SharedService:
+        return self._services[name]
+
+    def __iter__(self) -> Iterator[SharedService]:
+        return iter(self._services.values())
+
+    def status(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._rows]
+
+
+class _Session:
+    """Owns or attaches to the run's stack; created lazily by the first test that asks."""
+
+    def __init__(self, config_file: Path) -> None:
+        self.file = config_file
+        run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+        self.shared = run is not None
+        self.dir = Path(tempfile.gettempdir()) / f"corral-{os.getuid()}" / "pytest" / (run or f"solo-{os.getpid()}")
+        self.stack: Stack | None = None
+        self.view: SharedStack | None = None
+        self._users: int | None = None
+
+    def get(self) -> Stack | SharedStack:
+        if self.stack is not None:
+            return self.stack
+        if self.view is not None:
+            return self.view
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._users = os.open(self.dir / "users.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._users, fcntl.LOCK_SH)
+        state = self.dir / "state.json"
+        elect = os.open(self.dir / "start.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(elect, fcntl.LOCK_EX)  # one worker starts; the others wait for it here
+            if state.exists():
+                data = json.loads(state.read_text())
+                if "error" in data:
+                    raise StartError(data["service"], data["error"], data.get("log_tail", []))
+                self.view = SharedStack(data["status"])
+                return self.view
+            stack = Stack.load(self.file)
+            try:
+                stack.start()
+            except StartError as exc:
+                self._write(state, {"error": exc.reason, "service": exc.service, "log_tail": exc.log_tail})
+                stack.close()
+                raise
+            self.stack = stack
+            self._write(state, {"owner": os.getpid(), "status": stack.status()})
+            return stack
+        finally:
+            os.close(elect)
+
+    @staticmethod
+    def _write(path: Path, data: dict[str, Any]) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)  # readers never see half a file
+
+    def close(self) -> None:
+        if self._users is None:
+            return
+        if self.stack is not None and self.shared:
+            # Wait for every attached worker to finish before taking their services away.
+            fcntl.flock(self._users, fcntl.LOCK_UN)
+            fcntl.flock(self._users, fcntl.LOCK_EX)
+        if self.stack is not None:
+            self.stack.close()
+        os.close(self._users)
+        self._users = None
+
+
+def _config_file(config: pytest.Config) -> Path | None:
+    value = config.getoption("corral_stack") or config.getini("corral_stack")
+    if not value:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else Path(config.rootpath) / path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    path = _config_file(config)
+    config.stash[_KEY] = _Session(path) if path is not None else None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(_KEY, None)
+    if session is not None:
+        session.close()
+
+
+@pytest.fixture(scope="session")
+def corral_stack(request: pytest.FixtureRequest) -> Stack | SharedStack:
+    """The run's stack, started (once per run, across xdist workers) from the config file
+    named by the `corral_stack` ini option or `--corral-stack`."""
+    session = request.config.stash.get(_KEY, None)
+    if session is None:
+        raise pytest.UsageError("corral_stack: name a config file with the ini option "
+                                "`corral_stack = path` or `--corral-stack PATH`")
+    return session.get()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed and call.when in ("setup", "call"):
+        session = item.config.stash.get(_KEY, None)
+        if session is not None and session.stack is not None:
+            report.sections.append(("corral logs", _log_section(session.stack)))
+        elif session is not None and session.view is not None:
+            states = "\n".join(f"{s.name}: {s.state} ports={s.ports}" for s in session.view)
+            report.sections.append(("corral services (owned by another worker)", states))
+    return report
+
+
+def _log_section(stack: Stack) -> str:
+    parts = []
+    for row in stack.status():
+        lines = stack[row["name"]].logs(tail=_LOG_LINES)
+        head = f"--- {row['name']} ({row['state']}, pid {row['pid']}, restarts {row['restarts']}) ---"
+        parts.append("\n".join([head, *lines]))
+    return "\n".join(parts)
