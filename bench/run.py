@@ -73,6 +73,33 @@ def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
+def cpu_pressure() -> dict:
+    """The share of time some runnable task waited for a CPU (/proc/pressure/cpu), percent:
+    how busy the machine was with other work around the run."""
+    try:
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0].split()
+        return {k: float(v) for k, v in (f.split("=") for f in first[1:])}
+    except (OSError, IndexError, ValueError):
+        return {}
+
+
+def _pressure_pct(before: dict, seconds: float):
+    after = cpu_pressure()
+    if "total" not in before or "total" not in after or seconds <= 0:
+        return None
+    return round((after["total"] - before["total"]) / (seconds * 1e6) * 100, 1)
+
+
+def wait_quiet(limit: float, threshold: float = 5.0) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        p = cpu_pressure().get("avg10")
+        if p is None or p < threshold:
+            return
+        say(f"waiting for a quieter machine (CPU pressure avg10 {p:.0f}%)")
+        time.sleep(10)
+
+
 # ---- the bench's private directory and binaries ----------------------------------------------------
 
 
@@ -204,9 +231,9 @@ class Runner:
         self.env = env
         self.worker = str(HERE / "corral_worker.py")
 
-    def corral(self, case: str, timeout: float = 300, **args) -> dict:
+    def corral(self, case: str, timeout: float = 300, env: dict | None = None, **args) -> dict:
         p = subprocess.run([sys.executable, self.worker, case, json.dumps(args)], capture_output=True,
-                           text=True, env=self.env, timeout=timeout)
+                           text=True, env=self.env | (env or {}), timeout=timeout)
         if p.returncode != 0:
             raise RuntimeError(f"corral {case} failed:\n{p.stderr[-3000:]}")
         return json.loads(p.stdout.strip().splitlines()[-1])
@@ -470,18 +497,22 @@ def bench_logs(r: Runner, ws: Workspace, cfg: dict, peers: list[str]) -> dict:
 
 
 def bench_ports(r: Runner, ws: Workspace, cfg: dict) -> dict:
+    """Both corral and the floor claim into the same claim directory, pre-filled with a file
+    for every ephemeral port (so neither pays for creating files the other found there)."""
+    runtime = ws.root / "runtime"
+    lockdir = runtime / "ports"
+    lockdir.mkdir(parents=True)
+    lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    for port in range(lo, hi + 1):
+        (lockdir / str(port)).touch()
+    env = {"CORRAL_RUNTIME_DIR": str(runtime)}
     res = {"corral": [], "floor_bind": [], "floor_bind_flock": []}
     distinct = True
     for rep in range(cfg["reps"]):
-        c = r.corral("ports", claims=cfg["claims"], per=cfg["per"], argv=[str(ws.sleep), "3600"], reps=3)
+        c = r.corral("ports", env=env, claims=cfg["claims"], per=cfg["per"], argv=[str(ws.sleep), "3600"], reps=3)
         res["corral"].append(c["seconds"])
         distinct = distinct and c["distinct"]
         res["floor_bind"].append(r.floor("ports", cfg["claims"])["seconds"])
-        lockdir = ws.root / "locks"
-        if not lockdir.exists():  # like corral's claim directory: the files are there already
-            lockdir.mkdir()
-            for _ in range(3):
-                r.floor("ports", cfg["claims"], lockdir)
         res["floor_bind_flock"].append(r.floor("ports", cfg["claims"], lockdir)["seconds"])
     return {k: {"seconds": median(v), "runs": v} for k, v in res.items()} | {"claims": cfg["claims"],
                                                                              "corral_distinct": distinct}
@@ -727,12 +758,16 @@ def main() -> int:
     ap.add_argument("--only", default=None, help="comma-separated cases: startstop,restart,exitlat,chain,"
                                                  "idle,mem,status,logs,ports")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                    help="first wait up to SECONDS for the machine's CPU pressure (avg10) to fall below 5%%")
     args = ap.parse_args()
 
     cfg = settings(args.quick)
     engine = args.engine if args.engine != "auto" else ("import" if args.quick else "release")
+    if args.wait_quiet:
+        wait_quiet(args.wait_quiet)
     t_start = time.monotonic()
-    load0 = loadavg()
+    load0, pressure0 = loadavg(), cpu_pressure()
     ws = Workspace(keep=args.keep)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: sys.exit(130))
@@ -783,13 +818,15 @@ def main() -> int:
     meta = {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
             "engine": core, "engine_build": build_type, "quick": args.quick, "settings": cfg,
             "peers": peers, "skipped": skipped, "versions": versions(), "load_before": load0,
-            "load_after": loadavg(), "seconds": round(time.monotonic() - t_start, 1),
+            "load_after": loadavg(), "cpu_pressure_before": pressure0, "cpu_pressure_after": cpu_pressure(),
+            "cpu_pressure_during_run_pct": _pressure_pct(pressure0, time.monotonic() - t_start), "seconds": round(time.monotonic() - t_start, 1),
             "leftover_processes": len(left), "poll_interval_s": _peers.POLL}
     table = render(R, meta, peers, skipped)
     print(table)
     m = meta["machine"]
     say(f"\n{meta['date']}; {m['cpu']}, {m['cores']} cores, kernel {m['kernel']}, {m['os']}; "
-        f"load {load0} -> {meta['load_after']}; {meta['seconds']} s")
+        f"load {load0} -> {meta['load_after']}; CPU pressure during the run "
+        f"{meta['cpu_pressure_during_run_pct']}% (some); {meta['seconds']} s")
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "results": R, "targets": targets(R)}, indent=1,
                                               default=str))

@@ -655,3 +655,11 @@ def test_not_utf8(tmp_path):
     path.write_bytes(b'name = "\xff"\n')
     err = config_error(load_file, path)
     assert err.file == str(path) and "not UTF-8" in str(err)
+
+
+def test_log_check_regex_is_judged_in_the_engines_dialect():
+    import corral
+
+    with pytest.raises(corral.ConfigError, match="ECMAScript"):
+        corral.LogCheck("(?P<port>[0-9]+)")  # Python-only named group
+    assert corral.LogCheck(r"listening on \d+").regex == r"listening on \d+"

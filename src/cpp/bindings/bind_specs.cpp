@@ -2,6 +2,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <regex>
+
 #include "bindings.hpp"
 #include "corral/core/types.hpp"
 #include "corral/engine/engine.hpp"
@@ -90,6 +92,16 @@ void register_specs(py::module_& m) {
       .def_readwrite("services", &StackSpec::services)
       .def_readwrite("base_env", &StackSpec::base_env);
 
+  m.def(
+      "check_regex",
+      [](const std::string& pattern) {
+        try {
+          std::regex re(pattern, std::regex::ECMAScript);
+        } catch (const std::regex_error& e) {
+          throw ConfigError(e.what());
+        }
+      },
+      py::arg("pattern"), "Raise ConfigError unless `pattern` is a valid ECMAScript regex.");
   m.def("validate", &validate_stack, py::arg("spec"), "Raise ConfigError if the stack spec is invalid.");
   m.def(
       "levels",

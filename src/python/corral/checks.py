@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -179,14 +178,15 @@ def _http_status(value: object) -> int:
 def _regex(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"expected a non-empty regular expression, got {_show(value)}")
+    # The engine runs the pattern (C++ std::regex, ECMAScript syntax), so the engine judges
+    # it: a Python-only construct such as (?P<name>...) is an error here, not at start.
+    from ._engine import _core
+
     try:
-        # Warnings about odd but valid patterns are not errors of the spec (and would
-        # become exceptions under `-W error`).
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            re.compile(value)
-    except re.error as exc:
-        raise ConfigError(f"invalid regular expression {value!r}: {exc}") from None
+        _core.check_regex(value)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid regular expression {value!r} (ECMAScript syntax): "
+                          f"{exc.reason}") from None
     return value
 
 
