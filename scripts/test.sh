@@ -40,6 +40,10 @@ cmake --build build/tests
 step "C++ tests (ctest)"
 (cd build/tests && ctest --output-on-failure -j2)
 
+step "lint: ruff and mypy (strict) on the Python package"
+"$venv/bin/ruff" check src/python tests/python examples
+MYPYPATH=src/python "$venv/bin/mypy" src/python/corral
+
 step "Python tests (pytest)"
 export CORRAL_HELPER="$root/build/tests/tests/helper/corral_helper"
 # Run from a directory without the source tree on sys.path: the installed package is tested.

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from conftest import alive
 
 ARGS = ["-p", "corral.pytest_plugin", "-p", "xdist.plugin", "-p", "no:cacheprovider"]

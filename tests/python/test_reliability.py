@@ -3,20 +3,20 @@ ports never handed out twice."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import stat
 import subprocess
-import sys
 import textwrap
 import threading
 import time
 
 import pytest
-from conftest import alive, python_script, wait_until
 
 import corral
+from conftest import alive, python_script, wait_until
 
 
 def _rss_kb() -> int:
@@ -46,7 +46,7 @@ OWNER = textwrap.dedent("""
 
 
 def test_owner_killed_with_sigkill_leaves_nothing_running(helper):
-    with subprocess.Popen(python_script(OWNER) + [helper], stdin=subprocess.PIPE,
+    with subprocess.Popen([*python_script(OWNER), helper], stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, text=True) as owner:
         try:
             pids = json.loads(owner.stdout.readline())
@@ -67,7 +67,7 @@ def test_interpreter_exit_without_close_stops_services(helper):
         stack.start(timeout=60)
         print(stack["a"].pid, stack["a"].logs()[0].split()[1], flush=True)
     """)
-    out = subprocess.run(python_script(code) + [helper], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([*python_script(code), helper], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     pids = [int(x) for x in out.stdout.split()]
     assert len(pids) == 2
@@ -154,9 +154,9 @@ def test_crash_loop_backs_off_exponentially_then_fails(make_stack, helper):
     assert svc.state == "failed" and svc.restarts == 5
     times = [int(line.split()[1]) / 1e9 for line in svc.logs() if line.startswith("monotime ")]
     assert len(times) == 6
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     expected = [0.05, 0.1, 0.2, 0.4, 0.4]
-    for gap, want in zip(gaps, expected):
+    for gap, want in zip(gaps, expected, strict=False):
         assert gap >= want * 0.9, (gaps, expected)  # never sooner than the policy allows
 
 
@@ -273,7 +273,7 @@ ALLOCATOR = textwrap.dedent("""
 
 
 def test_ports_never_shared_between_processes_allocating_at_once(helper):
-    procs = [subprocess.Popen(python_script(ALLOCATOR) + [helper], stdin=subprocess.PIPE,
+    procs = [subprocess.Popen([*python_script(ALLOCATOR), helper], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True) for _ in range(2)]
     try:
         for p in procs:

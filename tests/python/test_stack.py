@@ -13,9 +13,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import alive, wait_until
 
 import corral
+from conftest import alive, wait_until
 
 
 def test_product_example_with_real_servers(make_stack, helper):

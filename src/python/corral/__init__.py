@@ -22,6 +22,7 @@ from .stack import STATES, Service, Stack
 __version__ = "0.1.0"
 
 __all__ = [
+    "STATES",
     "Check",
     "ConfigError",
     "CorralError",
@@ -30,7 +31,6 @@ __all__ = [
     "LogCheck",
     "NotifyCheck",
     "Restart",
-    "STATES",
     "Service",
     "Stack",
     "StackClosed",

@@ -10,6 +10,7 @@ down the parent's engine: it forgets it and makes its own if it needs one.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 import weakref
@@ -73,10 +74,8 @@ def _shutdown() -> None:
     if _engine is None or _pid != os.getpid():
         return
     for stack in list(_live_stacks):
-        try:
+        with contextlib.suppress(BaseException):
             stack.close()
-        except BaseException:  # noqa: BLE001 - exiting anyway; shutdown below kills the rest
-            pass
     _engine.shutdown()
 
 

@@ -180,7 +180,7 @@ def _regex(value: object) -> str:
         raise ConfigError(f"expected a non-empty regular expression, got {_show(value)}")
     # The engine runs the pattern (C++ std::regex, ECMAScript syntax), so the engine judges
     # it: a Python-only construct such as (?P<name>...) is an error here, not at start.
-    from ._engine import _core
+    from . import _core
 
     try:
         _core.check_regex(value)

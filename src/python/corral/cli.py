@@ -104,7 +104,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         try:
             stack.start(*args.services)
             outcome["error"] = None
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:
             outcome["error"] = exc
 
     starter = threading.Thread(target=start, name="corral-start", daemon=True)

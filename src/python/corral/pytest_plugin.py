@@ -31,7 +31,7 @@ import pytest
 from .errors import CorralError, StartError
 from .stack import Stack
 
-__all__ = ["SharedStack", "SharedService"]
+__all__ = ["SharedService", "SharedStack"]
 
 _LOG_LINES = 20
 _KEY = pytest.StashKey["_Session | None"]()
@@ -84,7 +84,8 @@ class _Session:
         self.file = config_file
         run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
         self.shared = run is not None
-        self.dir = Path(tempfile.gettempdir()) / f"corral-{os.getuid()}" / "pytest" / (run or f"solo-{os.getpid()}")
+        base = Path(tempfile.gettempdir()) / f"corral-{os.getuid()}" / "pytest"
+        self.dir = base / (run or f"solo-{os.getpid()}")
         self.stack: Stack | None = None
         self.view: SharedStack | None = None
         self._users: int | None = None

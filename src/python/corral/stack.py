@@ -9,10 +9,11 @@ the same call in a worker thread so an event loop is never blocked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import functools
-import inspect
 import html
+import inspect
 import os
 import signal as _signal
 import time
@@ -20,14 +21,13 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from . import _engine
-from ._engine import _core
+from . import _core, _engine
 from .checks import Check, ExecCheck, HttpCheck, LogCheck, NotifyCheck, TcpCheck
 from .errors import ConfigError, CorralError, StackClosed, StartError, Timeout
 from .restart import Restart
 from .spec import ServiceSpec, StackConfig, load_file, make_service
 
-__all__ = ["Stack", "Service", "STATES"]
+__all__ = ["STATES", "Service", "Stack"]
 
 STATES = (
     "pending",
@@ -64,7 +64,8 @@ def _check_to_core(check: Check) -> Any:
     elif isinstance(check, LogCheck):
         c.kind, c.pattern = "log", check.regex
     elif isinstance(check, ExecCheck):
-        c.kind, c.command = "exec", _shell(check.command)
+        c.kind = "exec"
+        c.command = _shell(check.command if isinstance(check.command, str) else list(check.command))
     elif isinstance(check, NotifyCheck):
         c.kind = "notify"
     else:  # pragma: no cover - spec validation rejects anything else
@@ -260,10 +261,8 @@ def _close_handle(handle: Any, pid: int) -> None:
     if not _engine.owned_here(pid):
         _engine.orphan(handle)  # inherited across fork: not ours to stop
         return
-    try:
+    with contextlib.suppress(BaseException):
         handle.close(None)
-    except BaseException:  # noqa: BLE001 - finalizers must not raise; the engine kills the rest
-        pass
 
 
 class Stack:
@@ -280,7 +279,7 @@ class Stack:
         self._specs: dict[str, ServiceSpec] = {}
         self._services: dict[str, Service] = {}
         self._handle: Any = None
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
         self._closed = False
         self._pid = os.getpid()
 
@@ -339,7 +338,8 @@ class Stack:
                         service=spec.name, key="depends_on")
         s = _core.StackSpec()
         s.name = self.name or "corral"
-        s.services = [_service_to_core(spec, name) for name, spec in _expand_replicas(list(self._specs.values()))]
+        expanded = _expand_replicas(list(self._specs.values()))
+        s.services = [_service_to_core(spec, name) for name, spec in expanded]
         s.base_env = dict(os.environ)
         return s
 
@@ -388,7 +388,7 @@ class Stack:
 
     def levels(self) -> list[list[str]]:
         """The start order, level by level (level 0 first). Raises ConfigError."""
-        return _core.levels(self._core_spec())  # type: ignore[no-any-return]
+        return _core.levels(self._core_spec())
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, *names: str, timeout: float | None = None) -> None:
@@ -549,5 +549,6 @@ class Stack:
                 "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
                     r["name"], r["state"], r["pid"] or "", r["restarts"],
                     "" if r["exit_code"] is None else r["exit_code"], ports, r.get("reason", ""))) + "</tr>")
-        head = "".join(f"<th>{h}</th>" for h in ("service", "state", "pid", "restarts", "exit", "ports", "reason"))
+        columns = ("service", "state", "pid", "restarts", "exit", "ports", "reason")
+        head = "".join(f"<th>{h}</th>" for h in columns)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
