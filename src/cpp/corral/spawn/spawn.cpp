@@ -97,9 +97,23 @@ struct ChildPlan {
   // parent is suspended until the child execs or exits, so no race).
   volatile int error;
   volatile int stage;  // 1 = setup, 2 = chdir, 3 = exec
+  // Set by the child first thing. Still 0 when vfork returns means vfork was really a
+  // fork (sanitizers and valgrind turn it into one): then nothing the child wrote here is
+  // visible, and the error pipe below carries the result instead.
+  volatile int ran;
+  int error_pipe;  // write end, close-on-exec: EOF at exec, {error, stage} on failure
 };
 
+[[noreturn]] void fail(ChildPlan* p, int stage) {
+  p->error = errno;
+  p->stage = stage;
+  int report[2] = {p->error, stage};
+  (void)!::write(p->error_pipe, report, sizeof report);
+  ::_exit(127);
+}
+
 [[noreturn]] void child_main(ChildPlan* p) {
+  p->ran = 1;
   // Back to default dispositions: Python ignores SIGPIPE, and an ignored signal would
   // survive exec into the service. Handlers would point into our memory.
   struct sigaction dfl {};
@@ -123,24 +137,16 @@ struct ChildPlan {
   if (::syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
     for (int fd = 3; fd < 65536; ++fd) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
   }
-  if (p->cwd != nullptr && ::chdir(p->cwd) != 0) {
-    p->error = errno;
-    p->stage = 2;
-    ::_exit(127);
-  }
+  if (p->cwd != nullptr && ::chdir(p->cwd) != 0) fail(p, 2);
   {
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
   }
   ::execve(p->path, p->argv, p->envp);
-  p->error = errno;
-  p->stage = 3;
-  ::_exit(127);
+  fail(p, 3);
 fail_setup:
-  p->error = errno;
-  p->stage = 1;
-  ::_exit(127);
+  fail(p, 1);
 }
 
 // Returns an fd >= 3 equal to `fd`, or a /dev/null fd when `fd` < 0.
@@ -199,6 +205,19 @@ SpawnResult spawn(const SpawnRequest& req) {
   plan.parent = ::getpid();
   plan.error = 0;
   plan.stage = 0;
+  plan.ran = 0;
+  Fd err_r, err_w;
+  {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+      result.error = errno;
+      result.message = fmt::format("cannot create a pipe: {}", std::strerror(errno));
+      return result;
+    }
+    err_r.reset(fds[0]);
+    err_w.reset(fds[1]);
+  }
+  plan.error_pipe = err_w.get();
 
   // Block every signal across vfork so that no handler of ours runs in the child while
   // it still shares our memory; the child unblocks after resetting dispositions.
@@ -214,6 +233,18 @@ SpawnResult spawn(const SpawnRequest& req) {
     result.error = vfork_errno;
     result.message = fmt::format("cannot fork: {}", std::strerror(vfork_errno));
     return result;
+  }
+  err_w.reset();
+  if (plan.ran == 0) {
+    // vfork behaved as fork: wait for the child to exec (EOF) or report its failure.
+    int report[2] = {0, 0};
+    ssize_t n;
+    while ((n = ::read(err_r.get(), report, sizeof report)) < 0 && errno == EINTR) {
+    }
+    if (n == static_cast<ssize_t>(sizeof report)) {
+      plan.error = report[0];
+      plan.stage = report[1];
+    }
   }
   if (plan.error != 0) {
     // The child never exec'd and has exited: reap exactly that pid (never -1).
