@@ -44,7 +44,7 @@ def settings(quick: bool) -> dict:
                     exitlat_k=20, exitlat_gap=0.01, exitlat_reps=1, chain=3, idle_n=20, idle_seconds=1.0,
                     idle_reps=1, mem_ns=[0, 20], status_n=20, status_calls=100, log_bytes=2_000_000,
                     log_reps=1, claims=100, per=10, supervisord_default_n=None)
-    return dict(ns=[100, 500], reps=5, peer_reps=3, restart_window=2.0, peer_restart_window=6.0,
+    return dict(ns=[100, 500], reps=7, peer_reps=3, restart_window=2.0, peer_restart_window=6.0,
                 exitlat_k=200, exitlat_gap=0.02, exitlat_reps=3, chain=10, idle_n=100, idle_seconds=20.0,
                 idle_reps=3, mem_ns=[0, 100, 500], status_n=100, status_calls=1000, log_bytes=50_000_000,
                 log_reps=3, claims=1000, per=10, supervisord_default_n=500)
