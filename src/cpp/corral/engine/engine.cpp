@@ -505,11 +505,7 @@ struct Engine::Impl {
     s.pidfd = std::make_unique<Descriptor>(io, r.pidfd.release());
     s.out = std::make_unique<Descriptor>(io, out_r.release());
     s.err = std::make_unique<Descriptor>(io, err_r.release());
-    auto self = st.shared_from_this();
-    unsigned gen = s.generation;
-    s.pidfd->async_wait(Descriptor::wait_read, [this, self, &s, gen](const boost::system::error_code& ec) {
-      if (!ec && s.generation == gen && s.pid > 0) on_exit(*self, s);
-    });
+    arm_exit(st, s);
     arm_read(st, s, Stream::out);
     arm_read(st, s, Stream::err);
     apply(st, s, Event::spawned, {}, shell_join(req.argv));
@@ -520,6 +516,15 @@ struct Engine::Impl {
       return;  // mark_ready reported the change
     }
     changed(st, s);
+  }
+
+  // The pidfd becomes readable when the process exits: that is the whole exit detection.
+  void arm_exit(StackState& st, Svc& s) {
+    auto self = st.shared_from_this();
+    unsigned gen = s.generation;
+    s.pidfd->async_wait(Descriptor::wait_read, [this, self, &s, gen](const boost::system::error_code& ec) {
+      if (!ec && s.generation == gen && s.pid > 0) on_exit(*self, s);
+    });
   }
 
   void arm_read(StackState& st, Svc& s, Stream which) {
@@ -749,12 +754,7 @@ struct Engine::Impl {
     if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(s.pidfd->native_handle()), &info,
                  WEXITED | WNOHANG) != 0 ||
         info.si_pid == 0) {
-      // Spurious wake-up: wait again.
-      auto self = st.shared_from_this();
-      unsigned gen = s.generation;
-      s.pidfd->async_wait(Descriptor::wait_read, [this, self, &s, gen](const boost::system::error_code& ec) {
-        if (!ec && s.generation == gen && s.pid > 0) on_exit(*self, s);
-      });
+      arm_exit(st, s);  // spurious wake-up: wait again
       return;
     }
     if (watcher) watcher->unwatch(s.pid);
