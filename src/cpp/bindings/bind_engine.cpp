@@ -42,6 +42,17 @@ std::optional<OutcomeTuple> wait_outcome(const std::shared_ptr<Pending<Outcome>>
   }
 }
 
+// Posts a request (GIL released) and waits for its outcome.
+template <class F>
+std::optional<OutcomeTuple> request(F&& post, std::optional<double> timeout) {
+  std::shared_ptr<Pending<Outcome>> p;
+  {
+    py::gil_scoped_release release;
+    p = post();
+  }
+  return wait_outcome(p, timeout);
+}
+
 py::dict status_dict(const ServiceStatus& s) {
   py::dict d;
   d["name"] = s.name;
@@ -76,23 +87,13 @@ void register_engine(py::module_& m) {
       .def(
           "start",
           [](Stack& s, const std::vector<std::string>& names, std::optional<double> timeout) {
-            std::shared_ptr<Pending<Outcome>> p;
-            {
-              py::gil_scoped_release release;
-              p = s.start(names);
-            }
-            return wait_outcome(p, timeout);
+            return request([&] { return s.start(names); }, timeout);
           },
           py::arg("names"), py::arg("timeout") = py::none())
       .def(
           "stop",
           [](Stack& s, const std::vector<std::string>& names, std::optional<double> timeout) {
-            std::shared_ptr<Pending<Outcome>> p;
-            {
-              py::gil_scoped_release release;
-              p = s.stop(names);
-            }
-            return wait_outcome(p, timeout);
+            return request([&] { return s.stop(names); }, timeout);
           },
           py::arg("names"), py::arg("timeout") = py::none())
       .def(
@@ -100,24 +101,14 @@ void register_engine(py::module_& m) {
           [](Stack& s, const std::string& name, const std::string& state, std::optional<double> timeout) {
             auto st = state_from_string(state);
             if (!st) throw ConfigError("unknown state '" + state + "'");
-            std::shared_ptr<Pending<Outcome>> p;
-            {
-              py::gil_scoped_release release;
-              p = s.wait_state(name, *st);
-            }
-            return wait_outcome(p, timeout);
+            return request([&] { return s.wait_state(name, *st); }, timeout);
           },
           py::arg("name"), py::arg("state"), py::arg("timeout") = py::none())
       .def(
           "wait_log",
           [](Stack& s, const std::string& name, const std::string& regex, std::uint64_t from_seq,
              std::optional<double> timeout) {
-            std::shared_ptr<Pending<Outcome>> p;
-            {
-              py::gil_scoped_release release;
-              p = s.wait_log(name, regex, from_seq);
-            }
-            return wait_outcome(p, timeout);
+            return request([&] { return s.wait_log(name, regex, from_seq); }, timeout);
           },
           py::arg("name"), py::arg("regex"), py::arg("from_seq") = 0, py::arg("timeout") = py::none())
       .def("status",
@@ -215,12 +206,7 @@ void register_engine(py::module_& m) {
       .def(
           "close",
           [](Stack& s, std::optional<double> timeout) {
-            std::shared_ptr<Pending<Outcome>> p;
-            {
-              py::gil_scoped_release release;
-              p = s.close();
-            }
-            return wait_outcome(p, timeout);
+            return request([&] { return s.close(); }, timeout);
           },
           py::arg("timeout") = py::none());
 
