@@ -338,3 +338,23 @@ def test_500_services_start_stop_and_every_exit_is_recorded(make_stack, helper):
     stack.start(timeout=120)
     stack.stop(timeout=120)
     assert {r["state"] for r in stack.status()} == {"stopped"}
+
+
+# Row 2 -----------------------------------------------------------------------------------------
+
+def test_escaped_grandchildren_are_found_by_marker_and_killed(make_stack, helper):
+    stack = make_stack()
+    svc = stack.add("escaper", [helper, "escape", "300", "pause"], ready=corral.LogCheck("^escaped "))
+    other = stack.add("other", [helper, "escape", "300", "pause"], ready=corral.LogCheck("^escaped "))
+    stack.start()
+    escaped = int(svc.logs()[0].split()[1])
+    other_escaped = int(other.logs()[0].split()[1])
+    with open(f"/proc/{escaped}/stat") as f:  # it really left the service's group and session
+        fields = f.read().rsplit(")", 1)[1].split()
+    assert int(fields[2]) != svc.pid and int(fields[3]) != svc.pid
+    stack.stop("escaper")
+    wait_until(lambda: not alive(escaped), what="the escaped grandchild to be killed")
+    assert alive(other_escaped)  # stopping one service touches nothing of another
+    assert any(f"killed pid {escaped}" in line for line in svc.logs())
+    stack.close()
+    wait_until(lambda: not alive(other_escaped), what="the other escaped grandchild to be killed")

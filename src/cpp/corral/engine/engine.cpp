@@ -17,6 +17,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -923,8 +924,34 @@ struct Engine::Impl {
     auto w = std::make_shared<Waiter>();
     w->result = result;
     w->good = [](const Svc& s) { return is_down(s); };
+    // Once they are all down, whatever escaped their process groups goes too: one /proc
+    // scan per stop request, before the caller hears that the stop is done.
+    auto self = st.shared_from_this();
+    w->on_success = [this, self, targets] { kill_escapees(*self, targets); };
     add_waiter(st, w, targets);
     for (auto i : targets) try_stop(st, *st.services[i]);
+  }
+
+  // Processes that escaped their service's group (double fork + setsid) still carry the
+  // stack's marker in their environment: find them, say so in the service's log, kill them.
+  // Through a pidfd, re-checked, so a pid recycled meanwhile is never signalled.
+  // `only`: service indices to clean up after (empty: all).
+  void kill_escapees(StackState& st, const std::vector<std::size_t>& only = {}) {
+    const std::string marker = "CORRAL_STACK=" + st.id;
+    for (const auto& m : find_marked(marker)) {
+      auto it = st.index.find(m.service);
+      if (!only.empty() && (it == st.index.end() || std::find(only.begin(), only.end(), it->second) == only.end()))
+        continue;
+      int fd = static_cast<int>(::syscall(SYS_pidfd_open, m.pid, 0));
+      if (fd < 0) continue;
+      Fd pidfd(fd);
+      if (!has_marker(m.pid, marker)) continue;  // the pid we hold may have been recycled
+      ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
+      if (it != st.index.end())
+        record_line(st, *st.services[it->second], Stream::err,
+                    fmt::format("corral: killed pid {} ({}), which had escaped the service's process group",
+                                m.pid, m.command));
+    }
   }
 
   void finish_close(StackState& st) {
@@ -1001,7 +1028,10 @@ void Engine::shutdown() noexcept {
   if (impl.thread.joinable()) {
     asio::post(impl.io, [&impl] {
       impl.kill_all();
-      for (auto& st : std::vector(impl.stacks)) impl.finish_close(*st);
+      for (auto& st : std::vector(impl.stacks)) {
+        impl.kill_escapees(*st);
+        impl.finish_close(*st);
+      }
       impl.watcher.reset();
       impl.work.reset();
       impl.io.stop();
@@ -1228,7 +1258,8 @@ std::shared_ptr<Pending<Outcome>> Stack::close() {
     w->result = finished;
     w->hold = finished;
     w->good = [](const Svc& s) { return Engine::Impl::is_down(s); };
-    w->on_success = [impl, st, done] {
+    // Holding `stopped` keeps the stop request (and its clean-up of escapees) alive.
+    w->on_success = [impl, st, done, stopped] {
       asio::post(impl->io, [impl, st, done] {
         impl->finish_close(*st);
         done->set(Outcome{});

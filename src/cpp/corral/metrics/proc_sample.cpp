@@ -78,6 +78,52 @@ std::vector<ProcessSample> sample_groups(const std::vector<std::pair<std::string
   return out;
 }
 
+bool has_marker(pid_t pid, const std::string& marker, std::string* service) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/environ", pid);
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;  // not ours to read, or gone
+  static thread_local std::string env(256 * 1024, '\0');
+  ssize_t n = ::read(fd, env.data(), env.size());
+  ::close(fd);
+  if (n <= 0) return false;
+  std::string_view vars(env.data(), static_cast<std::size_t>(n));
+  bool marked = false;
+  for (std::size_t pos = 0; pos < vars.size();) {
+    auto end = vars.find('\0', pos);
+    if (end == std::string_view::npos) end = vars.size();
+    auto var = vars.substr(pos, end - pos);
+    if (var == marker) marked = true;
+    if (service && var.rfind("CORRAL_SERVICE=", 0) == 0) *service = std::string(var.substr(15));
+    pos = end + 1;
+  }
+  return marked;
+}
+
+std::vector<MarkedProcess> find_marked(const std::string& marker) {
+  std::vector<MarkedProcess> out;
+  DIR* proc = ::opendir("/proc");
+  if (!proc) return out;
+  const pid_t self = ::getpid();
+  char path[300];
+  while (auto* e = ::readdir(proc)) {
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    pid_t pid = static_cast<pid_t>(std::atol(e->d_name));
+    MarkedProcess m;
+    if (pid == self || !has_marker(pid, marker, &m.service)) continue;
+    m.pid = pid;
+    std::snprintf(path, sizeof path, "/proc/%s/comm", e->d_name);
+    char comm[64];
+    if (read_small(path, comm, sizeof comm) > 0) {
+      m.command = comm;
+      if (!m.command.empty() && m.command.back() == '\n') m.command.pop_back();
+    }
+    out.push_back(std::move(m));
+  }
+  ::closedir(proc);
+  return out;
+}
+
 std::string prometheus_text(const std::string& stack, const std::vector<ServiceStatus>& status,
                             const std::vector<ProcessSample>& samples) {
   std::string out;

@@ -15,6 +15,18 @@ namespace corral {
 // One sample per (service, leader pid); a pid of 0 gives an empty sample.
 std::vector<ProcessSample> sample_groups(const std::vector<std::pair<std::string, pid_t>>& groups);
 
+// A process that carries `marker` ("CORRAL_STACK=<id>") in its environment.
+struct MarkedProcess {
+  pid_t pid = 0;
+  std::string service;  // its CORRAL_SERVICE
+  std::string command;  // /proc/PID/comm
+};
+
+// Every process (readable by us) whose environment holds `marker` exactly: the services'
+// descendants inherit it, even those that left the process group (double fork + setsid).
+std::vector<MarkedProcess> find_marked(const std::string& marker);
+bool has_marker(pid_t pid, const std::string& marker, std::string* service = nullptr);
+
 // Prometheus text exposition of per-service state and samples.
 std::string prometheus_text(const std::string& stack, const std::vector<ServiceStatus>& status,
                             const std::vector<ProcessSample>& samples);
