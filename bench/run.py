@@ -289,6 +289,9 @@ def bench_startstop(r: Runner, ws: Workspace, cfg: dict, peers: list[str]) -> di
         res = {s: {"start": [], "stop": []} for s in ["corral", "floor"] + peers}
         reps = cfg["reps"]
         for rep in range(reps):
+            # Unmeasured warm-up: on a VM, memory freed by the previous subject's processes
+            # may have gone back to the host, and the first to allocate again pays for it.
+            r.floor("startstop", n, *sleep)
             f = r.floor("startstop", n, *sleep)
             res["floor"]["start"].append(f["start"])
             res["floor"]["stop"].append(f["stop"])

@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import textwrap
@@ -358,3 +359,25 @@ def test_escaped_grandchildren_are_found_by_marker_and_killed(make_stack, helper
     assert any(f"killed pid {escaped}" in line for line in svc.logs())
     stack.close()
     wait_until(lambda: not alive(other_escaped), what="the other escaped grandchild to be killed")
+
+
+# Row 11 ----------------------------------------------------------------------------------------
+
+def test_an_impostor_on_the_port_does_not_make_a_service_ready(make_stack, helper):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # A stale listener (say, an orphan of an earlier run) holds the port...
+    with subprocess.Popen([helper, "listen", str(port), "pause"], stdout=subprocess.PIPE,
+                          text=True) as impostor:
+        try:
+            assert impostor.stdout.readline().startswith("listening")
+            stack = make_stack()
+            # ...and the service, which never listens, must not pass for ready.
+            stack.add("svc", [helper, "pause"],
+                      ready=corral.TcpCheck(port, start_timeout=1.0, interval=0.05))
+            with pytest.raises(corral.StartError,
+                               match=rf"port {port} is held by pid {impostor.pid} \(corral_helper\)"):
+                stack.start(timeout=60)
+        finally:
+            impostor.kill()

@@ -30,6 +30,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "corral/checks/listener.hpp"
 #include "corral/checks/probes.hpp"
 #include "corral/engine/watcher.hpp"
 #include "corral/graph/graph.hpp"
@@ -681,6 +682,14 @@ struct Engine::Impl {
     const CheckSpec& c = readiness ? *s.spec.ready : *s.spec.health;
     if (readiness) {
       if (s.state != State::starting) return;
+      // Someone answering is not enough: it must be the service (not an orphan of an
+      // earlier run that still holds the port).
+      if (ok && (c.kind == CheckSpec::Kind::tcp || c.kind == CheckSpec::Kind::http)) {
+        if (auto who = foreign_listener(check_port(s, c), s.pid)) {
+          ok = false;
+          detail = std::move(*who);
+        }
+      }
       if (ok) return mark_ready(st, s);
       s.last_check = std::move(detail);
       return schedule_attempt(st, s, true, gen, c.interval);
