@@ -10,7 +10,6 @@ messages; the spec modules share them so that every bad value reads the same way
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -186,5 +185,7 @@ def _integer(value: object, *, minimum: int) -> int:
 
 def _suggest(word: str, choices: Sequence[str]) -> str:
     """`` (did you mean 'x'?)`` for a likely typo of one of `choices`, else ``""``."""
+    import difflib
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

@@ -8,12 +8,8 @@ the same call in a worker thread so an event loop is never blocked.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import difflib
 import functools
-import html
-import inspect
 import os
 import signal as _signal
 import time
@@ -43,9 +39,11 @@ STATES = (
 
 _T = TypeVar("_T")
 # The keyword options of Stack.add are those of spec.make_service.
+# (read off its code object: `inspect` alone would cost a megabyte of imports)
+_code = make_service.__code__
 _OPTIONS = frozenset(
-    p.name for p in inspect.signature(make_service).parameters.values()
-    if p.kind is inspect.Parameter.KEYWORD_ONLY and not p.name.startswith("_"))
+    name for name in _code.co_varnames[_code.co_argcount:_code.co_argcount + _code.co_kwonlyargcount]
+    if not name.startswith("_"))
 _LOG_TAIL = 20
 
 
@@ -253,6 +251,8 @@ def _signal_number(sig: int | str) -> int:
 
 
 async def _in_thread(fn: Callable[..., _T], *args: Any) -> _T:
+    import asyncio  # only async callers pay for it
+
     return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
 
 
@@ -310,6 +310,8 @@ class Stack:
             raise ConfigError(f"service '{name}' is already defined", service=name)
         unknown = sorted(set(options) - _OPTIONS)
         if unknown:
+            import difflib
+
             close = difflib.get_close_matches(unknown[0], _OPTIONS, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown option '{unknown[0]}'{hint}", service=name)
@@ -542,6 +544,8 @@ class Stack:
         return f"<Stack {self.name or 'corral'}: {states}>"
 
     def _repr_html_(self) -> str:
+        import html
+
         rows = []
         for r in self.status():
             ports = ", ".join(f"{k}={v}" for k, v in r["ports"].items())
