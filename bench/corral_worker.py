@@ -228,7 +228,7 @@ def case_mem(corral, a):
     s = _stack(corral, "bench", a["n"], a["argv"]) if a["n"] else None
     if s is not None:
         s.start()
-    time.sleep(0.5)
+    time.sleep(a.get("settle", 0.5))
     rss = _status_kb("self", "VmRSS")
     pss = _pss_kb("self")
     watchers = _children_named("corral-watch")
@@ -241,7 +241,7 @@ def case_mem(corral, a):
 
 
 def case_bare(corral, a):
-    time.sleep(0.5)
+    time.sleep(a.get("settle", 0.5))
     c0 = _rusage_cpu()
     time.sleep(a["seconds"])
     return {"cpu": _rusage_cpu() - c0, "rss_kb": _status_kb("self", "VmRSS"), "pss_kb": _pss_kb("self")}
@@ -263,7 +263,7 @@ def case_idle(corral, a):
     if a.get("sample_every"):
         t = threading.Thread(target=sampler, daemon=True)
         t.start()
-    time.sleep(1.0)
+    time.sleep(a.get("settle", 1.0))
     sw0, c0 = _thread_switches(), _rusage_cpu()
     time.sleep(a["seconds"])
     c1 = _rusage_cpu()

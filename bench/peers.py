@@ -75,6 +75,15 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent to reap it counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 def _wait_until(pred, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
@@ -135,21 +144,33 @@ class Daemon:
                 "rss_kb": sum(_rollup_kb(p, "Rss") for p in pids),
                 "pss_kb": sum(_rollup_kb(p, "Pss") for p in pids)}
 
-    def _kill_group(self) -> None:
+    def tree(self) -> list[int]:
+        """The daemon and everything below it now (to be waited for at teardown)."""
+        return _descendants(self.proc.pid) if self.proc is not None and self.proc.poll() is None else []
+
+    def _kill_group(self, tree: list[int]) -> None:
+        """Waits until every process of `tree` (taken before the teardown began) has exited,
+        then SIGKILLs what is still there. Waiting matters: runsvdir, for one, exits at once
+        and leaves its runsv processes (sessions of their own) to die over the next second,
+        which would load the machine while the next subject is measured."""
         if self.proc is None:
             return
-        # Everything still below the daemon we launched (runsvdir, for one, puts each runsv
-        # in a session of its own, so the process group alone would not do).
-        left = _descendants(self.proc.pid) if self.proc.poll() is None else []
-        for pid in [self.proc.pid] + left:
-            try:
-                if pid == self.proc.pid:
-                    os.killpg(pid, signal.SIGKILL)
-                else:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in tree):
+            time.sleep(POLL)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for pid in tree:
+            if _alive(pid):
+                try:
                     os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+                except (ProcessLookupError, PermissionError):
+                    pass
         self.proc.wait()
+        while any(_alive(p) for p in tree) and time.monotonic() < deadline + 5:
+            time.sleep(POLL)
         self.proc = None
         self.log.close()
 
@@ -252,13 +273,14 @@ class Supervisord(Daemon):
     def down(self) -> None:
         if self.proc is None:
             return
+        tree = self.tree()
         try:
             self.rpc().stopAllProcesses(True)
             self.rpc().shutdown()
             self.proc.wait(timeout=30)
         except (OSError, xmlrpc.client.Error, subprocess.TimeoutExpired):
             pass
-        self._kill_group()
+        self._kill_group(tree)
 
 
 # ---- s6 and runit: service directories with control fifos ------------------------------------------
@@ -380,6 +402,7 @@ class S6(_ServiceDirs):
     def down(self) -> None:
         if self.proc is None:
             return
+        tree = self.tree()
         try:
             self._send(self.dirs.values(), b"d")
             self._until(False, timeout=30)
@@ -388,7 +411,7 @@ class S6(_ServiceDirs):
             self.proc.wait(timeout=10)
         except (OSError, TimeoutError, subprocess.TimeoutExpired):
             pass
-        self._kill_group()
+        self._kill_group(tree)
 
 
 class Runit(_ServiceDirs):
@@ -427,6 +450,7 @@ class Runit(_ServiceDirs):
     def down(self) -> None:
         if self.proc is None:
             return
+        tree = self.tree()
         try:
             self._send(self.dirs.values(), b"d")
             self._until(False, timeout=30)
@@ -435,7 +459,7 @@ class Runit(_ServiceDirs):
             self.proc.wait(timeout=10)
         except (OSError, TimeoutError, subprocess.TimeoutExpired):
             pass
-        self._kill_group()
+        self._kill_group(tree)
 
 
 PEERS = {"supervisord": Supervisord, "s6": S6, "runit": Runit}

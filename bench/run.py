@@ -43,11 +43,11 @@ def settings(quick: bool) -> dict:
         return dict(ns=[20], reps=1, peer_reps=1, restart_window=0.5, peer_restart_window=3.0,
                     exitlat_k=20, exitlat_gap=0.01, exitlat_reps=1, chain=3, idle_n=20, idle_seconds=1.0,
                     idle_reps=1, mem_ns=[0, 20], status_n=20, status_calls=100, log_bytes=2_000_000,
-                    log_reps=1, claims=100, per=10, supervisord_default_n=None)
+                    log_reps=1, claims=100, per=10, supervisord_default_n=None, settle=0.2, quick=True)
     return dict(ns=[100, 500], reps=7, peer_reps=3, restart_window=2.0, peer_restart_window=6.0,
                 exitlat_k=200, exitlat_gap=0.02, exitlat_reps=3, chain=10, idle_n=100, idle_seconds=20.0,
                 idle_reps=3, mem_ns=[0, 100, 500], status_n=100, status_calls=1000, log_bytes=50_000_000,
-                log_reps=3, claims=1000, per=10, supervisord_default_n=500)
+                log_reps=3, claims=1000, per=10, supervisord_default_n=500, settle=1.0)
 
 
 # ---- small utilities --------------------------------------------------------------------------
@@ -274,9 +274,26 @@ def with_peer(ws: Workspace, cls, programs: dict, **kw):
     return d
 
 
+def _orphan_zombies() -> int:
+    n = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                n += fields[0] == "Z" and fields[1] == "1"
+            except (OSError, IndexError):
+                pass
+    return n
+
+
 def release_peer(ws: Workspace, d) -> None:
+    """Tears the peer down and lets the machine settle: runsv processes, for one, end as
+    zombies of PID 1 that init reaps a little later."""
     d.down()
     ws.daemons.remove(d)
+    deadline = time.monotonic() + 10
+    while _orphan_zombies() > 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 # ---- the cases ----------------------------------------------------------------------------------
@@ -409,10 +426,11 @@ def bench_idle(r: Runner, ws: Workspace, cfg: dict, peers: list[str]) -> dict:
                 d.start_all()
                 daemons[name] = d
             # All at once: every one of them is idle, each is measured on its own process.
-            procs = {"bare": r.corral_async("bare", seconds=secs),
-                     "off": r.corral_async("idle", n=n, argv=sleep, seconds=secs, sample_every=0),
-                     "1s": r.corral_async("idle", n=n, argv=sleep, seconds=secs, sample_every=1.0)}
-            time.sleep(1.5)  # they start their services and settle (the corral cases wait 1 s)
+            procs = {"bare": r.corral_async("bare", seconds=secs, settle=cfg["settle"]),
+                     "off": r.corral_async("idle", n=n, argv=sleep, seconds=secs, sample_every=0, settle=cfg["settle"]),
+                     "1s": r.corral_async("idle", n=n, argv=sleep, seconds=secs, sample_every=1.0,
+                                          settle=cfg["settle"])}
+            time.sleep(cfg["settle"] + 0.5)  # they start their services and settle (the corral cases wait 1 s)
             before = {name: d.footprint() for name, d in daemons.items()}
             for k, p in procs.items():
                 runs[k].append(r.collect(p, timeout=secs + 120))
@@ -453,7 +471,7 @@ def bench_mem(r: Runner, ws: Workspace, cfg: dict) -> dict:
     for _ in range(cfg["idle_reps"]):
         bare.append(r.corral("bare", seconds=0.1)["rss_kb"])
         for n in cfg["mem_ns"]:
-            res[n].append(r.corral("mem", n=n, argv=sleep))
+            res[n].append(r.corral("mem", n=n, argv=sleep, settle=cfg["settle"]))
     out = {"bare_rss_kb": median(bare)}
     for n, xs in res.items():
         out[n] = {k: median([x[k] for x in xs]) for k in ("rss_kb", "pss_kb", "watcher_pss_kb", "watcher_uss_kb")}
@@ -512,8 +530,9 @@ def bench_ports(r: Runner, ws: Workspace, cfg: dict) -> dict:
     lockdir = runtime / "ports"
     lockdir.mkdir(parents=True)
     lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    for port in range(lo, hi + 1):
-        (lockdir / str(port)).touch()
+    if not cfg.get("quick"):  # the smoke mode skips this (about a second of file creation)
+        for port in range(lo, hi + 1):
+            os.close(os.open(lockdir / str(port), os.O_CREAT | os.O_WRONLY, 0o600))
     env = {"CORRAL_RUNTIME_DIR": str(runtime)}
     res = {"corral": [], "floor_bind": [], "floor_bind_flock": []}
     distinct = True
