@@ -8,6 +8,7 @@ minus corral, which is the baseline of the idle-cost figures.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -123,6 +124,7 @@ def case_startstop(corral, a):
     s.start()
     t1 = time.perf_counter()
     states = {r["state"] for r in s.status()}
+    time.sleep(a.get("settle", 0.0))
     t2 = time.perf_counter()
     s.stop()
     t3 = time.perf_counter()
@@ -137,8 +139,11 @@ def case_restart(corral, a):
     _warm(corral)
     counter = a["counter"]
     s = corral.Stack("bench")
-    svc = s.add("crash", [a["helper"], "count-file", counter, "exit", "1"],
-                restart=corral.Restart("always", backoff=0.0, max_backoff=0.0, jitter=0.0))
+    svc = s.add(
+        "crash",
+        [a["helper"], "count-file", counter, "exit", "1"],
+        restart=corral.Restart("always", backoff=0.0, max_backoff=0.0, jitter=0.0),
+    )
     s.start()
     time.sleep(0.2)
     c0, r0, t0 = _lines(counter), svc.restarts, time.perf_counter()
@@ -169,14 +174,15 @@ def case_exitlat(corral, a):
     Python, which adds the consumer's wake-up: an upper bound of what a user sees."""
     _warm(corral)
     stamps = a["stampfile"]
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(stamps)
-    except FileNotFoundError:
-        pass
     offset, uncertainty = _clock_offset_ns()
     s = corral.Stack("bench")
-    s.add("x", [a["helper"], "exit-stamp", stamps, "0"],
-          restart=corral.Restart("always", backoff=a["gap"], max_backoff=a["gap"], jitter=0.0))
+    s.add(
+        "x",
+        [a["helper"], "exit-stamp", stamps, "0"],
+        restart=corral.Restart("always", backoff=a["gap"], max_backoff=a["gap"], jitter=0.0),
+    )
     s.events(0)  # subscribe before anything happens
     engine_seen: list[int] = []
     python_seen: list[int] = []
@@ -185,8 +191,12 @@ def case_exitlat(corral, a):
     while len(engine_seen) < a["k"] and time.monotonic() < deadline:
         for e in s.events(1.0):
             got = time.monotonic_ns()
-            if e["kind"] == "state" and e["state"] in ("backoff", "exited") and e.get("exit_code") is not None:
-                engine_seen.append(int(round(e["time"] * 1e9)) - offset)
+            if (
+                e["kind"] == "state"
+                and e["state"] in ("backoff", "exited")
+                and e.get("exit_code") is not None
+            ):
+                engine_seen.append(round(e["time"] * 1e9) - offset)
                 python_seen.append(got)
     s.close()
     offset2, _ = _clock_offset_ns()
@@ -199,7 +209,7 @@ def case_exitlat(corral, a):
         "offset_uncertainty_ns": uncertainty,
         "offset_drift_ns": offset2 - offset,
         # the event time is a double of seconds since the epoch: ~0.24 us resolution today
-        "float_resolution_ns": 2 ** -22 * 1e9,
+        "float_resolution_ns": 2**-22 * 1e9,
     }
 
 
@@ -209,8 +219,13 @@ def case_chain(corral, a):
     check = {} if a.get("interval") is None else {"interval": a["interval"]}
     prev = None
     for i in range(a["n"]):
-        s.add(f"c{i}", [a["helper"], "listen", "{{port.main}}", "pause"], ports=["main"],
-              ready=corral.TcpCheck("main", **check), depends_on=[prev] if prev else [])
+        s.add(
+            f"c{i}",
+            [a["helper"], "listen", "{{port.main}}", "pause"],
+            ports=["main"],
+            ready=corral.TcpCheck("main", **check),
+            depends_on=[prev] if prev else [],
+        )
         prev = f"c{i}"
     t0 = time.perf_counter()
     s.start()
@@ -232,9 +247,13 @@ def case_mem(corral, a):
     rss = _status_kb("self", "VmRSS")
     pss = _pss_kb("self")
     watchers = _children_named("corral-watch")
-    out = {"n": a["n"], "rss_kb": rss, "pss_kb": pss,
-           "watcher_pss_kb": sum(_pss_kb(p) for p in watchers),
-           "watcher_uss_kb": sum(_uss_kb(p) for p in watchers)}
+    out = {
+        "n": a["n"],
+        "rss_kb": rss,
+        "pss_kb": pss,
+        "watcher_pss_kb": sum(_pss_kb(p) for p in watchers),
+        "watcher_uss_kb": sum(_uss_kb(p) for p in watchers),
+    }
     if s is not None:
         s.close()
     return out
@@ -278,10 +297,16 @@ def case_idle(corral, a):
     # the engine thread is the one native thread that Python did not start
     other = {tid: sw1[tid] - sw0.get(tid, 0) for tid in sw1 if tid not in (main_tid, sampler_tid)}
     s.close()
-    return {"cpu": c1 - c0, "rss_kb": rss, "pss_kb": pss, "samples": samples[0],
-            "wakeups_engine": sum(other.values()), "wakeups_main": sw1[main_tid] - sw0[main_tid],
-            "watcher_pss_kb": sum(_pss_kb(p) for p in watchers),
-            "watcher_uss_kb": sum(_uss_kb(p) for p in watchers)}
+    return {
+        "cpu": c1 - c0,
+        "rss_kb": rss,
+        "pss_kb": pss,
+        "samples": samples[0],
+        "wakeups_engine": sum(other.values()),
+        "wakeups_main": sw1[main_tid] - sw0[main_tid],
+        "watcher_pss_kb": sum(_pss_kb(p) for p in watchers),
+        "watcher_uss_kb": sum(_uss_kb(p) for p in watchers),
+    }
 
 
 def case_status(corral, a):
@@ -300,7 +325,7 @@ def case_status(corral, a):
     svc = s["s0"]
     for _ in range(a["calls"]):
         t0 = time.perf_counter_ns()
-        svc.state
+        _ = svc.state
         one.append(time.perf_counter_ns() - t0)
     s.close()
     return {"status_ns": per, "state_ns": one}
@@ -330,8 +355,14 @@ def case_logs(corral, a):
     last = s["flood"].log_records(tail=1)
     s.close()
     span = last[0][0] - row["started_at"] if last else float("nan")
-    return {"lines": row["log_lines"], "dropped_from_ring": row["log_dropped"], "seconds": span,
-            "wall": t1 - t0, "lines_per_s": row["log_lines"] / span, "events_seen": got}
+    return {
+        "lines": row["log_lines"],
+        "dropped_from_ring": row["log_dropped"],
+        "seconds": span,
+        "wall": t1 - t0,
+        "lines_per_s": row["log_lines"] / span,
+        "events_seen": got,
+    }
 
 
 def case_ports(corral, a):
@@ -354,25 +385,29 @@ def case_ports(corral, a):
                 s.add(f"s{i}", list(a["argv"]), depends_on=["gate"], **opts)
             s._core()  # hand the specs to the engine outside of the timed region
             t0 = time.perf_counter()
-            try:
+            with contextlib.suppress(corral.Timeout):
                 s.start(timeout=0)
-            except corral.Timeout:
-                pass
             times[kind].append(time.perf_counter() - t0)
             if kind == "with":
                 ports = [p for r in s.status() for p in r["ports"].values()]
                 distinct = distinct and len(set(ports)) == len(ports) == a["claims"]
             s.close()
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-    return {"claims": a["claims"], "with": med["with"], "without": med["without"],
-            "seconds": med["with"] - med["without"], "distinct": distinct, "runs": times}
+    return {
+        "claims": a["claims"],
+        "with": med["with"],
+        "without": med["without"],
+        "seconds": med["with"] - med["without"],
+        "distinct": distinct,
+        "runs": times,
+    }
 
 
 def main() -> None:
     case, args = sys.argv[1], json.loads(sys.argv[2])
     corral = None
     if case != "bare":
-        import corral  # noqa: PLC0415 - the bare case must not import it
+        import corral
     result = globals()[f"case_{case}"](corral, args)
     if corral is not None:
         result["corral_file"] = corral.__file__

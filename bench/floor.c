@@ -3,9 +3,10 @@
  * supervisor must do, with nothing around it: no state machine, no logs, no readiness.
  * bench/run.py compiles it with `cc -O2` into a temporary directory at run time.
  *
- *   floor startstop N PROG [ARGS...]     posix_spawn N copies of PROG (posix_spawn returns
- *                                        once the child has exec'd), then SIGTERM them all
- *                                        and reap them all
+ *   floor startstop N SETTLE PROG [ARGS...]  posix_spawn N copies of PROG (posix_spawn
+ *                                        returns once the child has exec'd), wait SETTLE
+ *                                        seconds (not timed), then SIGTERM them all and reap
+ *                                        them all
  *   floor restart SECONDS PROG [ARGS...] spawn PROG, wait for its exit, spawn again, for
  *                                        SECONDS: the crash-restart cycle
  *   floor exitlat K STAMPFILE HELPER     K times: spawn `HELPER exit-stamp STAMPFILE 0`, poll
@@ -78,16 +79,18 @@ static void reap(pid_t pid) {
     if (errno != EINTR) die("waitpid");
 }
 
-static int cmd_startstop(int n, char **argv) {
+static int cmd_startstop(int n, double settle, char **argv) {
   pid_t *pids = calloc((size_t)n, sizeof *pids);
   if (pids == NULL) die("calloc");
   double t0 = now();
   for (int i = 0; i < n; ++i) pids[i] = spawn(argv, NULL);
+  double started = now() - t0;
+  if (settle > 0) usleep((useconds_t)(settle * 1e6));
   double t1 = now();
   for (int i = 0; i < n; ++i) kill(pids[i], SIGTERM);
   for (int i = 0; i < n; ++i) reap(pids[i]);
   double t2 = now();
-  printf("{\"n\": %d, \"start\": %.6f, \"stop\": %.6f}\n", n, t1 - t0, t2 - t1);
+  printf("{\"n\": %d, \"start\": %.6f, \"stop\": %.6f}\n", n, started, t2 - t1);
   free(pids);
   return 0;
 }
@@ -249,7 +252,7 @@ static int cmd_logs(const char *bytes, const char *helper) {
 
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
-  if (argc >= 4 && strcmp(argv[1], "startstop") == 0) return cmd_startstop(atoi(argv[2]), argv + 3);
+  if (argc >= 5 && strcmp(argv[1], "startstop") == 0) return cmd_startstop(atoi(argv[2]), atof(argv[3]), argv + 4);
   if (argc >= 4 && strcmp(argv[1], "restart") == 0) return cmd_restart(atof(argv[2]), argv + 3);
   if (argc == 5 && strcmp(argv[1], "exitlat") == 0) return cmd_exitlat(atoi(argv[2]), argv[3], argv[4]);
   if (argc == 4 && strcmp(argv[1], "chain") == 0) return cmd_chain(atoi(argv[2]), argv[3]);

@@ -19,6 +19,7 @@ How "ready"/"stopped" is observed:
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import shutil
@@ -97,7 +98,7 @@ class _UnixTransport(xmlrpc.client.Transport):
         super().__init__()
         self._path = path
 
-    def make_connection(self, host):  # noqa: ANN001
+    def make_connection(self, host):
         path = self._path
 
         class Conn(http.client.HTTPConnection):
@@ -118,9 +119,15 @@ class Daemon:
         self.proc: subprocess.Popen | None = None
 
     def _launch(self, argv: list[str]) -> None:
-        self.log = open(self.root / "daemon.out", "wb")
-        self.proc = subprocess.Popen(argv, cwd=self.root, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.log = open(self.root / "daemon.out", "wb")  # noqa: SIM115 - closed at teardown
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=self.root,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     exclude = "/nonexistent/"  # run.py: the bench's private bin directory (the services)
 
@@ -140,9 +147,12 @@ class Daemon:
 
     def footprint(self) -> dict:
         pids = self.processes()
-        return {"processes": len(pids), "cpu": sum(_proc_cpu(p) for p in pids),
-                "rss_kb": sum(_rollup_kb(p, "Rss") for p in pids),
-                "pss_kb": sum(_rollup_kb(p, "Pss") for p in pids)}
+        return {
+            "processes": len(pids),
+            "cpu": sum(_proc_cpu(p) for p in pids),
+            "rss_kb": sum(_rollup_kb(p, "Rss") for p in pids),
+            "pss_kb": sum(_rollup_kb(p, "Pss") for p in pids),
+        }
 
     def tree(self) -> list[int]:
         """The daemon and everything below it now (to be waited for at teardown)."""
@@ -158,16 +168,12 @@ class Daemon:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and any(_alive(p) for p in tree):
             time.sleep(POLL)
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         for pid in tree:
             if _alive(pid):
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
         self.proc.wait()
         while any(_alive(p) for p in tree) and time.monotonic() < deadline + 5:
             time.sleep(POLL)
@@ -183,27 +189,48 @@ class Supervisord(Daemon):
 
     @staticmethod
     def available() -> str | None:
-        return None if shutil.which("supervisord") else "supervisord not installed (apt-get install supervisor)"
+        return (
+            None if shutil.which("supervisord") else "supervisord not installed (apt-get install supervisor)"
+        )
 
-    def __init__(self, root: Path, programs: dict[str, list[str]], startsecs: int = 0,
-                 autorestart: bool = False, logfile: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        programs: dict[str, list[str]],
+        startsecs: int = 0,
+        autorestart: bool = False,
+        logfile: str | None = None,
+    ) -> None:
         super().__init__(root)
         root.mkdir(parents=True, exist_ok=True)
         (root / "logs").mkdir(exist_ok=True)
         sock = root / "supervisor.sock"
         conf = [
-            "[unix_http_server]", f"file={sock}",
-            "[supervisord]", f"logfile={root}/supervisord.log", f"pidfile={root}/supervisord.pid",
-            f"childlogdir={root}/logs", "nodaemon=true", "minfds=8192", "minprocs=4096",
+            "[unix_http_server]",
+            f"file={sock}",
+            "[supervisord]",
+            f"logfile={root}/supervisord.log",
+            f"pidfile={root}/supervisord.pid",
+            f"childlogdir={root}/logs",
+            "nodaemon=true",
+            "minfds=8192",
+            "minprocs=4096",
             "loglevel=warn",
             "[rpcinterface:supervisor]",
             "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
-            "[supervisorctl]", f"serverurl=unix://{sock}",
+            "[supervisorctl]",
+            f"serverurl=unix://{sock}",
         ]
         for name, argv in programs.items():
-            conf += [f"[program:{name}]", "command=" + " ".join(argv), "autostart=false",
-                     f"autorestart={'true' if autorestart else 'false'}", f"startsecs={startsecs}",
-                     "startretries=1000000", "stopwaitsecs=10"]
+            conf += [
+                f"[program:{name}]",
+                "command=" + " ".join(argv),
+                "autostart=false",
+                f"autorestart={'true' if autorestart else 'false'}",
+                f"startsecs={startsecs}",
+                "startretries=1000000",
+                "stopwaitsecs=10",
+            ]
             if logfile:
                 conf += [f"stdout_logfile={logfile}", "stdout_logfile_maxbytes=0", "stdout_logfile_backups=0"]
         (root / "supervisord.conf").write_text("\n".join(conf) + "\n")
@@ -266,8 +293,12 @@ class Supervisord(Daemon):
 
     def status_cli(self) -> float:
         t0 = time.perf_counter()
-        subprocess.run(["supervisorctl", "-c", str(self.root / "supervisord.conf"), "status"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(
+            ["supervisorctl", "-c", str(self.root / "supervisord.conf"), "status"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
         return time.perf_counter() - t0
 
     def down(self) -> None:
@@ -358,7 +389,9 @@ class _ServiceDirs(Daemon):
         current = self.logdir / name / "current"
         t0 = time.perf_counter()
         self._send([self.dirs[name]], b"o")
-        _wait_until(lambda: current.exists() and current.stat().st_size >= size, 300, f"{self.name}: log incomplete")
+        _wait_until(
+            lambda: current.exists() and current.stat().st_size >= size, 300, f"{self.name}: log incomplete"
+        )
         return time.perf_counter() - t0
 
     def status_api(self) -> float:
@@ -389,14 +422,19 @@ class S6(_ServiceDirs):
 
     def up(self) -> None:
         self._launch(["s6-svscan", "-c", str(4 * len(self.dirs) + 64), str(self.scan)])
-        _wait_until(lambda: all((d / "supervise" / "status").exists() for d in self.dirs.values()), 60,
-                    "s6-supervise did not start")
+        _wait_until(
+            lambda: all((d / "supervise" / "status").exists() for d in self.dirs.values()),
+            60,
+            "s6-supervise did not start",
+        )
 
     def status_cli(self) -> float:
         """One s6-svstat per service: s6 has no aggregate status command."""
         t0 = time.perf_counter()
         for d in self.dirs.values():
-            subprocess.run(["s6-svstat", str(d)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+            subprocess.run(
+                ["s6-svstat", str(d)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
+            )
         return time.perf_counter() - t0
 
     def down(self) -> None:
@@ -438,13 +476,20 @@ class Runit(_ServiceDirs):
 
     def up(self) -> None:
         self._launch(["runsvdir", "-P", str(self.scan)])
-        _wait_until(lambda: all((d / "supervise" / "ok").exists() for d in self.dirs.values()), 60,
-                    "runsv did not start")
+        _wait_until(
+            lambda: all((d / "supervise" / "ok").exists() for d in self.dirs.values()),
+            60,
+            "runsv did not start",
+        )
 
     def status_cli(self) -> float:
         t0 = time.perf_counter()
-        subprocess.run(["sv", "status", *map(str, self.dirs.values())], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(
+            ["sv", "status", *map(str, self.dirs.values())],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
         return time.perf_counter() - t0
 
     def down(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -40,14 +41,55 @@ PEERS = ("supervisord", "s6", "runit", "pm2")
 
 def settings(quick: bool) -> dict:
     if quick:
-        return dict(ns=[20], reps=1, peer_reps=1, restart_window=0.5, peer_restart_window=3.0,
-                    exitlat_k=20, exitlat_gap=0.01, exitlat_reps=1, chain=3, idle_n=20, idle_seconds=1.0,
-                    idle_reps=1, mem_ns=[0, 20], status_n=20, status_calls=100, log_bytes=2_000_000,
-                    log_reps=1, claims=100, per=10, supervisord_default_n=None, settle=0.2, quick=True)
-    return dict(ns=[100, 500], reps=7, peer_reps=3, restart_window=2.0, peer_restart_window=6.0,
-                exitlat_k=200, exitlat_gap=0.02, exitlat_reps=3, chain=10, idle_n=100, idle_seconds=20.0,
-                idle_reps=3, mem_ns=[0, 100, 500], status_n=100, status_calls=1000, log_bytes=50_000_000,
-                log_reps=3, claims=1000, per=10, supervisord_default_n=500, settle=1.0)
+        return dict(
+            ns=[20],
+            reps=1,
+            peer_reps=1,
+            restart_window=0.5,
+            peer_restart_window=3.0,
+            exitlat_k=20,
+            exitlat_gap=0.01,
+            exitlat_reps=1,
+            chain=3,
+            idle_n=20,
+            idle_seconds=1.0,
+            idle_reps=1,
+            mem_ns=[0, 20],
+            status_n=20,
+            status_calls=100,
+            log_bytes=2_000_000,
+            log_reps=1,
+            claims=100,
+            per=10,
+            supervisord_default_n=None,
+            settle=0.2,
+            stop_settle=0.1,
+            quick=True,
+        )
+    return dict(
+        ns=[100, 500],
+        reps=7,
+        peer_reps=3,
+        restart_window=2.0,
+        peer_restart_window=6.0,
+        exitlat_k=200,
+        exitlat_gap=0.02,
+        exitlat_reps=3,
+        chain=10,
+        idle_n=100,
+        idle_seconds=20.0,
+        idle_reps=3,
+        mem_ns=[0, 100, 500],
+        status_n=100,
+        status_calls=1000,
+        log_bytes=50_000_000,
+        log_reps=3,
+        claims=1000,
+        per=10,
+        supervisord_default_n=500,
+        settle=1.0,
+        stop_settle=0.5,  # between "all ready" and the stop (not timed), for every subject
+    )
 
 
 # ---- small utilities --------------------------------------------------------------------------
@@ -62,7 +104,7 @@ def pct(xs, q):
     xs = sorted(xs)
     if not xs:
         return None
-    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
 
 
 def say(*a) -> None:
@@ -125,9 +167,21 @@ class Workspace:
         cc = os.environ.get("CC", "cc")
         self.floor = self.bin / "floor"
         self.helper = self.bin / "corral_helper"
-        subprocess.run([cc, "-O2", "-std=c11", "-D_GNU_SOURCE", "-o", self.floor, HERE / "floor.c"], check=True)
-        subprocess.run([cc, "-O2", "-std=c11", "-D_GNU_SOURCE", "-o", self.helper,
-                        REPO / "tests" / "helper" / "corral_helper.c"], check=True)
+        subprocess.run(
+            [cc, "-O2", "-std=c11", "-D_GNU_SOURCE", "-o", self.floor, HERE / "floor.c"], check=True
+        )
+        subprocess.run(
+            [
+                cc,
+                "-O2",
+                "-std=c11",
+                "-D_GNU_SOURCE",
+                "-o",
+                self.helper,
+                REPO / "tests" / "helper" / "corral_helper.c",
+            ],
+            check=True,
+        )
         self.sleep = self.bin / "sleep"
         shutil.copy2(shutil.which("sleep") or "/bin/sleep", self.sleep)
         atexit.register(self.cleanup)
@@ -149,16 +203,12 @@ class Workspace:
 
     def cleanup(self) -> None:
         for d in self.daemons:
-            try:
+            with contextlib.suppress(Exception):
                 d.down()
-            except Exception:  # noqa: BLE001 - best effort on the way out
-                pass
         self.daemons.clear()
         for pid in self.leftovers():  # only processes running one of our private binaries
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
         if not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
             if self.fast != self.root:
@@ -189,12 +239,27 @@ def release_engine(build_dir: Path) -> Path:
     so = build_dir / "src" / "cpp" / "bindings" / f"_core{ext}"
     if not (build_dir / "build.ninja").exists():
         say(f"configuring a Release engine in {build_dir} (first run only)")
-        pybind11_dir = subprocess.run([sys.executable, "-m", "pybind11", "--cmakedir"], check=True,
-                                      capture_output=True, text=True).stdout.strip()
-        subprocess.run(["cmake", "-S", REPO, "-B", build_dir, "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
-                        "-DCORRAL_BUILD_PYTHON=ON", "-DCORRAL_BUILD_TESTS=OFF",
-                        f"-DPython_EXECUTABLE={sys.executable}", f"-Dpybind11_DIR={pybind11_dir}"],
-                       check=True, stdout=subprocess.DEVNULL)
+        pybind11_dir = subprocess.run(
+            [sys.executable, "-m", "pybind11", "--cmakedir"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        subprocess.run(
+            [
+                "cmake",
+                "-S",
+                REPO,
+                "-B",
+                build_dir,
+                "-G",
+                "Ninja",
+                "-DCMAKE_BUILD_TYPE=Release",
+                "-DCORRAL_BUILD_PYTHON=ON",
+                "-DCORRAL_BUILD_TESTS=OFF",
+                f"-DPython_EXECUTABLE={sys.executable}",
+                f"-Dpybind11_DIR={pybind11_dir}",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     say(f"building the Release engine (ninja -C {build_dir})")
     subprocess.run(["ninja", "-C", build_dir], check=True, stdout=subprocess.DEVNULL)
     pkg = build_dir / "pkg" / "corral"
@@ -210,21 +275,25 @@ def release_engine(build_dir: Path) -> Path:
 
 def corral_env(engine: str, build_dir: Path) -> tuple[dict, str]:
     env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
     if engine == "release":
-        path = str(release_engine(build_dir))
+        env["PYTHONPATH"] = str(release_engine(build_dir))
     elif engine == "checkout":
-        path = str(REPO / "src" / "python")
-    else:  # "import": whatever this interpreter imports, else the checkout
+        env["PYTHONPATH"] = str(REPO / "src" / "python")
+    else:  # "import": whatever this interpreter imports as it is run, else the checkout
         probe = subprocess.run([sys.executable, "-c", "import corral"], capture_output=True, env=env)
-        path = None if probe.returncode == 0 else str(REPO / "src" / "python")
-        if path is None and os.environ.get("PYTHONPATH"):
-            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    if path:
-        env["PYTHONPATH"] = path
-    where = subprocess.run([sys.executable, "-c", "import corral, os; from corral import _engine; "
-                            "print(os.path.realpath(_engine._core.__file__))"],
-                           capture_output=True, text=True, env=env, check=True).stdout.strip()
+        if probe.returncode != 0:
+            env["PYTHONPATH"] = str(REPO / "src" / "python")
+    where = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import corral, os; from corral import _engine; print(os.path.realpath(_engine._core.__file__))",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout.strip()
     return env, where
 
 
@@ -238,15 +307,25 @@ class Runner:
         self.worker = str(HERE / "corral_worker.py")
 
     def corral(self, case: str, timeout: float = 300, env: dict | None = None, **args) -> dict:
-        p = subprocess.run([sys.executable, self.worker, case, json.dumps(args)], capture_output=True,
-                           text=True, env=self.env | (env or {}), timeout=timeout)
+        p = subprocess.run(
+            [sys.executable, self.worker, case, json.dumps(args)],
+            capture_output=True,
+            text=True,
+            env=self.env | (env or {}),
+            timeout=timeout,
+        )
         if p.returncode != 0:
             raise RuntimeError(f"corral {case} failed:\n{p.stderr[-3000:]}")
         return json.loads(p.stdout.strip().splitlines()[-1])
 
     def corral_async(self, case: str, **args) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, self.worker, case, json.dumps(args)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=self.env)
+        return subprocess.Popen(
+            [sys.executable, self.worker, case, json.dumps(args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+        )
 
     @staticmethod
     def collect(p: subprocess.Popen, timeout: float = 300) -> dict:
@@ -256,7 +335,9 @@ class Runner:
         return json.loads(out.strip().splitlines()[-1])
 
     def floor(self, *args, timeout: float = 300) -> dict:
-        p = subprocess.run([str(self.ws.floor), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(
+            [str(self.ws.floor), *map(str, args)], capture_output=True, text=True, timeout=timeout
+        )
         if p.returncode != 0:
             raise RuntimeError(f"floor {args[0]} failed: {p.stderr}")
         return json.loads(p.stdout)
@@ -303,16 +384,16 @@ def bench_startstop(r: Runner, ws: Workspace, cfg: dict, peers: list[str]) -> di
     sleep = [str(ws.sleep), "3600"]
     out = {}
     for n in cfg["ns"]:
-        res = {s: {"start": [], "stop": []} for s in ["corral", "floor"] + peers}
+        res = {s: {"start": [], "stop": []} for s in ["corral", "floor", *peers]}
         reps = cfg["reps"]
         for rep in range(reps):
             # Unmeasured warm-up: on a VM, memory freed by the previous subject's processes
             # may have gone back to the host, and the first to allocate again pays for it.
-            r.floor("startstop", n, *sleep)
-            f = r.floor("startstop", n, *sleep)
+            r.floor("startstop", n, 0, *sleep)
+            f = r.floor("startstop", n, cfg["stop_settle"], *sleep)
             res["floor"]["start"].append(f["start"])
             res["floor"]["stop"].append(f["stop"])
-            c = r.corral("startstop", n=n, argv=sleep)
+            c = r.corral("startstop", n=n, argv=sleep, settle=cfg["stop_settle"])
             res["corral"]["start"].append(c["start"])
             res["corral"]["stop"].append(c["stop"])
             if rep < cfg["peer_reps"]:
@@ -320,11 +401,14 @@ def bench_startstop(r: Runner, ws: Workspace, cfg: dict, peers: list[str]) -> di
                     d = with_peer(ws, _peers.PEERS[name], {f"s{i}": sleep for i in range(n)})
                     try:
                         res[name]["start"].append(d.start_all())
+                        time.sleep(cfg["stop_settle"])
                         res[name]["stop"].append(d.stop_all())
                     finally:
                         release_peer(ws, d)
-            say(f"  start/stop N={n} rep {rep + 1}/{reps}: corral {c['start']:.3f}/{c['stop']:.3f} s, "
-                f"floor {f['start']:.3f}/{f['stop']:.3f} s")
+            say(
+                f"  start/stop N={n} rep {rep + 1}/{reps}: corral {c['start']:.3f}/{c['stop']:.3f} s, "
+                f"floor {f['start']:.3f}/{f['stop']:.3f} s"
+            )
         out[n] = {s: {k: median(v) for k, v in m.items()} | {"runs": m} for s, m in res.items()}
     n = cfg["supervisord_default_n"]
     if n and "supervisord" in peers:
@@ -340,13 +424,17 @@ def bench_startstop(r: Runner, ws: Workspace, cfg: dict, peers: list[str]) -> di
 
 
 def bench_restart(r: Runner, ws: Workspace, cfg: dict, peers: list[str]) -> dict:
-    res = {s: [] for s in ["corral", "floor"] + peers}
+    res = {s: [] for s in ["corral", "floor", *peers]}
     for rep in range(cfg["peer_reps"]):
         counter = ws.path(f"count-floor-{rep}")
         f = r.floor("restart", cfg["restart_window"], ws.helper, "count-file", counter, "exit", "1")
         res["floor"].append(f["cycle"])
-        c = r.corral("restart", helper=str(ws.helper), counter=ws.path(f"count-corral-{rep}"),
-                     window=cfg["restart_window"])
+        c = r.corral(
+            "restart",
+            helper=str(ws.helper),
+            counter=ws.path(f"count-corral-{rep}"),
+            window=cfg["restart_window"],
+        )
         res["corral"].append(c["cycle"])
         for name in peers:
             counter = ws.path(f"count-{name}-{rep}")
@@ -362,8 +450,10 @@ def bench_restart(r: Runner, ws: Workspace, cfg: dict, peers: list[str]) -> dict
                 res[name].append((t1 - t0) / max(1, c1 - c0))
             finally:
                 release_peer(ws, d)
-        say(f"  restart rep {rep + 1}: corral {c['cycle'] * 1e3:.3f} ms ({c['cycles']} cycles), "
-            f"floor {f['cycle'] * 1e3:.3f} ms")
+        say(
+            f"  restart rep {rep + 1}: corral {c['cycle'] * 1e3:.3f} ms ({c['cycles']} cycles), "
+            f"floor {f['cycle'] * 1e3:.3f} ms"
+        )
     return {s: {"cycle": median(v), "runs": v} for s, v in res.items()}
 
 
@@ -379,16 +469,29 @@ def bench_exitlat(r: Runner, ws: Workspace, cfg: dict) -> dict:
     extra = {}
     for rep in range(cfg["exitlat_reps"]):
         f = r.floor("exitlat", cfg["exitlat_k"], ws.fast / f"stamp-floor-{rep}", ws.helper)
-        c = r.corral("exitlat", helper=str(ws.helper), stampfile=str(ws.fast / f"stamp-corral-{rep}"),
-                     k=cfg["exitlat_k"], gap=cfg["exitlat_gap"])
-        for key, xs in (("floor", f["latency_ns"]), ("corral_engine", c["engine_ns"]),
-                        ("corral_python", c["python_ns"])):
+        c = r.corral(
+            "exitlat",
+            helper=str(ws.helper),
+            stampfile=str(ws.fast / f"stamp-corral-{rep}"),
+            k=cfg["exitlat_k"],
+            gap=cfg["exitlat_gap"],
+        )
+        for key, xs in (
+            ("floor", f["latency_ns"]),
+            ("corral_engine", c["engine_ns"]),
+            ("corral_python", c["python_ns"]),
+        ):
             runs[key].append({"p50": pct(xs, 0.5), "p99": pct(xs, 0.99), "max": max(xs), "n": len(xs)})
         extra = {k: c[k] for k in ("offset_uncertainty_ns", "offset_drift_ns", "float_resolution_ns")}
-        say(f"  exit->event rep {rep + 1}: corral engine p50 {runs['corral_engine'][-1]['p50'] / 1e3:.0f} us "
-            f"p99 {runs['corral_engine'][-1]['p99'] / 1e3:.0f} us; floor p50 {runs['floor'][-1]['p50'] / 1e3:.0f} us")
-    out = {k: {"p50": median([x["p50"] for x in v]), "p99": median([x["p99"] for x in v]), "runs": v}
-           for k, v in runs.items()}
+        say(
+            f"  exit->event rep {rep + 1}: corral engine p50 {runs['corral_engine'][-1]['p50'] / 1e3:.0f} us "
+            f"p99 {runs['corral_engine'][-1]['p99'] / 1e3:.0f} us; "
+            f"floor p50 {runs['floor'][-1]['p50'] / 1e3:.0f} us"
+        )
+    out = {
+        k: {"p50": median([x["p50"] for x in v]), "p99": median([x["p99"] for x in v]), "runs": v}
+        for k, v in runs.items()
+    }
     out["clock"] = extra
     return out
 
@@ -426,40 +529,65 @@ def bench_idle(r: Runner, ws: Workspace, cfg: dict, peers: list[str]) -> dict:
                 d.start_all()
                 daemons[name] = d
             # All at once: every one of them is idle, each is measured on its own process.
-            procs = {"bare": r.corral_async("bare", seconds=secs, settle=cfg["settle"]),
-                     "off": r.corral_async("idle", n=n, argv=sleep, seconds=secs, sample_every=0, settle=cfg["settle"]),
-                     "1s": r.corral_async("idle", n=n, argv=sleep, seconds=secs, sample_every=1.0,
-                                          settle=cfg["settle"])}
-            time.sleep(cfg["settle"] + 0.5)  # they start their services and settle (the corral cases wait 1 s)
+            procs = {
+                "bare": r.corral_async("bare", seconds=secs, settle=cfg["settle"]),
+                "off": r.corral_async(
+                    "idle", n=n, argv=sleep, seconds=secs, sample_every=0, settle=cfg["settle"]
+                ),
+                "1s": r.corral_async(
+                    "idle", n=n, argv=sleep, seconds=secs, sample_every=1.0, settle=cfg["settle"]
+                ),
+            }
+            time.sleep(
+                cfg["settle"] + 0.5
+            )  # they start their services and settle (the corral cases wait 1 s)
             before = {name: d.footprint() for name, d in daemons.items()}
             for k, p in procs.items():
                 runs[k].append(r.collect(p, timeout=secs + 120))
             after = {name: d.footprint() for name, d in daemons.items()}
             for name in daemons:
-                runs[name].append({"cpu": after[name]["cpu"] - before[name]["cpu"], "rss_kb": after[name]["rss_kb"],
-                                   "pss_kb": after[name]["pss_kb"], "processes": after[name]["processes"]})
+                runs[name].append(
+                    {
+                        "cpu": after[name]["cpu"] - before[name]["cpu"],
+                        "rss_kb": after[name]["rss_kb"],
+                        "pss_kb": after[name]["pss_kb"],
+                        "processes": after[name]["processes"],
+                    }
+                )
                 d = daemons[name]
                 peer_status[name]["api"] += [d.status_api() for _ in range(20)]
                 peer_status[name]["cli"] += [d.status_cli() for _ in range(3)]
         finally:
             for d in daemons.values():
                 release_peer(ws, d)
-        say(f"  idle rep {rep + 1}: corral off cpu {runs['off'][-1]['cpu']:.4f} s, "
-            f"engine wake-ups {runs['off'][-1]['wakeups_engine']}; at 1 s cpu {runs['1s'][-1]['cpu']:.4f} s")
+        say(
+            f"  idle rep {rep + 1}: corral off cpu {runs['off'][-1]['cpu']:.4f} s, "
+            f"engine wake-ups {runs['off'][-1]['wakeups_engine']}; at 1 s cpu {runs['1s'][-1]['cpu']:.4f} s"
+        )
     out = {}
     for k in ("off", "1s"):
-        share = [(x["rss_kb"] - b["rss_kb"]) for x, b in zip(runs[k], runs["bare"])]
-        out[k] = {"cpu": median([x["cpu"] for x in runs[k]]),
-                  "wakeups_engine": median([x["wakeups_engine"] for x in runs[k]]),
-                  "rss_kb": median([x["rss_kb"] for x in runs[k]]),
-                  "share_kb": median(share),
-                  "watcher_pss_kb": median([x["watcher_pss_kb"] for x in runs[k]]),
-                  "samples": median([x["samples"] for x in runs[k]])}
-    out["bare"] = {"cpu": median([x["cpu"] for x in runs["bare"]]), "rss_kb": median([x["rss_kb"] for x in runs["bare"]])}
+        share = [(x["rss_kb"] - b["rss_kb"]) for x, b in zip(runs[k], runs["bare"], strict=False)]
+        out[k] = {
+            "cpu": median([x["cpu"] for x in runs[k]]),
+            "wakeups_engine": median([x["wakeups_engine"] for x in runs[k]]),
+            "rss_kb": median([x["rss_kb"] for x in runs[k]]),
+            "share_kb": median(share),
+            "watcher_pss_kb": median([x["watcher_pss_kb"] for x in runs[k]]),
+            "samples": median([x["samples"] for x in runs[k]]),
+        }
+    out["bare"] = {
+        "cpu": median([x["cpu"] for x in runs["bare"]]),
+        "rss_kb": median([x["rss_kb"] for x in runs["bare"]]),
+    }
     for p in peers:
-        out[p] = {"cpu": median([x["cpu"] for x in runs[p]]), "rss_kb": median([x["rss_kb"] for x in runs[p]]),
-                  "pss_kb": median([x["pss_kb"] for x in runs[p]]), "processes": runs[p][-1]["processes"],
-                  "status_api": median(peer_status[p]["api"]), "status_cli": median(peer_status[p]["cli"])}
+        out[p] = {
+            "cpu": median([x["cpu"] for x in runs[p]]),
+            "rss_kb": median([x["rss_kb"] for x in runs[p]]),
+            "pss_kb": median([x["pss_kb"] for x in runs[p]]),
+            "processes": runs[p][-1]["processes"],
+            "status_api": median(peer_status[p]["api"]),
+            "status_cli": median(peer_status[p]["cli"]),
+        }
     out["n"], out["seconds"], out["runs"] = n, secs, runs
     return out
 
@@ -474,7 +602,9 @@ def bench_mem(r: Runner, ws: Workspace, cfg: dict) -> dict:
             res[n].append(r.corral("mem", n=n, argv=sleep, settle=cfg["settle"]))
     out = {"bare_rss_kb": median(bare)}
     for n, xs in res.items():
-        out[n] = {k: median([x[k] for x in xs]) for k in ("rss_kb", "pss_kb", "watcher_pss_kb", "watcher_uss_kb")}
+        out[n] = {
+            k: median([x[k] for x in xs]) for k in ("rss_kb", "pss_kb", "watcher_pss_kb", "watcher_uss_kb")
+        }
     ns = cfg["mem_ns"]
     lo, hi = ns[1], ns[-1]
     out["per_service_kb"] = (out[hi]["rss_kb"] - out[lo]["rss_kb"]) / (hi - lo) if hi > lo else None
@@ -486,9 +616,17 @@ def bench_status(r: Runner, ws: Workspace, cfg: dict) -> dict:
     runs = []
     for _ in range(cfg["idle_reps"]):
         c = r.corral("status", n=cfg["status_n"], argv=[str(ws.sleep), "3600"], calls=cfg["status_calls"])
-        runs.append({"p50": pct(c["status_ns"], 0.5), "p99": pct(c["status_ns"], 0.99),
-                     "state_p50": pct(c["state_ns"], 0.5)})
-    return {k: median([x[k] for x in runs]) for k in ("p50", "p99", "state_p50")} | {"n": cfg["status_n"], "runs": runs}
+        runs.append(
+            {
+                "p50": pct(c["status_ns"], 0.5),
+                "p99": pct(c["status_ns"], 0.99),
+                "state_p50": pct(c["state_ns"], 0.5),
+            }
+        )
+    return {k: median([x[k] for x in runs]) for k in ("p50", "p99", "state_p50")} | {
+        "n": cfg["status_n"],
+        "runs": runs,
+    }
 
 
 def bench_logs(r: Runner, ws: Workspace, cfg: dict, peers: list[str]) -> dict:
@@ -513,10 +651,17 @@ def bench_logs(r: Runner, ws: Workspace, cfg: dict, peers: list[str]) -> dict:
         res["floor"].append(f)
         alone.append(f["writer_alone"])
         res["corral"].append(r.corral("logs", helper=str(ws.helper), bytes=cfg["log_bytes"]))
-        res["corral_subscribed"].append(r.corral("logs", helper=str(ws.helper), bytes=cfg["log_bytes"],
-                                                 subscribe=True))
-    out = {k: {"lines_per_s": median([x["lines_per_s"] for x in v]), "seconds": median([x["seconds"] for x in v]),
-               "lines": v[-1]["lines"]} for k, v in res.items()}
+        res["corral_subscribed"].append(
+            r.corral("logs", helper=str(ws.helper), bytes=cfg["log_bytes"], subscribe=True)
+        )
+    out = {
+        k: {
+            "lines_per_s": median([x["lines_per_s"] for x in v]),
+            "seconds": median([x["seconds"] for x in v]),
+            "lines": v[-1]["lines"],
+        }
+        for k, v in res.items()
+    }
     out["corral_subscribed"]["events_seen"] = median([x["events_seen"] for x in res["corral_subscribed"]])
     out["writer_alone"] = median(alone)
     out["bytes"] = cfg["log_bytes"]
@@ -536,17 +681,35 @@ def bench_ports(r: Runner, ws: Workspace, cfg: dict) -> dict:
     env = {"CORRAL_RUNTIME_DIR": str(runtime)}
     res = {"corral": [], "floor_bind": [], "floor_bind_flock": []}
     distinct = True
-    for rep in range(cfg["reps"]):
-        c = r.corral("ports", env=env, claims=cfg["claims"], per=cfg["per"], argv=[str(ws.sleep), "3600"], reps=3)
+    for _rep in range(cfg["reps"]):
+        c = r.corral(
+            "ports", env=env, claims=cfg["claims"], per=cfg["per"], argv=[str(ws.sleep), "3600"], reps=3
+        )
         res["corral"].append(c["seconds"])
         distinct = distinct and c["distinct"]
         res["floor_bind"].append(r.floor("ports", cfg["claims"])["seconds"])
         res["floor_bind_flock"].append(r.floor("ports", cfg["claims"], lockdir)["seconds"])
-    return {k: {"seconds": median(v), "runs": v} for k, v in res.items()} | {"claims": cfg["claims"],
-                                                                             "corral_distinct": distinct}
+    return {k: {"seconds": median(v), "runs": v} for k, v in res.items()} | {
+        "claims": cfg["claims"],
+        "corral_distinct": distinct,
+    }
 
 
 # ---- the report ---------------------------------------------------------------------------------
+
+
+def source_state() -> str:
+    """The commit of the checkout, and whether its engine or Python code had local changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", REPO, "status", "--porcelain", "--", "src"], capture_output=True, text=True
+        ).stdout.strip()
+        return head + (" + local changes in src/" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def machine() -> dict:
@@ -565,17 +728,21 @@ def machine() -> dict:
     except OSError:
         pass
     mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    return {"cpu": model, "cores": os.cpu_count(), "kernel": platform.release(), "os": osname,
-            "memory_gb": round(mem_kb / 2**20, 1), "python": platform.python_version()}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "os": osname,
+        "memory_gb": round(mem_kb / 2**20, 1),
+        "python": platform.python_version(),
+    }
 
 
 def versions() -> dict:
     out = {}
     for name, cmd in (("supervisord", ["supervisord", "--version"]),):
-        try:
+        with contextlib.suppress(OSError):
             out[name] = subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
-        except OSError:
-            pass
     for name, pkg in (("s6", "s6"), ("runit", "runit")):
         try:
             v = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True)
@@ -631,62 +798,164 @@ def build_rows(R: dict, peers: list[str], skipped: dict) -> tuple[list, list]:
             rows.append((f"{what} {n} services", "s", vals, ""))
     if "supervisord_default_startsecs" in ss:
         d = ss["supervisord_default_startsecs"]
-        rows.append((f"start {d['n']}, supervisord with its default startsecs=1", "s", {"supervisord": d["start"]}, ""))
+        rows.append(
+            (
+                f"start {d['n']}, supervisord with its default startsecs=1",
+                "s",
+                {"supervisord": d["start"]},
+                "",
+            )
+        )
     if "restart" in R:
-        rows.append(("crash-restart cycle (smallest backoff)", "ms", {s: v["cycle"] for s, v in R["restart"].items()}, ""))
+        rows.append(
+            (
+                "crash-restart cycle (smallest backoff)",
+                "ms",
+                {s: v["cycle"] for s, v in R["restart"].items()},
+                "",
+            )
+        )
     if "exitlat" in R:
         e = R["exitlat"]
         for q in ("p50", "p99"):
-            rows.append((f"exit→event {q} (engine's event time)", "us", {"corral": e["corral_engine"][q], "floor": e["floor"][q]}, ""))
-            rows.append((f"exit→event {q} (seen by Python `events()`)", "us", {"corral": e["corral_python"][q], "floor": e["floor"][q]}, ""))
+            rows.append(
+                (
+                    f"exit→event {q} (engine's event time)",
+                    "us",
+                    {"corral": e["corral_engine"][q], "floor": e["floor"][q]},
+                    "",
+                )
+            )
+            rows.append(
+                (
+                    f"exit→event {q} (seen by Python `events()`)",
+                    "us",
+                    {"corral": e["corral_python"][q], "floor": e["floor"][q]},
+                    "",
+                )
+            )
     if "chain" in R:
         c = R["chain"]
-        rows.append((f"readiness chain of {c['n']}: total, TcpCheck default interval", "s",
-                     {"corral": c["corral_default"]["total"], "floor": c["floor"]["total"]}, ""))
-        rows.append((f"readiness chain of {c['n']}: corral overhead over the servers' own start", "s",
-                     {"corral": c["corral_default"]["overhead"]}, ""))
-        rows.append((f"readiness chain of {c['n']}: total, TcpCheck interval=0.005", "s",
-                     {"corral": c["corral_5ms"]["total"], "floor": c["floor"]["total"]}, ""))
+        rows.append(
+            (
+                f"readiness chain of {c['n']}: total, TcpCheck default interval",
+                "s",
+                {"corral": c["corral_default"]["total"], "floor": c["floor"]["total"]},
+                "",
+            )
+        )
+        rows.append(
+            (
+                f"readiness chain of {c['n']}: corral overhead over the servers' own start",
+                "s",
+                {"corral": c["corral_default"]["overhead"]},
+                "",
+            )
+        )
+        rows.append(
+            (
+                f"readiness chain of {c['n']}: total, TcpCheck interval=0.005",
+                "s",
+                {"corral": c["corral_5ms"]["total"], "floor": c["floor"]["total"]},
+                "",
+            )
+        )
     if "idle" in R:
         i = R["idle"]
-        rows.append((f"idle CPU, {i['n']} services, {i['seconds']:.0f} s, sampling off", "cpu",
-                     {"corral": i["off"]["cpu"]} | {p: i[p]["cpu"] for p in peers if p in i},
-                     f"bare Python: {fmt(i['bare']['cpu'], 'cpu')}"))
-        rows.append((f"idle CPU, {i['n']} services, {i['seconds']:.0f} s, metrics() every 1 s", "cpu",
-                     {"corral": i["1s"]["cpu"]}, ""))
-        rows.append((f"engine thread wake-ups in {i['seconds']:.0f} s, sampling off", "int",
-                     {"corral": i["off"]["wakeups_engine"]}, ""))
-        rows.append((f"memory, {i['n']} services: corral's share of the owner's RSS (vs bare Python)", "kb",
-                     {"corral": i["off"]["share_kb"]} | {p: i[p]["pss_kb"] for p in peers if p in i},
-                     "peers: PSS of all their processes"))
-        rows.append((f"memory: death watcher process (PSS)", "kb", {"corral": i["off"]["watcher_pss_kb"]}, ""))
+        rows.append(
+            (
+                f"idle CPU, {i['n']} services, {i['seconds']:.0f} s, sampling off",
+                "cpu",
+                {"corral": i["off"]["cpu"]} | {p: i[p]["cpu"] for p in peers if p in i},
+                f"bare Python: {fmt(i['bare']['cpu'], 'cpu')}",
+            )
+        )
+        rows.append(
+            (
+                f"idle CPU, {i['n']} services, {i['seconds']:.0f} s, metrics() every 1 s",
+                "cpu",
+                {"corral": i["1s"]["cpu"]},
+                "",
+            )
+        )
+        rows.append(
+            (
+                f"engine thread wake-ups in {i['seconds']:.0f} s, sampling off",
+                "int",
+                {"corral": i["off"]["wakeups_engine"]},
+                "",
+            )
+        )
+        rows.append(
+            (
+                f"memory, {i['n']} services: corral's share of the owner's RSS (vs bare Python)",
+                "kb",
+                {"corral": i["off"]["share_kb"]} | {p: i[p]["pss_kb"] for p in peers if p in i},
+                "peers: PSS of all their processes",
+            )
+        )
+        rows.append(("memory: death watcher process (PSS)", "kb", {"corral": i["off"]["watcher_pss_kb"]}, ""))
     if "mem" in R and R["mem"].get("per_service_kb") is not None:
         m = R["mem"]
-        rows.append(("memory: import corral + engine, no service (RSS over bare Python)", "kb",
-                     {"corral": m["import_and_engine_kb"]}, ""))
+        rows.append(
+            (
+                "memory: import corral + engine, no service (RSS over bare Python)",
+                "kb",
+                {"corral": m["import_and_engine_kb"]},
+                "",
+            )
+        )
         rows.append(("memory: per extra service (RSS slope)", "kb", {"corral": m["per_service_kb"]}, ""))
     if "status" in R:
         s = R["status"]
         api = {p: R["idle"][p]["status_api"] for p in peers if "idle" in R and p in R["idle"]}
         cli = {p: R["idle"][p]["status_cli"] for p in peers if "idle" in R and p in R["idle"]}
-        rows.append((f"status of {s['n']} services, in process, p50", "ms", {"corral": s["p50"] / 1e9} | api,
-                     "supervisord: XML-RPC getAllProcessInfo; s6/runit: read the status files"))
+        rows.append(
+            (
+                f"status of {s['n']} services, in process, p50",
+                "ms",
+                {"corral": s["p50"] / 1e9} | api,
+                "supervisord: XML-RPC getAllProcessInfo; s6/runit: read the status files",
+            )
+        )
         rows.append((f"status of {s['n']} services, in process, p99", "ms", {"corral": s["p99"] / 1e9}, ""))
-        rows.append((f"status of {s['n']} services, CLI", "ms", {"corral": "n/a (no daemon yet)"} | cli,
-                     "supervisorctl status; sv status; s6-svstat ×N"))
+        rows.append(
+            (
+                f"status of {s['n']} services, CLI",
+                "ms",
+                {"corral": "n/a (no daemon yet)"} | cli,
+                "supervisorctl status; sv status; s6-svstat ×N",
+            )
+        )
     if "logs" in R:
         lg = R["logs"]
-        rows.append(("log capture, lines/s (100-byte lines, as fast as the writer can)", "lps",
-                     {"corral": lg["corral"]["lines_per_s"], "floor": lg["floor"]["lines_per_s"]}
-                     | {x: lg[x]["lines_per_s"] for x in peers if x in lg},
-                     "higher is better; peers: into their own log files"))
-        rows.append(("log capture with an events() consumer, lines/s", "lps",
-                     {"corral": lg["corral_subscribed"]["lines_per_s"]}, "higher is better"))
+        rows.append(
+            (
+                "log capture, lines/s (100-byte lines, as fast as the writer can)",
+                "lps",
+                {"corral": lg["corral"]["lines_per_s"], "floor": lg["floor"]["lines_per_s"]}
+                | {x: lg[x]["lines_per_s"] for x in peers if x in lg},
+                "higher is better; peers: into their own log files",
+            )
+        )
+        rows.append(
+            (
+                "log capture with an events() consumer, lines/s",
+                "lps",
+                {"corral": lg["corral_subscribed"]["lines_per_s"]},
+                "higher is better",
+            )
+        )
     if "ports" in R:
         p = R["ports"]
-        rows.append((f"port claims: {p['claims']}", "s",
-                     {"corral": p["corral"]["seconds"], "floor": p["floor_bind_flock"]["seconds"]},
-                     "floor: bind(0) + flock'd claim file; bind alone: " + fmt(p["floor_bind"]["seconds"], "s")))
+        rows.append(
+            (
+                f"port claims: {p['claims']}",
+                "s",
+                {"corral": p["corral"]["seconds"], "floor": p["floor_bind_flock"]["seconds"]},
+                "floor: bind(0) + flock'd claim file; bind alone: " + fmt(p["floor_bind"]["seconds"], "s"),
+            )
+        )
     return rows, [na]
 
 
@@ -699,10 +968,11 @@ def targets(R: dict) -> list[tuple[str, str, bool | None]]:
     if big is not None:
         c, f = ss[big]["corral"]["runs"], ss[big]["floor"]["runs"]
         for what, limit in (("start", 1.5), ("stop", 4.0)):
-            x = median([a / b for a, b in zip(c[what], f[what])])
+            x = median([a / b for a, b in zip(c[what], f[what], strict=False)])
             out.append((f"{what} {big} within {limit:g}× the floor", f"{x:.2f}× (paired median)", x <= limit))
     if "restart" in R:
-        x = median([a / b for a, b in zip(R["restart"]["corral"]["runs"], R["restart"]["floor"]["runs"])])
+        c, f = R["restart"]["corral"]["runs"], R["restart"]["floor"]["runs"]
+        x = median([a / b for a, b in zip(c, f, strict=False)])
         out.append(("restart cycle within 2× the floor", f"{x:.2f}× (paired median)", x <= 2))
     if "exitlat" in R:
         p99 = R["exitlat"]["corral_engine"]["p99"]
@@ -711,25 +981,40 @@ def targets(R: dict) -> list[tuple[str, str, bool | None]]:
         out.append(("… and as seen by Python's events() (upper bound)", fmt(p99, "us"), p99 < 1e6))
     if "idle" in R:
         i = R["idle"]["off"]
-        out.append(("zero idle CPU with sampling off", f"{i['cpu'] * 1e3:.1f} ms CPU, {i['wakeups_engine']:.0f} engine wake-ups",
-                    i["cpu"] < 0.001 and i["wakeups_engine"] == 0))
+        out.append(
+            (
+                "zero idle CPU with sampling off",
+                f"{i['cpu'] * 1e3:.1f} ms CPU, {i['wakeups_engine']:.0f} engine wake-ups",
+                i["cpu"] < 0.001 and i["wakeups_engine"] == 0,
+            )
+        )
         n = R["idle"]["n"]
         limit = 10 * 1024 + 20 * n
         total = i["share_kb"]
-        out.append((f"memory under 10 MB + 20 KB × {n} = {limit / 1024:.1f} MB (owner's RSS over bare Python)",
-                    fmt(total, "kb"), total < limit))
+        out.append(
+            (
+                f"memory under 10 MB + 20 KB × {n} = {limit / 1024:.1f} MB (owner's RSS over bare Python)",
+                fmt(total, "kb"),
+                total < limit,
+            )
+        )
         total2 = total + i["watcher_pss_kb"]
         out.append(("… counting the death watcher's PSS too", fmt(total2, "kb"), total2 < limit))
     if "status" in R:
         s = R["status"]
-        out.append((f"in-process status of {s['n']} services under 1 ms", f"p50 {s['p50'] / 1e6:.3f} ms, p99 {s['p99'] / 1e6:.3f} ms",
-                    s["p99"] < 1e6))
+        out.append(
+            (
+                f"in-process status of {s['n']} services under 1 ms",
+                f"p50 {s['p50'] / 1e6:.3f} ms, p99 {s['p99'] / 1e6:.3f} ms",
+                s["p99"] < 1e6,
+            )
+        )
     return out
 
 
 def render(R: dict, meta: dict, peers: list[str], skipped: dict) -> str:
     rows, _ = build_rows(R, peers, skipped)
-    cols = ["corral", "floor"] + peers
+    cols = ["corral", "floor", *peers]
     lines = []
     lines.append("| metric | " + " | ".join(cols) + " |")
     lines.append("|---|" + "---:|" * len(cols))
@@ -739,12 +1024,14 @@ def render(R: dict, meta: dict, peers: list[str], skipped: dict) -> str:
     lines.append("")
     # ratios: corral's cost over each other subject's, same run (< 1: corral is better)
     rcols = [c for c in cols if c != "corral"]
-    lines.append("Ratios, corral ÷ each subject, same run (below 1: corral is cheaper/faster; "
-                 "throughput compared as time per line):")
+    lines.append(
+        "Ratios, corral ÷ each subject, same run (below 1: corral is cheaper/faster; "
+        "throughput compared as time per line):"
+    )
     lines.append("")
     lines.append("| metric | " + " | ".join(f"÷ {c}" for c in rcols) + " |")
     lines.append("|---|" + "---:|" * len(rcols))
-    for metric, unit, vals, note in rows:
+    for metric, unit, vals, _note in rows:
         c = vals.get("corral")
         if not isinstance(c, (int, float)) or not any(isinstance(vals.get(x), (int, float)) for x in rcols):
             continue
@@ -778,19 +1065,37 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smoke mode: a few seconds, small N, peers skipped")
     ap.add_argument("--json", metavar="PATH", help="write every figure and raw run to PATH")
     ap.add_argument("--markdown", metavar="PATH", help="write the tables to PATH")
-    ap.add_argument("--engine", choices=("auto", "release", "checkout", "import"), default="auto",
-                    help="which corral engine: a Release build of this checkout made by the bench "
-                         "(default of the full run), the checkout's src/python as it is, or whatever "
-                         "`import corral` finds (default of --quick)")
-    ap.add_argument("--build-dir", default=os.path.expanduser("~/.cache/corral-bench/build-release"),
-                    help="where the Release engine is built (default: %(default)s)")
-    ap.add_argument("--peers", default=None,
-                    help="comma-separated peers to run (default: all that are installed; none with --quick)")
-    ap.add_argument("--only", default=None, help="comma-separated cases: startstop,restart,exitlat,chain,"
-                                                 "idle,mem,status,logs,ports")
+    ap.add_argument(
+        "--engine",
+        choices=("auto", "release", "checkout", "import"),
+        default="auto",
+        help="which corral engine: a Release build of this checkout made by the bench "
+        "(default of the full run), the checkout's src/python as it is, or whatever "
+        "`import corral` finds (default of --quick)",
+    )
+    ap.add_argument(
+        "--build-dir",
+        default=os.path.expanduser("~/.cache/corral-bench/build-release"),
+        help="where the Release engine is built (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--peers",
+        default=None,
+        help="comma-separated peers to run (default: all that are installed; none with --quick)",
+    )
+    ap.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated cases: startstop,restart,exitlat,chain,idle,mem,status,logs,ports",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
-                    help="first wait up to SECONDS for the machine's CPU pressure (avg10) to fall below 5%%")
+    ap.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for the machine's CPU pressure (avg10) to fall below 5%%",
+    )
     args = ap.parse_args()
 
     cfg = settings(args.quick)
@@ -808,16 +1113,22 @@ def main() -> int:
     if build_type not in ("Release", "installed wheel (Release)") and not args.quick:
         say("WARNING: this engine is not a Release build: its figures are not representative")
 
-    wanted = PEERS if args.peers is None and not args.quick else tuple(
-        p for p in (args.peers or "").split(",") if p)
+    wanted = (
+        PEERS
+        if args.peers is None and not args.quick
+        else tuple(p for p in (args.peers or "").split(",") if p)
+    )
     skipped, peers = {}, []
     for p in PEERS:
         if p not in wanted:
             skipped[p] = "not requested (--quick runs no peer)" if args.quick else "not requested"
             continue
         if p == "pm2":
-            skipped[p] = ("pm2 not installed; node is here but the npm registry is not reachable from this "
-                          "machine" if shutil.which("node") and not shutil.which("pm2") else "pm2 not installed")
+            skipped[p] = (
+                "pm2 not installed; node is here but the npm registry is not reachable from this machine"
+                if shutil.which("node") and not shutil.which("pm2")
+                else "pm2 not installed"
+            )
             continue
         why = _peers.PEERS[p].available()
         if why:
@@ -829,15 +1140,17 @@ def main() -> int:
     only = set(args.only.split(",")) if args.only else None
     r = Runner(ws, env)
     R: dict = {}
-    cases = [("startstop", lambda: bench_startstop(r, ws, cfg, peers)),
-             ("restart", lambda: bench_restart(r, ws, cfg, peers)),
-             ("exitlat", lambda: bench_exitlat(r, ws, cfg)),
-             ("chain", lambda: bench_chain(r, ws, cfg)),
-             ("idle", lambda: bench_idle(r, ws, cfg, peers)),
-             ("mem", lambda: bench_mem(r, ws, cfg)),
-             ("status", lambda: bench_status(r, ws, cfg)),
-             ("logs", lambda: bench_logs(r, ws, cfg, peers)),
-             ("ports", lambda: bench_ports(r, ws, cfg))]
+    cases = [
+        ("startstop", lambda: bench_startstop(r, ws, cfg, peers)),
+        ("restart", lambda: bench_restart(r, ws, cfg, peers)),
+        ("exitlat", lambda: bench_exitlat(r, ws, cfg)),
+        ("chain", lambda: bench_chain(r, ws, cfg)),
+        ("idle", lambda: bench_idle(r, ws, cfg, peers)),
+        ("mem", lambda: bench_mem(r, ws, cfg)),
+        ("status", lambda: bench_status(r, ws, cfg)),
+        ("logs", lambda: bench_logs(r, ws, cfg, peers)),
+        ("ports", lambda: bench_ports(r, ws, cfg)),
+    ]
     for name, fn in cases:
         if only and name not in only:
             continue
@@ -846,23 +1159,42 @@ def main() -> int:
         R[name] = fn()
         say(f"   ({time.monotonic() - t:.1f} s)")
     left = ws.leftovers()
-    meta = {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
-            "engine": core, "engine_build": build_type, "quick": args.quick, "settings": cfg,
-            "peers": peers, "skipped": skipped, "versions": versions(), "load_before": load0,
-            "load_after": loadavg(), "cpu_pressure_before": pressure0, "cpu_pressure_after": cpu_pressure(),
-            "cpu_pressure_during_run_pct": _pressure_pct(pressure0, time.monotonic() - t_start),
-            "cpu_steal_s": round(cpu_steal() - steal0, 2), "seconds": round(time.monotonic() - t_start, 1),
-            "leftover_processes": len(left), "poll_interval_s": _peers.POLL}
+    meta = {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "engine": core,
+        "engine_build": build_type,
+        "source": source_state(),
+        "quick": args.quick,
+        "settings": cfg,
+        "peers": peers,
+        "skipped": skipped,
+        "versions": versions(),
+        "load_before": load0,
+        "load_after": loadavg(),
+        "cpu_pressure_before": pressure0,
+        "cpu_pressure_after": cpu_pressure(),
+        "cpu_pressure_during_run_pct": _pressure_pct(pressure0, time.monotonic() - t_start),
+        "cpu_steal_s": round(cpu_steal() - steal0, 2),
+        "seconds": round(time.monotonic() - t_start, 1),
+        "leftover_processes": len(left),
+        "poll_interval_s": _peers.POLL,
+    }
     table = render(R, meta, peers, skipped)
     print(table)
     m = meta["machine"]
-    say(f"\n{meta['date']}; {m['cpu']}, {m['cores']} cores, kernel {m['kernel']}, {m['os']}; "
+    say(
+        f"\ncorral {meta['source']} ({build_type}); {meta['date']}; {m['cpu']}, {m['cores']} cores, "
+        f"kernel {m['kernel']}, {m['os']}; "
         f"load {load0} -> {meta['load_after']}; CPU pressure during the run "
-        f"{meta['cpu_pressure_during_run_pct']}% (some, the bench's own included); steal {meta['cpu_steal_s']} s; "
-        f"{meta['seconds']} s")
+        f"{meta['cpu_pressure_during_run_pct']}% (some, the bench's own included); "
+        f"steal {meta['cpu_steal_s']} s; "
+        f"{meta['seconds']} s"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"meta": meta, "results": R, "targets": targets(R)}, indent=1,
-                                              default=str))
+        Path(args.json).write_text(
+            json.dumps({"meta": meta, "results": R, "targets": targets(R)}, indent=1, default=str)
+        )
     if args.markdown:
         Path(args.markdown).write_text(table + "\n")
     if left:
