@@ -21,6 +21,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -120,6 +121,7 @@ struct Svc {
   int restarts = 0;  // shown to users
   int streak = 0;    // consecutive restarts, drives the backoff; reset by a stable run
   int health_failures = 0;
+  int ready_attempts = 0;  // failed readiness attempts of this run
   bool health_kill = false;  // this run was stopped because its liveness check failed
   std::optional<int> exit_code;
   bool ever_ready = false;    // this run became ready
@@ -499,6 +501,7 @@ struct Engine::Impl {
     s.ever_ready = false;
     s.spawned_once = true;
     s.health_failures = 0;
+    s.ready_attempts = 0;
     s.last_check.clear();
     s.reason.clear();
     s.out_split = LineSplitter();
@@ -684,7 +687,10 @@ struct Engine::Impl {
       if (s.state != State::starting) return;
       // Someone answering is not enough: it must be the service (not an orphan of an
       // earlier run that still holds the port).
-      if (ok && (c.kind == CheckSpec::Kind::tcp || c.kind == CheckSpec::Kind::http)) {
+      // Only for a fixed port number: a port corral allocated was free when the kernel gave
+      // it out and held by us until the spawn, so no impostor can hold it (and the
+      // /proc/net/tcp read costs ms on a busy machine).
+      if (ok && (c.kind == CheckSpec::Kind::tcp || c.kind == CheckSpec::Kind::http) && is_number(c.port)) {
         if (auto who = foreign_listener(check_port(s, c), s.pid)) {
           ok = false;
           detail = std::move(*who);
@@ -692,7 +698,10 @@ struct Engine::Impl {
       }
       if (ok) return mark_ready(st, s);
       s.last_check = std::move(detail);
-      return schedule_attempt(st, s, true, gen, c.interval);
+      // The first attempts come fast (1, 2, 4 ms ... up to `interval`): a server usually
+      // listens a few ms after exec, and a dependency chain pays this wait at every link.
+      double delay = std::min(c.interval, 0.001 * std::ldexp(1.0, std::min(s.ready_attempts++, 30)));
+      return schedule_attempt(st, s, true, gen, delay);
     }
     if (ok) {
       s.health_failures = 0;
