@@ -13,6 +13,7 @@ import subprocess
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -41,16 +42,42 @@ OWNER = textwrap.dedent("""
     for svc in stack:
         pids.append(svc.pid)
         pids += [int(l.split()[1]) for l in svc.logs() if l.startswith("grandchild ")]
+    import os
+    watchers = [p for p in os.listdir("/proc") if p.isdigit()
+                and open(f"/proc/{p}/stat").read().split(")")[1].split()[1] == str(os.getpid())
+                and open(f"/proc/{p}/comm").read().strip() == "corral-watch"]
+    exe = os.readlink(f"/proc/{watchers[0]}/exe")
     print(json.dumps(pids), flush=True)
+    print(exe, flush=True)
     sys.stdin.read()  # wait to be killed
 """)
 
 
-def test_owner_killed_with_sigkill_leaves_nothing_running(helper):
+def _watcher_binary(helper: str) -> str | None:
+    """corral-watch: installed beside the module, or in the CMake build of the helper."""
+    for path in (Path(corral.__file__).parent / "corral-watch",
+                 Path(helper).resolve().parents[2] / "src" / "cpp" / "corral-watch"):
+        if os.access(path, os.X_OK):
+            return str(path)
+    return None
+
+
+@pytest.mark.parametrize("watcher", ["exec", "fork"])
+def test_owner_killed_with_sigkill_leaves_nothing_running(helper, watcher):
+    env = dict(os.environ)
+    if watcher == "exec":
+        program = _watcher_binary(helper)
+        if program is None:
+            pytest.skip("no corral-watch binary built here")
+        env["CORRAL_WATCHER"] = program
+    else:
+        env["CORRAL_WATCHER"] = "/nonexistent"  # falls back to a fork of the owner
     with subprocess.Popen([*python_script(OWNER), helper], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True) as owner:
+                          stdout=subprocess.PIPE, text=True, env=env) as owner:
         try:
             pids = json.loads(owner.stdout.readline())
+            exe = owner.stdout.readline().strip()
+            assert exe.endswith("corral-watch") == (watcher == "exec"), exe
             assert len(pids) == 6 and all(alive(p) for p in pids)
             owner.kill()
             owner.wait(timeout=30)

@@ -211,7 +211,8 @@ void register_engine(py::module_& m) {
           py::arg("timeout") = py::none());
 
   py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine")
-      .def(py::init([] { return Engine::create(); }))
+      .def(py::init([](const std::string& watcher) { return Engine::create(watcher); }),
+           py::arg("watcher") = std::string())
       .def(
           "create_stack",
           [](Engine& e, StackSpec spec) { return e.create_stack(std::move(spec)); },

@@ -42,9 +42,16 @@ def engine() -> Any:
     global _engine, _pid
     with _lock:
         if _engine is None or _pid != os.getpid():
-            _engine = _core.Engine()
+            _engine = _core.Engine(watcher=_watcher_program())
             _pid = os.getpid()
         return _engine
+
+
+def _watcher_program() -> str:
+    """The corral-watch binary installed beside the module ($CORRAL_WATCHER overrides);
+    without it (a source checkout) the engine forks its watcher instead."""
+    path = os.environ.get("CORRAL_WATCHER") or os.path.join(os.path.dirname(__file__), "corral-watch")
+    return path if os.access(path, os.X_OK) else ""
 
 
 def register(stack: Stack) -> None:

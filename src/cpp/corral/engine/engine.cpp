@@ -1017,7 +1017,7 @@ struct Engine::Impl {
 
 Engine::Engine() : impl_(std::make_unique<Impl>()) {}
 
-std::shared_ptr<Engine> Engine::create() {
+std::shared_ptr<Engine> Engine::create(const std::string& watcher_program) {
   std::shared_ptr<Engine> e(new Engine());
   auto& impl = *e->impl_;
   raise_fd_limit();
@@ -1028,10 +1028,10 @@ std::shared_ptr<Engine> Engine::create() {
   ::pthread_sigmask(SIG_BLOCK, &all, &old);
   std::promise<void> started;
   auto ready = started.get_future();
-  impl.thread = std::thread([&impl, &started] {
+  impl.thread = std::thread([&impl, &started, &watcher_program] {
     impl.thread_id = std::this_thread::get_id();
     // The watcher is forked from this thread, like every service.
-    impl.watcher = std::make_unique<DeathWatcher>();
+    impl.watcher = std::make_unique<DeathWatcher>(watcher_program);
     started.set_value();
     impl.io.run();
   });

@@ -112,8 +112,9 @@ class Stack {
 
 class Engine : public std::enable_shared_from_this<Engine> {
  public:
-  // Starts the engine thread.
-  static std::shared_ptr<Engine> create();
+  // Starts the engine thread. `watcher_program`: path of the corral-watch binary (see
+  // DeathWatcher); empty or missing means the watcher is a fork of this process.
+  static std::shared_ptr<Engine> create(const std::string& watcher_program = {});
   ~Engine();
 
   // Validates the spec (ConfigError naming the service and key) and registers the stack.

@@ -18,7 +18,9 @@ namespace {
 constexpr int max_groups = 1 << 16;
 pid_t groups[max_groups];
 
-[[noreturn]] void watcher_main(int fd) {
+}  // namespace
+
+[[noreturn]] void run_watcher(int fd) {
   ::setsid();  // Ctrl+C on the owner's terminal must not take the watcher down with it
   ::prctl(PR_SET_NAME, "corral-watch", 0, 0, 0);
   struct sigaction ign {};
@@ -58,18 +60,29 @@ pid_t groups[max_groups];
   ::_exit(0);
 }
 
-}  // namespace
-
-DeathWatcher::DeathWatcher() {
+DeathWatcher::DeathWatcher(const std::string& program) {
   int sv[2];
   // SEQPACKET keeps each 4-byte record whole; CLOEXEC keeps the socket out of services.
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return;
   Fd ours(sv[0]), theirs(sv[1]);
+  if (!program.empty() && ::access(program.c_str(), X_OK) == 0) {
+    SpawnRequest req;
+    req.argv = {program};
+    req.pass_fd = theirs.get();
+    req.death_signal = 0;  // it must outlive us: that is its whole purpose
+    auto r = spawn(req);
+    if (r) {
+      pid_ = r.pid;
+      sock_ = std::move(ours);
+      execd_ = true;
+      return;
+    }
+  }
   pid_t pid = ::fork();
   if (pid < 0) return;
   if (pid == 0) {
     ::close(sv[0]);
-    watcher_main(sv[1]);
+    run_watcher(sv[1]);
   }
   pid_ = pid;
   sock_ = std::move(ours);
@@ -92,6 +105,7 @@ DeathWatcher::~DeathWatcher() {
   sock_.reset();
   if (pid_ > 0) {
     int status = 0;
+    // Our own child, by its exact pid (never -1).
     while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
     }
   }

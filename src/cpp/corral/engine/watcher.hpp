@@ -6,15 +6,25 @@
 
 #include <sys/types.h>
 
+#include <string>
+
 #include "corral/spawn/spawn.hpp"
 
 namespace corral {
 
+// The watcher's loop on socket `fd`: records process groups, SIGKILLs them at EOF, exits.
+// Async-signal-safe only, so that it can run in a fork of a multi-threaded process.
+[[noreturn]] void run_watcher(int fd);
+
 class DeathWatcher {
  public:
-  // Forks the watcher. Must be called from the engine thread. On failure the watcher is
-  // simply absent (parent-death signals still cover direct children).
-  DeathWatcher();
+  // Starts the watcher: exec's `program` (the small corral-watch binary shipped beside the
+  // module) when it is given and runnable, else forks this process. A fork keeps a
+  // copy-on-write image of the host (a notebook's gigabytes turn into the watcher's own as
+  // the host rewrites them), so the exec'd program is preferred. Must be called from the
+  // engine thread. On failure the watcher is simply absent (parent-death signals still
+  // cover direct children).
+  explicit DeathWatcher(const std::string& program = {});
   // Closes our end: the watcher kills what is still registered (nothing, after a clean
   // stop) and exits; we reap it.
   ~DeathWatcher();
@@ -24,6 +34,7 @@ class DeathWatcher {
   void watch(pid_t pgid) noexcept { send(pgid); }
   void unwatch(pid_t pgid) noexcept { send(-pgid); }
   pid_t pid() const noexcept { return pid_; }
+  bool execd() const noexcept { return execd_; }
 
   // In a forked child of the owner: forget the watcher without telling it anything.
   void abandon() noexcept;
@@ -32,6 +43,7 @@ class DeathWatcher {
   void send(int value) noexcept;
   Fd sock_;
   pid_t pid_ = -1;
+  bool execd_ = false;
 };
 
 }  // namespace corral

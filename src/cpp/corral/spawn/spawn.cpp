@@ -90,6 +90,7 @@ struct ChildPlan {
   char* const* envp;
   const char* cwd;
   int fds[3];
+  int pass_fd;
   int death_signal;
   bool new_session;
   pid_t parent;
@@ -132,10 +133,17 @@ struct ChildPlan {
     // dup2 clears close-on-exec on the copy; the sources are >= 3 (see spawn()).
     if (::dup2(p->fds[target], target) < 0) goto fail_setup;
   }
-  // Nothing but 0, 1, 2 crosses exec. close_range marks rather than closes so that it
-  // cannot fail half-way; exec then closes them all.
-  if (::syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
-    for (int fd = 3; fd < 65536; ++fd) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  // A passed fd becomes 3, without close-on-exec (dup2 onto itself would keep the flag).
+  if (p->pass_fd >= 0) {
+    if (p->pass_fd == 3 ? ::fcntl(3, F_SETFD, 0) < 0 : ::dup2(p->pass_fd, 3) < 0) goto fail_setup;
+  }
+  {
+    // Nothing else crosses exec. close_range marks rather than closes so that it cannot
+    // fail half-way; exec then closes them all.
+    unsigned first = p->pass_fd >= 0 ? 4U : 3U;
+    if (::syscall(SYS_close_range, first, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
+      for (int fd = static_cast<int>(first); fd < 65536; ++fd) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
   }
   if (p->cwd != nullptr && ::chdir(p->cwd) != 0) fail(p, 2);
   {
@@ -200,6 +208,7 @@ SpawnResult spawn(const SpawnRequest& req) {
   plan.fds[0] = stdio_source(req.stdin_fd, keep_in);
   plan.fds[1] = stdio_source(req.stdout_fd, keep_out);
   plan.fds[2] = stdio_source(req.stderr_fd, keep_err);
+  plan.pass_fd = req.pass_fd;
   plan.death_signal = req.death_signal;
   plan.new_session = req.new_session;
   plan.parent = ::getpid();

@@ -45,6 +45,7 @@ struct SpawnRequest {
   int stderr_fd = -1;            // -1: /dev/null
   int death_signal = 9;          // SIGKILL when the spawning thread dies; 0: none
   bool new_session = true;       // setsid(): own session and process group
+  int pass_fd = -1;              // becomes the child's fd 3 (the death watcher's socket)
 };
 
 struct SpawnResult {
