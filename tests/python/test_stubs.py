@@ -18,17 +18,24 @@ pytest.importorskip("pybind11_stubgen")
 
 
 def _api(source: str) -> set[str]:
-    """Every class, function, method and attribute name the stub declares."""
+    """Every class, attribute, and function or method with its parameter names, that the
+    stub declares (annotation spellings vary with pybind11 versions; names do not)."""
+
+    def sig(f: ast.FunctionDef) -> str:
+        a = f.args
+        return f"{f.name}({', '.join(x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs])})"
+
     names = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ClassDef):
             for item in node.body:
-                if isinstance(item, (ast.FunctionDef, ast.AnnAssign)):
-                    name = item.name if isinstance(item, ast.FunctionDef) else ast.unparse(item.target)
-                    names.add(f"{node.name}.{name}")
+                if isinstance(item, ast.FunctionDef):
+                    names.add(f"{node.name}.{sig(item)}")
+                elif isinstance(item, ast.AnnAssign):
+                    names.add(f"{node.name}.{ast.unparse(item.target)}")
             names.add(node.name)
         elif isinstance(node, ast.FunctionDef) and node.col_offset == 0:
-            names.add(node.name)
+            names.add(sig(node))
     return names
 
 
