@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,6 +137,9 @@ class _Session:
             fcntl.flock(self._users, fcntl.LOCK_EX)
         if self.stack is not None:
             self.stack.close()
+            # Every other worker is done (we hold the lock exclusively): nothing reads the
+            # run's directory any more.
+            shutil.rmtree(self.dir, ignore_errors=True)
         os.close(self._users)
         self._users = None
 
