@@ -1,5 +1,7 @@
 #include "corral/checks/listener.hpp"
 
+#include "corral/metrics/procfs.hpp"
+
 #include <dirent.h>
 #include <unistd.h>
 
@@ -55,43 +57,6 @@ bool holds_inode(pid_t pid, const std::set<unsigned long>& inodes) {
   return found;
 }
 
-template <class F>
-void for_each_pid(F&& f) {
-  DIR* proc = ::opendir("/proc");
-  if (!proc) return;
-  while (auto* e = ::readdir(proc)) {
-    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-    if (f(static_cast<pid_t>(std::atol(e->d_name)))) break;
-  }
-  ::closedir(proc);
-}
-
-pid_t group_of(pid_t pid) {
-  char path[64], buf[512];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  FILE* f = std::fopen(path, "re");
-  if (!f) return -1;
-  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  buf[n] = 0;
-  const char* p = std::strrchr(buf, ')');
-  int pgrp = -1;
-  if (!p || std::sscanf(p + 2, "%*c %*d %d", &pgrp) != 1) return -1;
-  return pgrp;
-}
-
-std::string comm_of(pid_t pid) {
-  char path[64], buf[64] = {};
-  std::snprintf(path, sizeof path, "/proc/%d/comm", pid);
-  FILE* f = std::fopen(path, "re");
-  if (!f) return "?";
-  if (!std::fgets(buf, sizeof buf, f)) buf[0] = 0;
-  std::fclose(f);
-  std::string s(buf);
-  if (!s.empty() && s.back() == '\n') s.pop_back();
-  return s;
-}
-
 }  // namespace
 
 std::optional<std::string> foreign_listener(int port, pid_t pgid) {
@@ -103,12 +68,12 @@ std::optional<std::string> foreign_listener(int port, pid_t pgid) {
   if (holds_inode(pgid, inodes)) return std::nullopt;
   bool ours = false;
   pid_t other = 0;
-  for_each_pid([&](pid_t pid) {
-    if (group_of(pid) == pgid && holds_inode(pid, inodes)) return ours = true;
+  procfs::for_each_pid([&](pid_t pid) {
+    if (procfs::process_group(pid) == pgid && holds_inode(pid, inodes)) return ours = true;
     return false;
   });
   if (ours) return std::nullopt;
-  for_each_pid([&](pid_t pid) {
+  procfs::for_each_pid([&](pid_t pid) {
     if (holds_inode(pid, inodes)) {
       other = pid;
       return true;
@@ -116,7 +81,7 @@ std::optional<std::string> foreign_listener(int port, pid_t pgid) {
     return false;
   });
   if (other > 0)
-    return fmt::format("port {} is held by pid {} ({}), not by the service", port, other, comm_of(other));
+    return fmt::format("port {} is held by pid {} ({}), not by the service", port, other, procfs::comm(other));
   return fmt::format("port {} is held by a process outside the service", port);
 }
 

@@ -1,5 +1,7 @@
 #include "corral/metrics/proc_sample.hpp"
 
+#include "corral/metrics/procfs.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -11,17 +13,9 @@
 #include <unordered_map>
 
 namespace corral {
-namespace {
+using procfs::read_small;
 
-// Reads a small /proc file into `buf`; returns its length or -1.
-ssize_t read_small(const char* path, char* buf, std::size_t size) {
-  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n = ::read(fd, buf, size - 1);
-  ::close(fd);
-  if (n >= 0) buf[n] = 0;
-  return n;
-}
+namespace {
 
 int count_fds(pid_t pid) {
   char path[64];
@@ -102,25 +96,15 @@ bool has_marker(pid_t pid, const std::string& marker, std::string* service) {
 
 std::vector<MarkedProcess> find_marked(const std::string& marker) {
   std::vector<MarkedProcess> out;
-  DIR* proc = ::opendir("/proc");
-  if (!proc) return out;
   const pid_t self = ::getpid();
-  char path[300];
-  while (auto* e = ::readdir(proc)) {
-    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-    pid_t pid = static_cast<pid_t>(std::atol(e->d_name));
+  procfs::for_each_pid([&](pid_t pid) {
     MarkedProcess m;
-    if (pid == self || !has_marker(pid, marker, &m.service)) continue;
+    if (pid == self || !has_marker(pid, marker, &m.service)) return false;
     m.pid = pid;
-    std::snprintf(path, sizeof path, "/proc/%s/comm", e->d_name);
-    char comm[64];
-    if (read_small(path, comm, sizeof comm) > 0) {
-      m.command = comm;
-      if (!m.command.empty() && m.command.back() == '\n') m.command.pop_back();
-    }
+    m.command = procfs::comm(pid);
     out.push_back(std::move(m));
-  }
-  ::closedir(proc);
+    return false;
+  });
   return out;
 }
 
