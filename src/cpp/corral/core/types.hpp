@@ -58,6 +58,14 @@ struct CheckSpec {
 };
 std::string_view to_string(CheckSpec::Kind k) noexcept;
 
+// A check's `port` given as a number ("8080") rather than as a port name ("http").
+constexpr bool is_port_number(std::string_view s) noexcept {
+  if (s.empty()) return false;
+  for (char c : s)
+    if (c < '0' || c > '9') return false;
+  return true;
+}
+
 struct RestartSpec {
   enum class Policy : std::uint8_t { no, on_failure, always };
   Policy policy = Policy::no;

@@ -58,13 +58,6 @@ std::int64_t wall_ns() {
 }
 double wall_seconds() { return static_cast<double>(wall_ns()) / 1e9; }
 
-bool is_number(std::string_view s) {
-  if (s.empty()) return false;
-  for (char c : s)
-    if (c < '0' || c > '9') return false;
-  return true;
-}
-
 std::string upper(std::string s) {
   for (auto& c : s) c = (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : (c == '-' || c == '.') ? '_' : c;
   return s;
@@ -599,7 +592,7 @@ struct Engine::Impl {
 
   int check_port(const Svc& s, const CheckSpec& c) {
     if (c.port.empty()) return s.ports.empty() ? 0 : s.ports.begin()->second;
-    if (is_number(c.port)) return std::stoi(c.port);
+    if (is_port_number(c.port)) return std::stoi(c.port);
     auto it = s.ports.find(c.port);
     return it == s.ports.end() ? 0 : it->second;
   }
@@ -690,7 +683,7 @@ struct Engine::Impl {
       // Only for a fixed port number: a port corral allocated was free when the kernel gave
       // it out and held by us until the spawn, so no impostor can hold it (and the
       // /proc/net/tcp read costs ms on a busy machine).
-      if (ok && (c.kind == CheckSpec::Kind::tcp || c.kind == CheckSpec::Kind::http) && is_number(c.port)) {
+      if (ok && (c.kind == CheckSpec::Kind::tcp || c.kind == CheckSpec::Kind::http) && is_port_number(c.port)) {
         if (auto who = foreign_listener(check_port(s, c), s.pid)) {
           ok = false;
           detail = std::move(*who);

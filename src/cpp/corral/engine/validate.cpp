@@ -12,13 +12,6 @@
 namespace corral {
 namespace {
 
-bool is_number(std::string_view s) {
-  if (s.empty()) return false;
-  for (char c : s)
-    if (c < '0' || c > '9') return false;
-  return true;
-}
-
 void check_template(const StackSpec& stack, const ServiceSpec& svc, const std::string& where,
                     const std::string& text) {
   auto own_port = [&](std::string_view name) {
@@ -72,7 +65,7 @@ void check_check(const StackSpec& stack, const ServiceSpec& svc, const CheckSpec
       if (c.port.empty()) {
         if (svc.ports.size() != 1)
           fail(fmt::format("{} check needs a port (the service has {} ports)", to_string(c.kind), svc.ports.size()));
-      } else if (is_number(c.port)) {
+      } else if (is_port_number(c.port)) {
         long n = std::stol(c.port);
         if (n < 1 || n > 65535) fail(fmt::format("port {} is out of range", c.port));
       } else {
