@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "corral/core/types.hpp"
+#include "corral/engine/event_queue.hpp"
 #include "corral/engine/pending.hpp"
 #include "corral/logs/log_buffer.hpp"
 
@@ -32,21 +33,14 @@ struct ServiceStatus {
 };
 
 // What a blocking request ended with.
+// Every request completes: with its result, as superseded by a later request that
+// reversed it (a start overtaken by a stop fails, a stop overtaken by a start succeeds),
+// or with the stack closed.
 struct Outcome {
   bool ok = true;
   std::string service;  // the service that made it fail
   std::string message;  // why; for wait_for_log, the matching line
-};
-
-struct EngineEvent {
-  enum class Kind : std::uint8_t { log, state, dropped };
-  Kind kind = Kind::log;
-  std::string service;
-  State state = State::pending;  // state events
-  Stream stream = Stream::out;   // log events
-  std::string text;              // log line, or the reason of a state change
-  std::int64_t time_ns = 0;
-  std::optional<int> exit_code;  // state events after an exit
+  bool superseded = false;
 };
 
 struct ProcessSample {
@@ -62,8 +56,9 @@ struct ProcessSample {
 class Engine;
 struct StackState;
 
-// A handle on a stack inside the engine. Thread-safe. Destroying it closes the stack
-// (stops every service); nothing is left running.
+// A handle on a stack inside the engine. Thread-safe. Destroying it starts closing the
+// stack without waiting (every service is stopped, then its resources are released);
+// call close() and wait on its result to know when nothing is left running.
 class Stack {
  public:
   ~Stack();
@@ -96,8 +91,11 @@ class Stack {
   std::vector<ProcessSample> sample();
 
   // The event stream for CLIs and notebooks: log lines and state changes, oldest first.
-  // Enabled by the first call; bounded (a slow reader loses the oldest, counted in a
-  // `dropped` event). Waits up to `timeout` seconds for at least one event.
+  // Enabled by subscribe() or by the first events() call (lossy). Bounded by bytes: a
+  // lossy reader that falls behind loses the oldest log lines (counted in a `dropped`
+  // event, never a state event); a lossless one slows the services down instead (see
+  // EventQueue). Waits up to `timeout` seconds for at least one event.
+  void subscribe(bool lossless);
   std::vector<EngineEvent> events(double timeout, std::size_t max = 4096);
 
   // Stops everything and releases the stack's ports and private directories.

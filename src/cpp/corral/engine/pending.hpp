@@ -7,6 +7,8 @@
 #include <mutex>
 #include <optional>
 
+#include "corral/core/duration.hpp"
+
 namespace corral {
 
 template <class T>
@@ -33,7 +35,7 @@ class Pending {
       cv_.wait(lock, [&] { return value_.has_value(); });
       return true;
     }
-    return cv_.wait_for(lock, std::chrono::duration<double>(seconds), [&] { return value_.has_value(); });
+    return cv_.wait_for(lock, to_duration(seconds), [&] { return value_.has_value(); });
   }
   // Only after wait_for() returned true.
   const T& get() const {

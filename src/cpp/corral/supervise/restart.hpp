@@ -3,7 +3,7 @@
 #pragma once
 
 #include "corral/core/types.hpp"
-#include "corral/supervise/state_machine.hpp"
+#include "corral/supervise/machine.hpp"
 
 namespace corral {
 

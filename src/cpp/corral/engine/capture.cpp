@@ -1,0 +1,122 @@
+// Log capture and the event stream: pipes are read when readable (never polled), cut into
+// lines, kept in the service's ring, and published to the stack's event queue; each line
+// goes out before whatever it causes (a LogCheck's readiness), so a reader sees "server
+// started" before "[corral] ready".
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "corral/engine/engine_impl.hpp"
+
+namespace corral {
+
+void Engine::Impl::publish_state(StackState& st, Svc& s, std::string detail) {
+  if (!st.events.subscribed()) return;
+  EngineEvent e;
+  e.kind = EngineEvent::Kind::state;
+  e.service = s.spec.name;
+  e.state = s.state;
+  e.time_ns = wall_ns();
+  e.exit_code = s.exit_code;
+  e.text = s.state == State::failed ? s.reason : std::move(detail);
+  st.events.push(std::move(e));
+}
+
+void Engine::Impl::record_line(StackState& st, Svc& s, Stream stream, std::string_view text) {
+  auto now = wall_ns();
+  const LogLine& line = s.logs.push(now, stream, text);
+  if (st.events.subscribed()) {
+    EngineEvent e;
+    e.kind = EngineEvent::Kind::log;
+    e.service = s.spec.name;
+    e.stream = stream;
+    e.text = line.text;
+    e.time_ns = now;
+    st.events.push(std::move(e));
+  }
+  if (!s.log_waiters.empty()) {
+    for (std::size_t i = 0; i < s.log_waiters.size();) {
+      auto& w = s.log_waiters[i];
+      auto result = w.result.lock();
+      bool hit = result && line.seq >= w.from && std::regex_search(line.text, w.re);
+      if (hit) result->set(Outcome{true, s.spec.name, line.text});
+      if (!result || hit) {
+        s.log_waiters[i] = std::move(s.log_waiters.back());
+        s.log_waiters.pop_back();
+      } else {
+        ++i;
+      }
+    }
+  }
+  if (s.ready_regex && s.state == State::starting && std::regex_search(line.text, *s.ready_regex)) {
+    s.ready_regex.reset();
+    dispatch(st, s, Event::ready);
+  }
+}
+
+void Engine::Impl::arm_read(StackState& st, Svc& s, Stream which) {
+  auto& d = which == Stream::out ? s.proc.out : s.proc.err;
+  if (!d) return;
+  // A lossless reader is behind: leave the pipe unread, so the service blocks on its own
+  // writes, until the reader has caught up (resume_reads).
+  if (st.events.over_budget()) {
+    st.paused_reads.emplace_back(s.index, which, s.generation);
+    return;
+  }
+  auto self = st.shared_from_this();
+  unsigned gen = s.generation;
+  d->async_wait(Descriptor::wait_read, [this, self, &s, which, gen](const boost::system::error_code& ec) {
+    if (ec || s.generation != gen) return;
+    if (drain(*self, s, which, 16)) arm_read(*self, s, which);
+  });
+}
+
+void Engine::Impl::resume_reads(StackState& st) {
+  auto paused = std::move(st.paused_reads);
+  st.paused_reads.clear();
+  for (auto [i, which, gen] : paused) {
+    Svc& s = *st.services[i];
+    if (s.generation == gen) arm_read(st, s, which);
+  }
+}
+
+// Reads what is there (at most `rounds` buffers, for fairness between chatty services).
+// Returns false at end of stream, after closing it.
+bool Engine::Impl::drain(StackState& st, Svc& s, Stream which, int rounds) {
+  auto& d = which == Stream::out ? s.proc.out : s.proc.err;
+  auto& split = which == Stream::out ? s.proc.out_split : s.proc.err_split;
+  while (d && rounds-- > 0) {
+    ssize_t n = ::read(d->native_handle(), read_buf.data(), read_buf.size());
+    if (n > 0) {
+      split.feed(std::string_view(read_buf.data(), static_cast<std::size_t>(n)),
+                 [&](std::string_view line) { record_line(st, s, which, line); });
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    split.finish([&](std::string_view line) { record_line(st, s, which, line); });
+    boost::system::error_code ignored;
+    d->close(ignored);
+    d.reset();
+    return false;
+  }
+  return static_cast<bool>(d);
+}
+
+// At the exit: take what is still in the pipes now, so the last lines are there for
+// whoever looks at the exit; then close them (a grandchild holding the write end was
+// just killed with the group).
+void Engine::Impl::close_pipes(StackState& st, Svc& s) {
+  drain(st, s, Stream::out, 64);
+  drain(st, s, Stream::err, 64);
+  boost::system::error_code ignored;
+  for (auto* d : {&s.proc.out, &s.proc.err})
+    if (*d) {
+      (*d)->close(ignored);
+      d->reset();
+    }
+  s.proc.out_split.finish([&](std::string_view line) { record_line(st, s, Stream::out, line); });
+  s.proc.err_split.finish([&](std::string_view line) { record_line(st, s, Stream::err, line); });
+}
+
+}  // namespace corral

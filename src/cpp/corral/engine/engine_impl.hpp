@@ -1,0 +1,264 @@
+// The engine's inside, shared by its .cpp files and by nothing else. Everything here is
+// touched only on the engine thread, except StackState::events (its own lock) and the
+// atomics of Impl. The files, by what they do:
+//   engine.cpp       the loop, cross-thread calls, engine lifecycle
+//   stack.cpp        the public Stack handle: posts requests, reads state
+//   requests.cpp     start/stop/close requests, waiters, dependency gating
+//   actions.cpp      the service machine: dispatch() and the actions of its table
+//   capture.cpp      pipes, log lines, the event stream
+//   check_runner.cpp readiness and liveness checks, sd_notify
+//   environment.cpp  ports, private directories, templates, the child's environment
+#pragma once
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/datagram_protocol.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <future>
+#include <memory>
+#include <random>
+#include <regex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "corral/core/duration.hpp"
+#include "corral/engine/chores.hpp"
+#include "corral/engine/engine.hpp"
+#include "corral/engine/event_queue.hpp"
+#include "corral/engine/watcher.hpp"
+#include "corral/graph/graph.hpp"
+#include "corral/resources/ports.hpp"
+#include "corral/supervise/machine.hpp"
+#include "corral/supervise/restart.hpp"
+#include "corral/template/template.hpp"
+
+namespace corral {
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+using Descriptor = asio::posix::stream_descriptor;
+
+std::int64_t wall_ns();
+double wall_seconds();
+
+struct LogWaiter {
+  std::regex re;
+  std::uint64_t from = 0;
+  std::weak_ptr<Pending<Outcome>> result;
+};
+
+struct Waiter;
+
+// The one process a service may have. It is filled by the spawn action and emptied only
+// when that process has been reaped, and a spawn never happens while it is full: so a
+// service never has two processes, and a killed one is never left unreaped.
+struct Slot {
+  pid_t pid = 0;  // also its process group: the leader is unreaped while the slot is full
+  std::unique_ptr<Descriptor> pidfd, out, err;
+  LineSplitter out_split, err_split;
+  bool full() const noexcept { return pid > 0; }
+};
+
+// The live side of one service. Owned by its StackState; handlers capture the stack's
+// shared_ptr and compare a generation so that a callback of an earlier run is ignored.
+struct Svc {
+  Svc(asio::io_context& io, ServiceSpec s, std::size_t i)
+      : spec(std::move(s)), index(i), timer(io), deadline(io), check_timer(io),
+        logs(spec.log_lines, spec.log_bytes) {}
+
+  ServiceSpec spec;
+  std::size_t index;
+  State state = State::pending;
+  Slot proc;
+  pid_t last_pid = 0;  // of the last run, whose group may still have members dying
+
+  // What the requests want. A start sets want_up until the service is running (or can
+  // no longer get there); a stop sets want_down until it is down. `intent_gen` moves when
+  // a request reverses the last one (start after stop or stop after start), so a request
+  // that was overtaken completes as superseded instead of waiting forever.
+  bool want_up = false;
+  bool want_down = false;
+  bool intent_up = false;
+  unsigned intent_gen = 0;
+
+  unsigned generation = 0;  // bumped on every spawn
+  unsigned check_gen = 0;   // bumped whenever running checks must be forgotten
+
+  int restarts = 0;  // shown to users
+  int streak = 0;    // consecutive restarts, drives the backoff; reset by a stable run
+  int health_failures = 0;
+  int ready_attempts = 0;    // failed readiness attempts of this run
+  bool health_kill = false;  // this run was stopped because its liveness check failed
+  std::optional<int> exit_code;
+  bool ever_ready = false;    // this run became ready
+  bool spawned_once = false;  // spawned since the last start request
+  double restart_delay = 0;   // of the pending restart (set with exit_restart)
+  std::string reason;
+  std::string last_check;  // what the last failed readiness attempt said
+  Clock::time_point spawned_at{};
+  double started_wall = 0, ready_wall = 0;
+
+  asio::steady_timer timer;     // backoff, or the SIGKILL after stop_timeout
+  asio::steady_timer deadline;  // readiness deadline (the start budget)
+  // The start budget: from the first spawn of a start until ready, across crashes and
+  // restarts, so that a crash loop before readiness still ends at `start_timeout`.
+  bool budget = false;
+  Clock::time_point budget_end{};
+  unsigned deadline_gen = 0;
+  asio::steady_timer check_timer;  // next check attempt
+
+  std::vector<PortLease> leases;
+  std::map<std::string, int> ports;
+  LogRing logs;
+  std::optional<std::regex> ready_regex;
+  std::vector<LogWaiter> log_waiters;
+  std::vector<std::shared_ptr<Waiter>> waiters;  // those watching this service
+  std::string tmpdir;
+  std::string notify_path;
+  std::unique_ptr<asio::local::datagram_protocol::socket> notify;
+};
+
+// A blocking request (start, stop, wait_state, close) waiting on a set of services. It is
+// told only about changes of the services it watches and keeps a count of those in a good
+// state, so each event costs O(1) however large the stack: no rescans, no polling.
+struct Waiter {
+  std::function<bool(const Svc&)> good;                   // this target is where we want it
+  std::function<std::optional<Outcome>(const Svc&)> bad;  // this target makes it fail
+  // How the outcome reaches the caller; the default sets `result`. A stop delivers only
+  // after its sweep for escaped processes (off the engine thread).
+  std::function<void(Outcome)> deliver;
+  // start (true) or stop (false) request: it is superseded when a target's intent turns.
+  std::optional<bool> up;
+  std::vector<char> is_good;         // by service index
+  std::vector<unsigned> intent_at;   // by service index, for requests
+  std::size_t targets = 0, good_count = 0;
+  // Weak: a caller that gave up waiting (timeout) lets its waiter lapse.
+  std::weak_ptr<Pending<Outcome>> result;
+  std::shared_ptr<Pending<Outcome>> hold;  // set for waiters nobody else keeps (close)
+  bool done = false;
+
+  bool lapsed() const { return done || (!hold && result.expired()); }
+  void finish(Outcome o);
+  // Re-judges one target; finishes the waiter when that settles it.
+  void update(const Svc& s);
+};
+
+struct StackState : std::enable_shared_from_this<StackState> {
+  StackState(StackSpec s, Graph g) : spec(std::move(s)), graph(std::move(g)) {}
+  StackSpec spec;
+  Graph graph;
+  std::string id;
+  std::vector<std::unique_ptr<Svc>> services;
+  std::unordered_map<std::string, std::size_t> index;
+  std::vector<std::shared_ptr<Waiter>> waiters;  // every live waiter, to fail them on close
+  std::string tmpdir;
+  bool closing = false;
+  std::vector<std::shared_ptr<Pending<Outcome>>> close_results;  // set once it is closed
+  std::atomic<bool> closed{false};
+  EventQueue events;
+  // Pipes not re-armed while a lossless reader is behind: (service, stream, generation).
+  std::vector<std::tuple<std::size_t, Stream, unsigned>> paused_reads;
+
+  Svc& at(const std::string& name);
+};
+
+struct Engine::Impl {
+  asio::io_context io{1};
+  asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
+  std::thread thread;
+  std::thread::id thread_id;
+  std::unique_ptr<DeathWatcher> watcher;
+  std::vector<std::shared_ptr<StackState>> stacks;
+  std::mt19937_64 rng{std::random_device{}()};
+  std::array<char, 65536> read_buf{};
+  std::atomic<bool> alive{true};
+  unsigned long next_stack = 0;
+  Chores chores;  // declared last: joined first, while everything it posts to still exists
+
+  // Runs `f` on the engine thread and returns its result (or rethrows its exception).
+  template <class F>
+  auto call(F f) -> decltype(f());
+
+  // requests.cpp
+  void add_waiter(StackState& st, const std::shared_ptr<Waiter>& w, const std::vector<std::size_t>& targets);
+  void notify_waiters(Svc& s);
+  void changed(StackState& st, Svc& s);
+  static bool satisfied(const Svc& d, Condition c);
+  static std::optional<std::string> hopeless(const Svc& d, Condition c);
+  static bool is_down(const Svc& s);
+  void try_start(StackState& st, Svc& s);
+  void try_stop(StackState& st, Svc& s);
+  std::vector<std::size_t> indices(StackState& st, const std::vector<std::string>& names);
+  void set_intent(Svc& s, bool up);
+  void request_start(StackState& st, const std::vector<std::string>& names,
+                     const std::shared_ptr<Pending<Outcome>>& result);
+  void request_stop(StackState& st, const std::vector<std::string>& names,
+                    const std::shared_ptr<Pending<Outcome>>& result, std::shared_ptr<Pending<Outcome>> hold = {});
+  void request_close(const std::shared_ptr<StackState>& st, const std::shared_ptr<Pending<Outcome>>& done);
+  void sweep_escapees(const std::shared_ptr<StackState>& st, std::vector<std::size_t> only, std::function<void()> then);
+  void finish_close(const std::shared_ptr<StackState>& st);
+  void kill_all() noexcept;
+
+  // actions.cpp
+  bool dispatch(StackState& st, Svc& s, Event ev, std::string why = {}, std::string detail = {});
+  void run_action(StackState& st, Svc& s, Action a, const std::string& detail);
+  void act_spawn(StackState& st, Svc& s);
+  void act_became_ready(StackState& st, Svc& s);
+  void signal_group(Svc& s, int sig);
+  void arm_kill_timer(StackState& st, Svc& s);
+  void schedule_restart(StackState& st, Svc& s);
+  void end_budget(Svc& s);
+  void stop_checks(Svc& s);
+  void arm_exit(StackState& st, Svc& s);
+  void on_exit(StackState& st, Svc& s);
+  Event classify_exit(Svc& s, const ExitInfo& exit, std::string& why);
+
+  // capture.cpp
+  void publish_state(StackState& st, Svc& s, std::string detail);
+  void record_line(StackState& st, Svc& s, Stream stream, std::string_view text);
+  void arm_read(StackState& st, Svc& s, Stream which);
+  bool drain(StackState& st, Svc& s, Stream which, int rounds);
+  void resume_reads(StackState& st);
+  void close_pipes(StackState& st, Svc& s);
+
+  // check_runner.cpp
+  void open_notify(StackState& st, Svc& s);
+  void arm_notify(StackState& st, Svc& s);
+  void on_notify(StackState& st, Svc& s);
+  int check_port(const Svc& s, const CheckSpec& c);
+  void begin_checks(StackState& st, Svc& s, bool readiness);
+  void arm_deadline(StackState& st, Svc& s);
+  void schedule_attempt(StackState& st, Svc& s, bool readiness, unsigned gen, double delay);
+  void attempt(StackState& st, Svc& s, bool readiness, unsigned gen);
+  void on_probe(StackState& st, Svc& s, bool readiness, unsigned gen, bool ok, std::string detail);
+  void on_deadline(StackState& st, Svc& s);
+
+  // environment.cpp
+  void ensure_ports(Svc& s);
+  std::string ensure_stack_tmpdir(StackState& st);
+  std::string ensure_tmpdir(StackState& st, Svc& s);
+  TemplateResolver resolver(StackState& st, Svc& s);
+  std::vector<std::string> build_env(StackState& st, Svc& s, const TemplateResolver& resolve);
+};
+
+template <class F>
+auto Engine::Impl::call(F f) -> decltype(f()) {
+  if (!alive) throw Error("the corral engine is not running");
+  if (std::this_thread::get_id() == thread_id) return f();
+  std::packaged_task<decltype(f())()> task(std::move(f));
+  auto fut = task.get_future();
+  asio::post(io, [&task] { task(); });
+  return fut.get();
+}
+
+// The command as a shell would need it typed, for --verbose.
+std::string shell_join(const std::vector<std::string>& argv);
+
+}  // namespace corral

@@ -1,0 +1,112 @@
+// What a service is started with: its ports, its private directory, its templates filled
+// in, and the environment it gets (the owner's, minus what must not leak, plus corral's).
+#include <sys/stat.h>
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "corral/engine/engine_impl.hpp"
+
+namespace corral {
+namespace {
+
+std::string upper(std::string s) {
+  for (auto& c : s) c = (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : (c == '-' || c == '.') ? '_' : c;
+  return s;
+}
+
+}  // namespace
+
+// The command as a shell would need it typed, for --verbose.
+std::string shell_join(const std::vector<std::string>& argv) {
+  std::string out;
+  for (const auto& a : argv) {
+    if (!out.empty()) out += ' ';
+    bool plain = !a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") == std::string::npos;
+    if (plain) {
+      out += a;
+      continue;
+    }
+    out += '\'';
+    for (char c : a) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    out += '\'';
+  }
+  return out;
+}
+
+void Engine::Impl::ensure_ports(Svc& s) {
+  if (!s.leases.empty() || s.spec.ports.empty()) return;
+  for (const auto& name : s.spec.ports) {
+    s.leases.push_back(allocate_port());
+    s.ports[name] = s.leases.back().port();
+  }
+}
+
+std::string Engine::Impl::ensure_stack_tmpdir(StackState& st) {
+  if (!st.tmpdir.empty()) return st.tmpdir;
+  std::string base = fmt::format("{}/stacks", std::filesystem::path(port_lock_dir()).parent_path().string());
+  ::mkdir(base.c_str(), 0700);
+  std::string tmpl = fmt::format("{}/{}-XXXXXX", base, st.spec.name.empty() ? "stack" : st.spec.name.substr(0, 24));
+  if (::mkdtemp(tmpl.data()) == nullptr)
+    throw Error(fmt::format("cannot create a private directory: {}", std::strerror(errno)));
+  st.tmpdir = tmpl;
+  return st.tmpdir;
+}
+
+std::string Engine::Impl::ensure_tmpdir(StackState& st, Svc& s) {
+  if (!s.tmpdir.empty()) return s.tmpdir;
+  std::string dir = ensure_stack_tmpdir(st) + "/" + s.spec.name;
+  ::mkdir(dir.c_str(), 0700);
+  s.tmpdir = dir;
+  return dir;
+}
+
+TemplateResolver Engine::Impl::resolver(StackState& st, Svc& s) {
+  return [this, &st, &s](std::string_view key) -> std::optional<std::string> {
+    if (key == "name") return s.spec.name;
+    if (key == "tmpdir") return ensure_tmpdir(st, s);
+    if (key.rfind("port.", 0) == 0) {
+      ensure_ports(s);
+      auto it = s.ports.find(std::string(key.substr(5)));
+      if (it != s.ports.end()) return std::to_string(it->second);
+      return std::nullopt;
+    }
+    auto dot = key.find(".port.");
+    if (dot != std::string_view::npos) {
+      auto it = st.index.find(std::string(key.substr(0, dot)));
+      if (it == st.index.end()) return std::nullopt;
+      Svc& o = *st.services[it->second];
+      ensure_ports(o);
+      auto p = o.ports.find(std::string(key.substr(dot + 6)));
+      if (p != o.ports.end()) return std::to_string(p->second);
+    }
+    return std::nullopt;
+  };
+}
+
+std::vector<std::string> Engine::Impl::build_env(StackState& st, Svc& s, const TemplateResolver& resolve) {
+  std::map<std::string, std::string> env = st.spec.base_env;
+  // What the owner inherited from its own supervisor must not leak into services: a
+  // NOTIFY_SOCKET would let them notify systemd (or an outer corral), PORT and
+  // CORRAL_PORT_* would name the owner's ports, not theirs.
+  std::erase_if(env, [](const auto& kv) {
+    const auto& k = kv.first;
+    return k == "NOTIFY_SOCKET" || k == "PORT" || k == "CORRAL_SERVICE" || k == "CORRAL_STACK" ||
+           k.rfind("CORRAL_PORT_", 0) == 0;
+  });
+  env["CORRAL_STACK"] = st.id;
+  env["CORRAL_SERVICE"] = s.spec.name;
+  for (const auto& [name, port] : s.ports) env["CORRAL_PORT_" + upper(name)] = std::to_string(port);
+  if (s.ports.size() == 1) env["PORT"] = std::to_string(s.ports.begin()->second);
+  if (!s.notify_path.empty()) env["NOTIFY_SOCKET"] = s.notify_path;
+  for (const auto& [k, v] : s.spec.env) env[k] = render_template(v, resolve);
+  std::vector<std::string> out;
+  out.reserve(env.size());
+  for (auto& [k, v] : env) out.push_back(k + "=" + v);
+  return out;
+}
+
+}  // namespace corral

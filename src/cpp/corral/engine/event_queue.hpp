@@ -1,0 +1,78 @@
+// The event stream of one stack (log lines and state changes, oldest first), shared by the
+// engine thread (producer) and one reader thread (a CLI, a notebook). It is the only state
+// of a stack that another thread touches, so it has its own lock.
+//
+// Bounded by bytes, not by count (a count bound let 64k lines of 16 KiB each take a GiB).
+// Two modes, chosen by the reader when it subscribes:
+// - lossy (the default): past the budget the oldest *log* events are dropped and counted;
+//   state events are kept, so a reader always learns every state change (only past a hard
+//   cap of state events alone, which takes a reader that never reads, do they go too);
+// - lossless (`corral up`): nothing is dropped; past the budget the engine stops reading
+//   the stack's pipes (`over_budget()`), so the services block on their own writes, and
+//   the reader resumes them (`pop` says when) once it has drained half of it.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "corral/core/types.hpp"
+#include "corral/logs/log_buffer.hpp"
+
+namespace corral {
+
+struct EngineEvent {
+  enum class Kind : std::uint8_t { log, state, dropped };
+  Kind kind = Kind::log;
+  std::string service;
+  State state = State::pending;  // state events
+  Stream stream = Stream::out;   // log events
+  std::string text;              // log line, or the reason of a state change
+  std::int64_t time_ns = 0;
+  std::optional<int> exit_code;  // state events after an exit
+};
+
+class EventQueue {
+ public:
+  static constexpr std::size_t default_budget = 16u << 20;
+
+  explicit EventQueue(std::size_t budget_bytes = default_budget) : budget_(budget_bytes) {}
+
+  // Engine thread. Nothing is queued before the first subscribe().
+  bool subscribed() const noexcept { return subscribed_.load(std::memory_order_relaxed); }
+  void push(EngineEvent ev);
+  // Lossless and past the budget: the engine must stop reading pipes until resumed.
+  bool over_budget() const noexcept { return paused_.load(std::memory_order_relaxed); }
+
+  // Reader thread. The first call decides the mode; false when the stack is closed.
+  bool subscribe(bool lossless);
+  // Waits up to `timeout` seconds (< 0: forever) for at least one event, then takes up to
+  // `max`. `resume` is set when the engine should read pipes again.
+  std::vector<EngineEvent> pop(double timeout, std::size_t max, bool& resume);
+  // Wakes the reader for good: pop returns at once from now on.
+  void close();
+  bool closed() const noexcept { return closed_.load(); }
+
+  std::size_t bytes() const;
+
+ private:
+  static std::size_t cost(const EngineEvent& e) noexcept { return 64 + e.service.size() + e.text.size(); }
+  void evict_locked();
+
+  const std::size_t budget_;
+  std::atomic<bool> subscribed_{false}, paused_{false}, closed_{false};
+  bool lossless_ = false;
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<EngineEvent> events_;
+  std::size_t bytes_ = 0, state_bytes_ = 0;
+  std::uint64_t dropped_ = 0;
+};
+
+}  // namespace corral

@@ -1,0 +1,185 @@
+// The public Stack handle: every method posts to the engine thread (Impl::call) or reads
+// the stack's event queue; none touches service state from the caller's thread.
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "corral/engine/engine_impl.hpp"
+#include "corral/metrics/proc_sample.hpp"
+
+namespace corral {
+
+Stack::Stack(std::shared_ptr<Engine> engine, std::shared_ptr<StackState> state)
+    : engine_(std::move(engine)), state_(std::move(state)) {}
+
+// Does not wait: the thread that drops the last handle (Python's garbage collector, say)
+// must not block for a stop_timeout. The close goes on in the engine, which keeps the
+// stack's state alive until it is done; engine shutdown kills whatever is still running.
+Stack::~Stack() {
+  if (!engine_->impl().alive) return;
+  try {
+    close();
+  } catch (...) {
+    // The engine went away underneath us; its shutdown killed everything.
+  }
+}
+
+const std::string& Stack::name() const noexcept { return state_->spec.name; }
+
+std::vector<std::string> Stack::service_names() const {
+  std::vector<std::string> out;
+  for (const auto& s : state_->spec.services) out.push_back(s.name);
+  return out;
+}
+
+std::vector<std::vector<std::string>> Stack::levels() const {
+  std::vector<std::vector<std::string>> out;
+  for (const auto& level : state_->graph.levels()) {
+    out.emplace_back();
+    for (auto i : level) out.back().push_back(state_->spec.services[i].name);
+  }
+  return out;
+}
+
+std::vector<Dependency> Stack::dependencies(const std::string& name) const {
+  for (const auto& s : state_->spec.services)
+    if (s.name == name) return s.depends_on;
+  throw Error(fmt::format("stack '{}' has no service '{}'", state_->spec.name, name));
+}
+
+std::shared_ptr<Pending<Outcome>> Stack::start(const std::vector<std::string>& names) {
+  auto result = std::make_shared<Pending<Outcome>>();
+  engine_->impl().call([&] { engine_->impl().request_start(*state_, names, result); });
+  return result;
+}
+
+std::shared_ptr<Pending<Outcome>> Stack::stop(const std::vector<std::string>& names) {
+  auto result = std::make_shared<Pending<Outcome>>();
+  engine_->impl().call([&] { engine_->impl().request_stop(*state_, names, result); });
+  return result;
+}
+
+std::shared_ptr<Pending<Outcome>> Stack::wait_state(const std::string& name, State state) {
+  auto result = std::make_shared<Pending<Outcome>>();
+  engine_->impl().call([&] {
+    auto& st = *state_;
+    Svc& s = st.at(name);
+    if (st.closed) return result->set(Outcome{false, name, "the stack was closed"});
+    auto w = std::make_shared<Waiter>();
+    w->result = result;
+    w->good = [state](const Svc& x) { return x.state == state; };
+    w->bad = [state](const Svc& x) -> std::optional<Outcome> {
+      if (x.state != state && is_settled(x.state) && !x.want_up)
+        return Outcome{false, x.spec.name,
+                       fmt::format("is {}{}{}", to_string(x.state), x.reason.empty() ? "" : ": ", x.reason)};
+      return std::nullopt;
+    };
+    engine_->impl().add_waiter(st, w, {s.index});
+  });
+  return result;
+}
+
+std::shared_ptr<Pending<Outcome>> Stack::wait_log(const std::string& name, const std::string& regex,
+                                                  std::uint64_t from_seq) {
+  std::regex re;
+  try {
+    re = std::regex(regex, std::regex::ECMAScript);
+  } catch (const std::regex_error& e) {
+    throw ConfigError(fmt::format("'{}' is not a valid regex: {}", regex, e.what()));
+  }
+  auto result = std::make_shared<Pending<Outcome>>();
+  engine_->impl().call([&] {
+    auto& st = *state_;
+    Svc& s = st.at(name);
+    for (const auto& line : s.logs.lines())
+      if (line.seq >= from_seq && std::regex_search(line.text, re)) {
+        result->set(Outcome{true, name, line.text});
+        return;
+      }
+    if (st.closed) return result->set(Outcome{false, name, "the stack was closed"});
+    // Waits whose callers gave up (a timeout) go now, so they cannot pile up on a quiet
+    // service that never prints the line that would have pruned them.
+    std::erase_if(s.log_waiters, [](const LogWaiter& w) { return w.result.expired(); });
+    s.log_waiters.push_back({std::move(re), from_seq, result});
+  });
+  return result;
+}
+
+namespace {
+ServiceStatus status_of(const Svc& s) {
+  ServiceStatus r;
+  r.name = s.spec.name;
+  r.state = s.state;
+  r.pid = s.proc.pid;
+  r.restarts = s.restarts;
+  r.exit_code = s.exit_code;
+  r.ports = s.ports;
+  r.reason = s.reason;
+  r.started_at = s.started_wall;
+  r.ready_at = s.ready_wall;
+  r.log_lines = s.logs.next_seq();
+  r.log_dropped = s.logs.dropped();
+  return r;
+}
+}  // namespace
+
+std::vector<ServiceStatus> Stack::status() {
+  return engine_->impl().call([&] {
+    std::vector<ServiceStatus> out;
+    out.reserve(state_->services.size());
+    for (const auto& s : state_->services) out.push_back(status_of(*s));
+    return out;
+  });
+}
+
+ServiceStatus Stack::status(const std::string& name) {
+  return engine_->impl().call([&] { return status_of(state_->at(name)); });
+}
+
+std::vector<LogLine> Stack::logs(const std::string& name, long tail) {
+  return engine_->impl().call([&] { return state_->at(name).logs.tail(tail); });
+}
+
+bool Stack::signal(const std::string& name, int sig) {
+  return engine_->impl().call([&] {
+    Svc& s = state_->at(name);
+    if (!s.proc.full() || !s.proc.pidfd) return false;
+    // Through the pidfd: never a bare pid that might have been recycled.
+    return ::syscall(SYS_pidfd_send_signal, s.proc.pidfd->native_handle(), sig, nullptr, 0) == 0;
+  });
+}
+
+std::vector<ProcessSample> Stack::sample() {
+  auto groups = engine_->impl().call([&] {
+    std::vector<std::pair<std::string, pid_t>> out;
+    for (const auto& s : state_->services) out.emplace_back(s->spec.name, s->proc.pid);
+    return out;
+  });
+  return sample_groups(groups);
+}
+
+void Stack::subscribe(bool lossless) { state_->events.subscribe(lossless); }
+
+std::vector<EngineEvent> Stack::events(double timeout, std::size_t max) {
+  auto& q = state_->events;
+  if (!q.subscribed() && !q.subscribe(false)) return {};
+  bool resume = false;
+  auto out = q.pop(timeout, max, resume);
+  if (resume && engine_->impl().alive) {
+    auto st = state_;
+    Engine::Impl* impl = &engine_->impl();
+    asio::post(impl->io, [impl, st] { impl->resume_reads(*st); });
+  }
+  return out;
+}
+
+std::shared_ptr<Pending<Outcome>> Stack::close() {
+  auto done = std::make_shared<Pending<Outcome>>();
+  auto st = state_;
+  Engine::Impl* impl = &engine_->impl();
+  impl->call([&] { impl->request_close(st, done); });
+  return done;
+}
+
+}  // namespace corral
