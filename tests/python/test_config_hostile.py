@@ -525,3 +525,14 @@ def test_bad_wait_timeouts(make_stack, helper):
     assert stack["a"].state == "pending"  # nothing was started by the refused call
     with pytest.raises(corral.Timeout):
         stack.wait("a", "ready", timeout=-5)  # negative: do not wait
+
+
+def test_owner_environment_that_is_not_utf8(make_stack, helper, monkeypatch):
+    # Before: the binding could not encode the surrogate, so every start raised TypeError.
+    monkeypatch.setenv("CORRAL_TEST_LATIN1", "caf\udce9")  # the bytes b"caf\xe9"
+    stack = make_stack()
+    stack.add("svc", [helper, "pause"])
+    stack.start(timeout=60)
+    with open(f"/proc/{stack['svc'].pid}/environ", "rb") as f:
+        environ = f.read().split(b"\0")
+    assert b"CORRAL_TEST_LATIN1=caf\xe9" in environ  # passed on unchanged

@@ -342,7 +342,9 @@ class Stack:
         s.name = self.name or "corral"
         expanded = _expand_replicas(list(self._specs.values()))
         s.services = [_service_to_core(spec, name) for name, spec in expanded]
-        s.base_env = dict(os.environ)
+        # As bytes: one variable that is not UTF-8 in the owner's environment must neither
+        # stop every start (the binding cannot encode its surrogates) nor be altered.
+        s.base_env = dict(os.environb)
         return s
 
     def _validate(self) -> None:
