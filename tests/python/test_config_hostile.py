@@ -536,3 +536,9 @@ def test_owner_environment_that_is_not_utf8(make_stack, helper, monkeypatch):
     with open(f"/proc/{stack['svc'].pid}/environ", "rb") as f:
         environ = f.read().split(b"\0")
     assert b"CORRAL_TEST_LATIN1=caf\xe9" in environ  # passed on unchanged
+
+
+def test_environ_values_that_are_not_strings():
+    # Before: TypeError from inside re.sub.
+    err = config_error(parse_config, {"services": {"a": {"command": "${X}"}}}, environ={"X": 1})
+    assert (err.service, err.key) == ("a", "command") and "'X' is not a string" in str(err)

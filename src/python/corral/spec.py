@@ -573,6 +573,9 @@ def _expand_text(text: str, environ: Mapping[str, str]) -> str:
             )
         name, default = ref.group(1), ref.group(2)
         found = environ.get(name)
+        if found is not None and not isinstance(found, str):
+            # `environ` is the caller's mapping: a non-str value would fail inside re.sub.
+            raise ConfigError(f"environment variable '{name}' is not a string: {_show(found)}")
         if found is None or (found == "" and default is not None):
             if default is None:
                 raise ConfigError(

@@ -344,7 +344,7 @@ class Stack:
         s.services = [_service_to_core(spec, name) for name, spec in expanded]
         # As bytes: one variable that is not UTF-8 in the owner's environment must neither
         # stop every start (the binding cannot encode its surrogates) nor be altered.
-        s.base_env = dict(os.environb)
+        s.base_env = dict(os.environb)  # type: ignore[arg-type]  # std::string takes bytes too
         return s
 
     def _validate(self) -> None:
