@@ -359,7 +359,8 @@ _configs = st.fixed_dictionaries(
 )
 # A bounded run in the test command; CORRAL_HUNT_EXAMPLES=5000 for a longer hunt.
 _HUNT = settings(max_examples=int(os.environ.get("CORRAL_HUNT_EXAMPLES", "100")), deadline=None,
-                 derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+                 derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                        HealthCheck.function_scoped_fixture])
 
 
 def _only_config_errors(fn) -> None:
@@ -386,7 +387,7 @@ def _children() -> set[int]:
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def nothing_started():
     before = _children()
     yield
