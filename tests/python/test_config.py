@@ -150,7 +150,7 @@ def test_check_classes_and_defaults():
         (lambda: TcpCheck(True), "port", "port name"),
         (lambda: TcpCheck("main", interval=0), "interval", "> 0"),
         (lambda: TcpCheck("main", timeout=-1), "timeout", "> 0"),
-        (lambda: TcpCheck("main", start_timeout=float("inf")), "start_timeout", "finite"),
+        (lambda: TcpCheck("main", start_timeout=float("nan")), "start_timeout", "expected a number"),
         (lambda: TcpCheck("main", interval="1"), "interval", "expected a number"),
         (lambda: TcpCheck("main", retries=0), "retries", ">= 1"),
         (lambda: TcpCheck("main", retries=1.5), "retries", "whole number"),

@@ -17,13 +17,15 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from .errors import ConfigError, _integer, _keyed, _number, _show
+from .errors import ConfigError, _integer, _keyed, _number, _number_text, _show, _utf8
 
 __all__ = ["Check", "ExecCheck", "HttpCheck", "LogCheck", "NotifyCheck", "TcpCheck"]
 
 # A port name must be usable in `{{port.NAME}}` and as `CORRAL_PORT_<NAME>`.
 _PORT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_PORT_NUMBER = re.compile(r"[0-9]+\Z")
+# At most 9 digits: int() of a longer string is never a port, and of a very long one
+# (over 4,300 digits) raises ValueError instead of failing the range check below.
+_PORT_NUMBER = re.compile(r"[0-9]{1,9}\Z")
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -166,7 +168,7 @@ def _http_path(value: object) -> str:
         raise ConfigError(f"expected a URL path starting with '/', got {_show(value)}")
     if any(c.isspace() for c in value):
         raise ConfigError(f"a URL path cannot contain whitespace, got {_show(value)}")
-    return value
+    return _utf8(value, "a URL path")
 
 
 def _http_status(value: object) -> int:
@@ -178,6 +180,7 @@ def _http_status(value: object) -> int:
 def _regex(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"expected a non-empty regular expression, got {_show(value)}")
+    _utf8(value, "a regular expression")
     # The engine runs the pattern (C++ std::regex, ECMAScript syntax), so the engine judges
     # it: a Python-only construct such as (?P<name>...) is an error here, not at start.
     from . import _core
@@ -194,7 +197,7 @@ def _text(value: str, what: str) -> str:
     # A NUL byte would silently truncate the string on its way to execve().
     if "\0" in value:
         raise ConfigError(f"{what} cannot contain a NUL character, got {_show(value)}")
-    return value
+    return _utf8(value, what)
 
 
 def _command(value: object) -> str | list[str]:
@@ -217,7 +220,7 @@ def _command(value: object) -> str | list[str]:
             elif isinstance(item, os.PathLike):
                 argv.append(_text(os.fsdecode(os.fspath(item)), "a command argument"))
             elif isinstance(item, (int, float)) and not isinstance(item, bool):
-                argv.append(str(item))
+                argv.append(_number_text(item))
             else:
                 raise ConfigError(
                     f"expected command arguments to be strings, got {_show(item)} in {_show(value)}"

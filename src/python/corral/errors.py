@@ -67,7 +67,9 @@ class ConfigError(CorralError, ValueError):
             parts.append(f"service '{self.service}'")
         if self.key is not None and f"'{self.key}'" not in reason and f"{self.key}:" not in reason:
             parts.append(f"key '{self.key}'")
-        return ": ".join([*parts, reason])
+        # A file name with undecodable bytes, or a lone surrogate from the user's input,
+        # would make print() of the message raise UnicodeEncodeError: escape them.
+        return _printable(": ".join([*parts, reason]))
 
     def _add_context(
         self, *, file: str | None = None, service: str | None = None, key: str | None = None
@@ -152,40 +154,103 @@ def _keyed(key: str, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         raise
 
 
+def _printable(text: str) -> str:
+    """`text` with lone surrogates written as ``\\udcff`` escapes, so it can be encoded."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def _show(value: object, limit: int = 60) -> str:
-    """A short repr for messages: enough to recognise the value, never a wall of text."""
-    text = repr(value)
+    """A short repr for messages: enough to recognise the value, never a wall of text.
+
+    repr() of a structure nested thousands deep raises RecursionError, and a user's own
+    __repr__ may raise anything: the message must still be built, so fall back to the type.
+    """
+    try:
+        text = repr(value)
+    except Exception:  # RecursionError included
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _number(value: object, *, minimum: float = 0.0, strict: bool = True) -> float:
-    """A finite real number above `minimum` (or equal to it when not `strict`).
+#: The longest duration corral passes on, in seconds (about 31.7 years). The engine keeps
+#: deadlines as signed 64-bit nanoseconds, which overflow above ~9.2e9 s; anything longer
+#: than this already means "forever", so it is clamped here instead of refused.
+MAX_SECONDS = 1e9
 
+#: The largest count the engine stores (a C int); retries and max_restarts stop here.
+MAX_COUNT = 2**31 - 1
+
+
+def _number(value: object, *, minimum: float = 0.0, strict: bool = True) -> float:
+    """A duration in seconds above `minimum` (or equal to it when not `strict`).
+
+    NaN is refused; ``inf`` and huge values (``1e400``, ``2**1024``) mean "forever" and are
+    clamped to `MAX_SECONDS`, so they reach the engine as a value it cannot overflow.
     bools are rejected although they are ints: ``interval = true`` is a mistake, not 1.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"expected a number, got {_show(value)}")
-    result = float(value)
-    if not math.isfinite(result):
-        raise ConfigError(f"expected a finite number, got {_show(value)}")
+    try:
+        result = float(value)
+    except OverflowError:  # an int beyond the float range
+        result = math.inf if value > 0 else -math.inf
+    if math.isnan(result):
+        raise ConfigError(f"expected a number, got {_show(value)}")
     if result < minimum or (strict and result == minimum):
         bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
         raise ConfigError(f"expected a number {bound}, got {_show(value)}")
-    return result
+    return min(result, MAX_SECONDS)
 
 
-def _integer(value: object, *, minimum: int) -> int:
-    """A whole number >= `minimum`; bools and floats (even 3.0) are rejected."""
+def _integer(value: object, *, minimum: int, maximum: int = MAX_COUNT) -> int:
+    """A whole number in [`minimum`, `maximum`]; bools and floats (even 3.0) are rejected.
+
+    The upper bound keeps values within what the engine stores (a C int), so a huge number
+    is a ConfigError here rather than an OverflowError or TypeError from the binding.
+    """
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"expected a whole number >= {minimum}, got {_show(value)}")
     if value < minimum:
-        raise ConfigError(f"expected a whole number >= {minimum}, got {value}")
+        raise ConfigError(f"expected a whole number >= {minimum}, got {_show(value)}")
+    if value > maximum:
+        raise ConfigError(f"expected a whole number <= {maximum:,}, got {_show(value)}")
     return int(value)
+
+
+def _number_text(value: float) -> str:
+    """str() of a number given as a command argument or variable value.
+
+    str() of an int with more than 4,300 digits raises ValueError (CPython's guard against
+    quadratic conversion); such a number is never meant, so it is a ConfigError.
+    """
+    try:
+        return str(value)
+    except ValueError:
+        raise ConfigError(f"number too large to use as text, got {_show(value)}") from None
+
+
+def _utf8(value: str, what: str) -> str:
+    """`value` unless it holds a lone surrogate (from a non-UTF-8 file name decoded with
+    surrogateescape, or a ``"\\udc80"`` escape), which cannot be encoded for the engine."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(
+            f"{what} must be UTF-8 text; it holds a lone surrogate (such as undecodable bytes "
+            f"of a file name), got {_show(value)}"
+        ) from None
+    return value
 
 
 def _suggest(word: str, choices: Sequence[str]) -> str:
     """`` (did you mean 'x'?)`` for a likely typo of one of `choices`, else ``""``."""
     import difflib
 
+    if len(word) > 100:  # no typo is that long, and difflib's cost grows with the length
+        return ""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import re
 import signal
@@ -34,7 +35,7 @@ from .checks import (
     TcpCheck,
     _command,
 )
-from .errors import ConfigError, _integer, _keyed, _number, _show, _suggest
+from .errors import MAX_SECONDS, ConfigError, _integer, _keyed, _number, _number_text, _show, _suggest, _utf8
 from .restart import Restart
 
 __all__ = [
@@ -47,6 +48,8 @@ __all__ = [
     "make_service",
     "parse_config",
     "restart_from_value",
+    "stack_name",
+    "wait_timeout",
 ]
 
 #: Dependency conditions as written -> as stored ("healthy" is compose's word for "ready").
@@ -74,8 +77,20 @@ SERVICE_KEYS = (
 )
 
 _TOP_KEYS = ("name", "services")
-# Names end up in templates ({{db.port.main}}), file names and log prefixes.
-_SERVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
+# Names end up in templates ({{db.port.main}}), file and socket names, log prefixes and
+# Prometheus labels: ASCII only, no '/', no quotes or control characters, not '.' or '..',
+# and short enough that `name-10000` still fits in a socket path (108 bytes).
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
+_NAME_RULE = "use up to 64 letters, digits, '_', '.' and '-', not starting with '.' or '-'"
+#: The most copies `replicas` may ask for: each is a process, a pipe pair and a status row.
+MAX_REPLICAS = 10_000
+# How deep a config may nest (tables in tables, lists in lists). Real configs use 4 or 5
+# levels; the limit keeps recursive code far from Python's recursion limit.
+_MAX_DEPTH = 32
+# The most YAML nodes a document may expand to once its aliases are followed: a few
+# hundred aliases nested in one another ("billion laughs") would otherwise expand to
+# billions of nodes and hang the loader.
+_MAX_YAML_NODES = 100_000
 _CHECK_KINDS = ("tcp", "http", "log", "exec", "notify")
 _CHECK_OPTIONS = ("interval", "timeout", "start_timeout", "retries")
 _HTTP_OPTIONS = ("port", "status")
@@ -152,7 +167,7 @@ def make_service(
             restart=_keyed("restart", _restart, restart),
             stop_signal=_keyed("stop_signal", _signal, stop_signal),
             stop_timeout=_keyed("stop_timeout", _number, stop_timeout, strict=False),
-            replicas=_keyed("replicas", _integer, replicas, minimum=1),
+            replicas=_keyed("replicas", _integer, replicas, minimum=1, maximum=MAX_REPLICAS),
             log_lines=_keyed("log_lines", _integer, log_lines, minimum=1),
         )
     except ConfigError as err:
@@ -209,7 +224,7 @@ def load_file(
     `cwd` is taken relative to the file's directory, as docker compose does, so the file
     works from wherever it is loaded.
     """
-    file = os.fsdecode(os.fspath(path))
+    file = _file_name(path)
     suffix = Path(file).suffix.lower()
     if suffix not in (".toml", ".yaml", ".yml"):
         raise ConfigError(
@@ -220,6 +235,13 @@ def load_file(
     data = _parse_toml(text, file) if suffix == ".toml" else _parse_yaml(text, file)
     config = parse_config(data, file=file, environ=environ)
     base = os.path.dirname(os.path.abspath(file))
+    try:
+        # The file's directory becomes the services' working directory: the engine can
+        # only pass it on if it is text.
+        _utf8(base, "the directory of a config file")
+    except ConfigError as err:
+        err._add_context(file=file)
+        raise
     for spec in config.services:
         if spec.cwd is not None:
             spec.cwd = _relative_to(spec.cwd, base)
@@ -294,6 +316,18 @@ def _check_dependencies(specs: list[ServiceSpec]) -> None:
                 )
 
 
+def _file_name(path: object) -> str:
+    """The path of a config file as text; bytes that are not UTF-8 become surrogates
+    (os.fsdecode), which messages show escaped."""
+    try:
+        file = os.fsdecode(os.fspath(path))  # type: ignore[call-overload]
+    except TypeError:
+        raise ConfigError(f"expected a file path (str or os.PathLike), got {_show(path)}") from None
+    if "\0" in file:
+        raise ConfigError(f"a file path cannot contain a NUL character, got {_show(file)}")
+    return file
+
+
 def _known_key(key: Any, known: tuple[str, ...], *, allow_extension: bool = False) -> None:
     if not isinstance(key, str):
         raise ConfigError(f"expected keys to be strings, got {_show(key)}")
@@ -309,14 +343,16 @@ def _read_text(file: str) -> str:
         raise ConfigError("no such file", file=file) from None
     except IsADirectoryError:
         raise ConfigError("is a directory, not a config file", file=file) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror or exc}", file=file) from None
+    except (OSError, ValueError) as exc:  # ValueError: a path the OS cannot take
+        reason = getattr(exc, "strerror", None) or exc
+        raise ConfigError(f"cannot read the file: {reason}", file=file) from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=file) from None
 
 
+_TOO_DEEP = f"nested too deeply (at most {_MAX_DEPTH} levels of tables and lists)"
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*\Z")
 
 
@@ -328,6 +364,8 @@ def _parse_toml(text: str, file: str) -> Any:
         import tomli as tomllib
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(_TOO_DEEP, file=file) from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         where = _TOML_POSITION.search(message)
@@ -371,7 +409,74 @@ def _yaml_loader() -> Any:
                     )
             return super().construct_mapping(node, deep=deep)
 
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            # The composer recurses once per level, and the scanner's cost grows with the
+            # square of the depth (10,000 '[' take 8 s): stop at the limit, before both.
+            self._depth = getattr(self, "_depth", 0) + 1
+            try:
+                if self._depth > _MAX_DEPTH + 1:
+                    mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                    raise ConfigError(_TOO_DEEP, line=mark.line + 1, column=mark.column + 1)
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+        def get_single_data(self) -> Any:
+            # Measure the document's size with its aliases followed before building it: the
+            # constructor shares aliased objects, but everything downstream walks them.
+            node = self.get_single_node()
+            if node is None:
+                return None
+            _check_yaml_size(node)
+            return self.construct_document(node)
+
     return _YamlLoader
+
+
+def _check_yaml_size(root: Any) -> None:
+    """Refuses a YAML node graph that expands beyond _MAX_YAML_NODES or refers to itself.
+
+    Walks the graph once (iteratively, shared nodes measured once) and computes how many
+    nodes each one stands for when every alias is replaced by a copy of its target.
+    """
+    import yaml
+
+    def children(node: Any) -> list[Any]:
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        return []
+
+    sizes: dict[int, int] = {}
+    active = {id(root)}
+    todo = [(root, iter(children(root)))]
+    while todo:
+        node, pending = todo[-1]
+        for child in pending:
+            if id(child) in sizes:
+                continue
+            if id(child) in active:
+                raise ConfigError(
+                    "invalid YAML: an alias refers to a node that contains it",
+                    line=child.start_mark.line + 1,
+                    column=child.start_mark.column + 1,
+                )
+            active.add(id(child))
+            todo.append((child, iter(children(child))))
+            break
+        else:
+            todo.pop()
+            active.discard(id(node))
+            size = 1 + sum(sizes[id(c)] for c in children(node))
+            if size > _MAX_YAML_NODES:
+                raise ConfigError(
+                    f"invalid YAML: the document expands to more than {_MAX_YAML_NODES:,} "
+                    "values once its aliases are followed",
+                    line=node.start_mark.line + 1,
+                    column=node.start_mark.column + 1,
+                )
+            sizes[id(node)] = size
 
 
 def _parse_yaml(text: str, file: str) -> Any:
@@ -379,6 +484,11 @@ def _parse_yaml(text: str, file: str) -> Any:
 
     try:
         return yaml.load(text, Loader=_yaml_loader())
+    except RecursionError:
+        raise ConfigError(_TOO_DEEP, file=file) from None
+    except ConfigError as err:
+        err._add_context(file=file)
+        raise
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "syntax error"
@@ -391,6 +501,8 @@ def _parse_yaml(text: str, file: str) -> Any:
             column=None if mark is None else mark.column + 1,
         ) from None
     except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", file=file) from None
+    except (ValueError, OverflowError) as exc:  # e.g. a timestamp such as 2024-13-45
         raise ConfigError(f"invalid YAML: {exc}", file=file) from None
 
 
@@ -411,8 +523,15 @@ _REFERENCE = re.compile(r"\$\$|\$\{([^}]*)\}|\$\{")
 _VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?\Z", re.DOTALL)
 
 
-def _expand(value: Any, environ: Mapping[str, str], path: tuple[Any, ...]) -> Any:
-    """`value` with ``${VAR}`` expanded in every string, recursively; keys are kept."""
+def _expand(value: Any, environ: Mapping[str, str], path: tuple[Any, ...], depth: int = 0) -> Any:
+    """`value` with ``${VAR}`` expanded in every string, recursively; keys are kept.
+
+    Also the one walk over the whole tree, so it refuses nesting deeper than _MAX_DEPTH
+    (a dict built in Python may nest without limit, or even contain itself).
+    """
+    if depth > _MAX_DEPTH and isinstance(value, (Mapping, list)):
+        service, key = _location(path[:3])  # where it starts, not 32 keys deep
+        raise ConfigError(_TOO_DEEP, service=service, key=key)
     if isinstance(value, str):
         try:
             return _expand_text(value, environ)
@@ -421,18 +540,19 @@ def _expand(value: Any, environ: Mapping[str, str], path: tuple[Any, ...]) -> An
             err._add_context(service=service, key=key)
             raise
     if isinstance(value, Mapping):
-        return {k: _expand(v, environ, (*path, k)) for k, v in value.items()}
+        return {k: _expand(v, environ, (*path, k), depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand(v, environ, path) for v in value]
+        return [_expand(v, environ, path, depth + 1) for v in value]
     return value
 
 
 def _location(path: tuple[Any, ...]) -> tuple[str | None, str | None]:
     """(service, dotted key) of a position in the file's tree."""
-    if len(path) >= 2 and path[0] == "services":
-        rest = ".".join(str(p) for p in path[2:])
-        return str(path[1]), rest or None
-    return None, ".".join(str(p) for p in path) or None
+    names = [p if isinstance(p, str) else _show(p) for p in path]
+    if len(names) >= 2 and names[0] == "services":
+        rest = ".".join(names[2:])
+        return names[1], rest or None
+    return None, ".".join(names) or None
 
 
 def _expand_text(text: str, environ: Mapping[str, str]) -> str:
@@ -453,6 +573,9 @@ def _expand_text(text: str, environ: Mapping[str, str]) -> str:
             )
         name, default = ref.group(1), ref.group(2)
         found = environ.get(name)
+        if found is not None and not isinstance(found, str):
+            # `environ` is the caller's mapping: a non-str value would fail inside re.sub.
+            raise ConfigError(f"environment variable '{name}' is not a string: {_show(found)}")
         if found is None or (found == "" and default is not None):
             if default is None:
                 raise ConfigError(
@@ -468,24 +591,39 @@ def _expand_text(text: str, environ: Mapping[str, str]) -> str:
 # -- option validators -----------------------------------------------------------------
 
 
-def _service_name(value: object) -> str:
-    if not isinstance(value, str) or not _SERVICE_NAME.match(value):
-        raise ConfigError(
-            f"invalid service name {_show(value)}: use letters, digits, '_', '.' and '-', "
-            "not starting with '.' or '-'"
-        )
-    return value
+def stack_name(value: object) -> str | None:
+    """`value` if it is a valid stack name (or None); else a ConfigError naming it.
 
-
-def _stack_name(value: object) -> str | None:
+    A stack's name reaches file names, socket paths and Prometheus labels, so it follows
+    the rule of service names (see docs/config-reference.md).
+    """
     if value is None:
         return None
     if not isinstance(value, str) or not _SERVICE_NAME.match(value):
-        raise ConfigError(
-            f"invalid stack name {_show(value)}: use letters, digits, '_', '.' and '-', "
-            "not starting with '.' or '-'"
-        )
+        raise ConfigError(f"invalid stack name {_show(value)}: {_NAME_RULE}")
     return value
+
+
+def wait_timeout(value: object) -> float | None:
+    """The `timeout` argument of a blocking call, as the engine can take it.
+
+    None, ``inf`` and anything beyond MAX_SECONDS mean "wait forever" and become None: the
+    binding turns seconds into a steady_clock deadline, which would overflow and expire at
+    once. A negative timeout means "do not wait". NaN and non-numbers are ConfigErrors.
+    """
+    if value is None:
+        return None
+    seconds = _keyed("timeout", _number, value, minimum=-math.inf, strict=False)
+    return None if seconds >= MAX_SECONDS else max(seconds, 0.0)
+
+
+def _service_name(value: object) -> str:
+    if not isinstance(value, str) or not _SERVICE_NAME.match(value):
+        raise ConfigError(f"invalid service name {_show(value)}: {_NAME_RULE}")
+    return value
+
+
+_stack_name = stack_name
 
 
 def _ports(value: object) -> list[str]:
@@ -521,6 +659,7 @@ def _env(value: object) -> dict[str, str]:
     for name, item in value.items():
         if not isinstance(name, str) or not name or "=" in name or "\0" in name:
             raise ConfigError(f"invalid variable name {_show(name)}")
+        _utf8(name, "a variable name")
         result[name] = _keyed(name, _env_value, item)
     return result
 
@@ -529,14 +668,14 @@ def _env_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"  # as written in the file, not Python's "True"
     if isinstance(value, (int, float)):
-        return str(value)
+        return _number_text(value)
     if isinstance(value, os.PathLike):
         value = os.fsdecode(os.fspath(value))
     if not isinstance(value, str):
         raise ConfigError(f"expected a string, number or boolean, got {_show(value)}")
     if "\0" in value:
         raise ConfigError("a variable cannot contain a NUL character")
-    return value
+    return _utf8(value, "a variable")
 
 
 def _cwd(value: object) -> str | None:
@@ -546,7 +685,7 @@ def _cwd(value: object) -> str | None:
         value = os.fsdecode(os.fspath(value))
     if not isinstance(value, str) or not value or "\0" in value:
         raise ConfigError(f"expected a directory path, got {_show(value)}")
-    return value
+    return _utf8(value, "a directory path")
 
 
 def _depends_on(value: object, own_name: str) -> dict[str, str]:

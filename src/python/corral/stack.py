@@ -21,7 +21,7 @@ from . import _core, _engine
 from .checks import Check, ExecCheck, HttpCheck, LogCheck, NotifyCheck, TcpCheck
 from .errors import ConfigError, CorralError, StackClosed, StartError, Timeout
 from .restart import Restart
-from .spec import ServiceSpec, StackConfig, load_file, make_service
+from .spec import ServiceSpec, StackConfig, load_file, make_service, stack_name, wait_timeout
 
 __all__ = ["STATES", "Service", "Stack"]
 
@@ -193,7 +193,7 @@ class Service:
         if new_only:
             records = core.logs(self.name, 1)
             start = records[-1][3] + 1 if records else 0
-        outcome = core.wait_log(self.name, regex, start, timeout)
+        outcome = core.wait_log(self.name, regex, start, wait_timeout(timeout))
         if outcome is None:
             raise Timeout(f"service '{self.name}': no log line matched {regex!r} within {timeout}s")
         ok, _, line = outcome
@@ -274,7 +274,7 @@ class Stack:
     """
 
     def __init__(self, name: str | None = None) -> None:
-        self.name = name
+        self.name = stack_name(name)
         self.file: str | None = None
         self._specs: dict[str, ServiceSpec] = {}
         self._services: dict[str, Service] = {}
@@ -292,7 +292,7 @@ class Stack:
         stack.file = config.file
         # Like docker compose, a file's relative paths mean "next to the file": commands run
         # in its directory unless they say otherwise.
-        base = os.path.dirname(os.path.abspath(os.fspath(path)))
+        base = os.path.dirname(os.path.abspath(config.file or ""))
         for spec in config.services:
             if spec.cwd is None:
                 spec.cwd = base
@@ -306,7 +306,7 @@ class Stack:
         """Adds a service; see the user guide for the options. Raises ConfigError."""
         if self._handle is not None or self._closed:
             raise CorralError(f"cannot add service '{name}': the stack has already been started")
-        if name in self._specs:
+        if isinstance(name, str) and name in self._specs:
             raise ConfigError(f"service '{name}' is already defined", service=name)
         unknown = sorted(set(options) - _OPTIONS)
         if unknown:
@@ -342,7 +342,9 @@ class Stack:
         s.name = self.name or "corral"
         expanded = _expand_replicas(list(self._specs.values()))
         s.services = [_service_to_core(spec, name) for name, spec in expanded]
-        s.base_env = dict(os.environ)
+        # As bytes: one variable that is not UTF-8 in the owner's environment must neither
+        # stop every start (the binding cannot encode its surrogates) nor be altered.
+        s.base_env = dict(os.environb)  # type: ignore[arg-type]  # std::string takes bytes too
         return s
 
     def _validate(self) -> None:
@@ -399,7 +401,7 @@ class Stack:
         for n in names:
             self[n]
         core = self._core()
-        outcome = core.start(list(names), timeout)
+        outcome = core.start(list(names), wait_timeout(timeout))
         if outcome is None:
             waiting = [r["name"] for r in core.status() if r["state"] in ("pending", "starting", "backoff")]
             raise Timeout(f"stack not ready within {timeout}s; still waiting for: {', '.join(waiting)}")
@@ -420,7 +422,7 @@ class Stack:
             self[n]
         if self._handle is None or self._closed:
             return
-        if self._handle.stop(list(names), timeout) is None:
+        if self._handle.stop(list(names), wait_timeout(timeout)) is None:
             raise Timeout(f"services did not stop within {timeout}s")
 
     def restart(self, name: str, timeout: float | None = None) -> None:
@@ -446,7 +448,7 @@ class Stack:
         if state not in STATES and state != "healthy":
             raise ConfigError(f"unknown state {state!r} (states: {', '.join(STATES)})")
         self[name]
-        outcome = self._core().wait_state(name, state, timeout)
+        outcome = self._core().wait_state(name, state, wait_timeout(timeout))
         if outcome is None:
             raise Timeout(f"service '{name}' not {state} within {timeout}s (it is {self[name].state})")
         ok, _, message = outcome
@@ -461,7 +463,7 @@ class Stack:
             self._closed = True  # inherited across fork: the parent owns those processes
             return
         if self._handle is not None:
-            if self._handle.close(timeout) is None:
+            if self._handle.close(wait_timeout(timeout)) is None:
                 raise Timeout(f"stack did not stop within {timeout}s")
             if self._finalizer is not None:
                 self._finalizer.detach()

@@ -4,6 +4,7 @@
 
 #include <regex>
 #include <set>
+#include <string_view>
 
 #include "corral/engine/engine.hpp"
 #include "corral/graph/graph.hpp"
@@ -11,6 +12,35 @@
 
 namespace corral {
 namespace {
+
+// The longest duration accepted, in seconds (~31.7 years). Deadlines are signed 64-bit
+// nanoseconds on steady_clock, which overflow above ~9.2e9 s; the Python layer clamps
+// "forever" (inf) to this value, so anything larger is a caller's bug, refused here.
+constexpr double max_seconds = 1e9;
+
+// Names reach file and socket names, log prefixes and Prometheus labels: ASCII letters,
+// digits, '_', '.', '-', not starting with '.' or '-' (so never "." or ".."), and short.
+// The Python layer allows 64 characters; replicas add up to "-10000".
+constexpr std::size_t max_name_length = 64 + 6;
+
+bool is_valid_name(std::string_view name) {
+  if (name.empty() || name.size() > max_name_length || name[0] == '.' || name[0] == '-') return false;
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+              c == '.' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// A duration in [minimum, max_seconds] (minimum excluded when `strict`); NaN fails every
+// comparison, so it is refused too.
+bool is_duration(double seconds, bool strict) {
+  return (strict ? seconds > 0 : seconds >= 0) && seconds <= max_seconds;
+}
+
+// A NUL byte would silently cut a string on its way to execve() or chdir().
+bool has_nul(std::string_view s) { return s.find('\0') != std::string_view::npos; }
 
 void check_template(const StackSpec& stack, const ServiceSpec& svc, const std::string& where,
                     const std::string& text) {
@@ -55,9 +85,10 @@ void check_check(const StackSpec& stack, const ServiceSpec& svc, const CheckSpec
   auto fail = [&](std::string what) {
     throw ConfigError(fmt::format("service '{}': {}: {}", svc.name, key, what));
   };
-  if (!(c.interval > 0)) fail("interval must be > 0");
-  if (!(c.timeout > 0)) fail("timeout must be > 0");
-  if (!(c.start_timeout > 0)) fail("start_timeout must be > 0");
+  if (!is_duration(c.interval, true)) fail(fmt::format("interval must be in (0, {:g}] seconds", max_seconds));
+  if (!is_duration(c.timeout, true)) fail(fmt::format("timeout must be in (0, {:g}] seconds", max_seconds));
+  if (!is_duration(c.start_timeout, true))
+    fail(fmt::format("start_timeout must be in (0, {:g}] seconds", max_seconds));
   if (c.retries < 1) fail("retries must be >= 1");
   switch (c.kind) {
     case CheckSpec::Kind::tcp:
@@ -66,8 +97,9 @@ void check_check(const StackSpec& stack, const ServiceSpec& svc, const CheckSpec
         if (svc.ports.size() != 1)
           fail(fmt::format("{} check needs a port (the service has {} ports)", to_string(c.kind), svc.ports.size()));
       } else if (is_port_number(c.port)) {
-        long n = std::stol(c.port);
-        if (n < 1 || n > 65535) fail(fmt::format("port {} is out of range", c.port));
+        // Length first: std::stol throws out_of_range on a long run of digits.
+        if (c.port.size() > 5 || std::stol(c.port) < 1 || std::stol(c.port) > 65535)
+          fail(fmt::format("port {} is out of range", c.port));
       } else {
         bool found = false;
         for (const auto& p : svc.ports) found = found || p == c.port;
@@ -88,6 +120,8 @@ void check_check(const StackSpec& stack, const ServiceSpec& svc, const CheckSpec
       break;
     case CheckSpec::Kind::exec:
       if (c.command.empty()) fail("exec check needs a command");
+      for (const auto& a : c.command)
+        if (has_nul(a)) fail("exec: a command argument contains a NUL character");
       for (const auto& a : c.command) check_template(stack, svc, std::string(key) + ".exec", a);
       break;
     case CheckSpec::Kind::notify: break;
@@ -97,14 +131,30 @@ void check_check(const StackSpec& stack, const ServiceSpec& svc, const CheckSpec
 }  // namespace
 
 void validate_stack(const StackSpec& spec) {
+  if (!spec.name.empty() && !is_valid_name(spec.name))
+    throw ConfigError(fmt::format("invalid stack name '{}': use up to 64 letters, digits, '_', '.' and '-', "
+                                  "not starting with '.' or '-'",
+                                  spec.name));
+  // Names before the graph: its messages quote them.
+  for (const auto& svc : spec.services) {
+    if (svc.name.empty()) throw ConfigError("a service needs a name");
+    if (!is_valid_name(svc.name))
+      throw ConfigError(fmt::format("invalid service name '{}': use up to 64 letters, digits, '_', '.' and '-', "
+                                    "not starting with '.' or '-'",
+                                    svc.name));
+  }
   Graph graph(spec.services);  // duplicates, unknown dependencies, cycles
   for (const auto& svc : spec.services) {
     auto fail = [&](std::string what) { throw ConfigError(fmt::format("service '{}': {}", svc.name, what)); };
-    if (svc.name.empty()) throw ConfigError("a service needs a name");
     if (svc.argv.empty() || svc.argv[0].empty()) fail("command: must not be empty");
+    for (const auto& a : svc.argv)
+      if (has_nul(a)) fail("command: an argument contains a NUL character");
+    if (has_nul(svc.cwd)) fail("cwd: contains a NUL character");
     for (const auto& a : svc.argv) check_template(spec, svc, "command", a);
     for (const auto& [k, v] : svc.env) {
-      if (k.empty() || k.find('=') != std::string::npos) fail(fmt::format("env: invalid variable name '{}'", k));
+      if (k.empty() || k.find('=') != std::string::npos || has_nul(k))
+        fail(fmt::format("env: invalid variable name '{}'", k));
+      if (has_nul(v)) fail(fmt::format("env.{}: contains a NUL character", k));
       check_template(spec, svc, fmt::format("env.{}", k), v);
     }
     check_template(spec, svc, "cwd", svc.cwd);
@@ -118,12 +168,16 @@ void validate_stack(const StackSpec& spec) {
       check_check(spec, svc, *svc.health, "health");
     }
     if (svc.stop_signal < 1 || svc.stop_signal > 64) fail(fmt::format("stop_signal: {} is not a signal", svc.stop_signal));
-    if (!(svc.stop_timeout >= 0)) fail("stop_timeout: must be >= 0");
+    if (!is_duration(svc.stop_timeout, false)) fail(fmt::format("stop_timeout: must be in [0, {:g}] seconds", max_seconds));
+    if (svc.log_lines < 1) fail("log_lines: must be >= 1");
     const auto& r = svc.restart;
-    if (!(r.backoff >= 0)) fail("restart.backoff: must be >= 0");
-    if (!(r.max_backoff >= r.backoff)) fail("restart.max_backoff: must be >= backoff");
+    if (!is_duration(r.backoff, false)) fail(fmt::format("restart.backoff: must be in [0, {:g}] seconds", max_seconds));
+    if (!is_duration(r.max_backoff, false) || !(r.max_backoff >= r.backoff))
+      fail(fmt::format("restart.max_backoff: must be >= backoff and <= {:g} seconds", max_seconds));
     if (!(r.jitter >= 0 && r.jitter < 1)) fail("restart.jitter: must be in [0, 1)");
-    if (!(r.reset_after >= 0)) fail("restart.reset_after: must be >= 0");
+    if (!is_duration(r.reset_after, false))
+      fail(fmt::format("restart.reset_after: must be in [0, {:g}] seconds", max_seconds));
+    if (r.max_restarts < -1) fail("restart.max_restarts: must be >= 0, or -1 for no limit");
   }
 }
 
