@@ -6,7 +6,12 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
 #include <thread>
+#include <vector>
 
 using namespace corral;
 
@@ -40,6 +45,22 @@ StackSpec stack_of(std::vector<ServiceSpec> services) {
 Outcome wait(const std::shared_ptr<Pending<Outcome>>& p, double seconds = 30) {
   EXPECT_TRUE(p->wait_for(seconds)) << "timed out";
   return p->get();
+}
+
+// Children of this process that have exited and nobody reaped.
+int zombie_children() {
+  int zombies = 0;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream children(task.path() / "children");
+    pid_t pid;
+    while (children >> pid) {
+      std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+      std::string all((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+      auto close = all.rfind(')');
+      if (close != std::string::npos && close + 2 < all.size() && all[close + 2] == 'Z') ++zombies;
+    }
+  }
+  return zombies;
 }
 
 ServiceStatus find(const std::vector<ServiceStatus>& rows, const std::string& name) {
@@ -234,4 +255,75 @@ TEST(Engine, StartBudgetSpansRestartsBeforeReadiness) {
   auto again = wait(stack->wait_state("crashy", State::starting));
   EXPECT_FALSE(again.ok);
   EXPECT_NE(again.message.find("is failed"), std::string::npos) << again.message;
+}
+
+TEST(Engine, LosslessReaderGetsEveryLineInOrderAndEveryStateChange) {
+  // A reader slower than the service: the service is slowed down (its pipe is left unread)
+  // instead of lines being dropped.
+  auto engine = Engine::create();
+  const int n = 200000;
+  auto s = helper("chatty", {"lines", std::to_string(n), "line"});
+  auto stack = engine->create_stack(stack_of({s}));
+  stack->subscribe(true);
+  ASSERT_TRUE(wait(stack->start({})).ok);
+  int next = 0;
+  bool exited = false;
+  std::vector<State> states;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!exited && std::chrono::steady_clock::now() < deadline) {
+    for (const auto& e : stack->events(1.0, 500)) {
+      ASSERT_NE(e.kind, EngineEvent::Kind::dropped);
+      if (e.kind == EngineEvent::Kind::log) {
+        ASSERT_EQ(e.text, "line " + std::to_string(next)) << "lost or reordered";
+        ++next;
+      } else {
+        states.push_back(e.state);
+        exited = e.state == State::exited;
+      }
+    }
+    // A slow reader: a 16 MiB budget holds ~170k of these events, less than the total.
+    if (next < 20000) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  EXPECT_EQ(next, n);
+  EXPECT_TRUE(exited);
+  ASSERT_GE(states.size(), 3u);
+  EXPECT_EQ(states.front(), State::starting);
+  wait(stack->close());
+}
+
+TEST(Engine, AStartRightAfterTheDeadlineWaitsForTheReap) {
+  auto engine = Engine::create();
+  auto s = helper("slow", {"ignore", "TERM", "pause"});
+  CheckSpec never;
+  never.kind = CheckSpec::Kind::log;
+  never.pattern = "never";
+  never.start_timeout = 0.2;
+  s.ready = never;
+  auto stack = engine->create_stack(stack_of({s}));
+  for (int i = 0; i < 5; ++i) {
+    auto first = stack->start({});
+    ASSERT_TRUE(wait(stack->wait_state("slow", State::failed)).ok);
+    // The deadline's SIGKILL is sent; the reap may not have happened yet. Start again:
+    // refilling the slot before the reap used to lose the first process, a zombie forever.
+    auto again = stack->start({});
+    EXPECT_FALSE(wait(first).ok);
+    EXPECT_FALSE(wait(again).ok);
+    EXPECT_EQ(zombie_children(), 0) << "round " << i;
+  }
+  wait(stack->close());
+}
+
+TEST(Engine, EveryRequestCompletesWhenTheStackCloses) {
+  auto engine = Engine::create();
+  auto s = helper("quiet", {"pause"});
+  auto stack = engine->create_stack(stack_of({s}));
+  ASSERT_TRUE(wait(stack->start({})).ok);
+  auto log = stack->wait_log("quiet", "never printed", 0);
+  auto state = stack->wait_state("quiet", State::backoff);
+  auto closed = stack->close();
+  EXPECT_TRUE(wait(closed).ok);
+  auto l = wait(log);
+  EXPECT_FALSE(l.ok);
+  EXPECT_NE(l.message.find("closed"), std::string::npos) << l.message;
+  EXPECT_FALSE(wait(state).ok);
 }

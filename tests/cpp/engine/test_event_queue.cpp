@@ -1,0 +1,106 @@
+// The event queue: bounded by bytes, state events kept, and the lossless mode's pause.
+#include "corral/engine/event_queue.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <thread>
+
+using namespace corral;
+
+namespace {
+
+EngineEvent log_event(std::size_t bytes) {
+  EngineEvent e;
+  e.kind = EngineEvent::Kind::log;
+  e.service = "s";
+  e.text.assign(bytes, 'x');
+  return e;
+}
+
+EngineEvent state_event(State s) {
+  EngineEvent e;
+  e.kind = EngineEvent::Kind::state;
+  e.service = "s";
+  e.state = s;
+  return e;
+}
+
+}  // namespace
+
+TEST(EventQueue, NothingIsQueuedBeforeASubscriber) {
+  EventQueue q(1 << 20);
+  q.push(log_event(10));
+  EXPECT_EQ(q.bytes(), 0u);
+  EXPECT_TRUE(q.subscribe(false));
+  q.push(log_event(10));
+  EXPECT_GT(q.bytes(), 0u);
+}
+
+TEST(EventQueue, LossyQueueStaysWithinItsBudgetAndKeepsEveryStateEvent) {
+  const std::size_t budget = 64 * 1024;
+  EventQueue q(budget);
+  q.subscribe(false);
+  int states = 0;
+  for (int i = 0; i < 20000; ++i) {
+    q.push(log_event(1000));
+    if (i % 100 == 0) {
+      q.push(state_event(i % 200 == 0 ? State::starting : State::backoff));
+      ++states;
+    }
+    ASSERT_LE(q.bytes(), budget + 2000);
+  }
+  bool resume = false;
+  std::uint64_t dropped = 0;
+  int seen_states = 0;
+  State last = State::pending;
+  while (true) {
+    auto out = q.pop(0, 100000, resume);
+    if (out.empty()) break;
+    for (const auto& e : out) {
+      if (e.kind == EngineEvent::Kind::dropped) dropped += std::stoull(e.text);
+      if (e.kind == EngineEvent::Kind::state) {
+        ++seen_states;
+        last = e.state;
+      }
+    }
+  }
+  EXPECT_EQ(seen_states, states);
+  EXPECT_EQ(last, State::backoff);
+  EXPECT_GT(dropped, 0u);
+  EXPECT_FALSE(resume);  // lossy readers never pause the engine
+}
+
+TEST(EventQueue, LosslessQueueDropsNothingAndAsksForAPause) {
+  const std::size_t budget = 16 * 1024;
+  EventQueue q(budget);
+  q.subscribe(true);
+  for (int i = 0; i < 100; ++i) q.push(log_event(1000));
+  EXPECT_TRUE(q.over_budget());
+  bool resume = false;
+  std::size_t got = 0;
+  // Draining below half the budget clears the pause and says so exactly once.
+  int resumes = 0;
+  while (true) {
+    auto out = q.pop(0, 10, resume);
+    if (out.empty()) break;
+    for (const auto& e : out) EXPECT_EQ(e.kind, EngineEvent::Kind::log);
+    got += out.size();
+    resumes += resume ? 1 : 0;
+  }
+  EXPECT_EQ(got, 100u);
+  EXPECT_EQ(resumes, 1);
+  EXPECT_FALSE(q.over_budget());
+}
+
+TEST(EventQueue, CloseWakesAWaitingReader) {
+  EventQueue q;
+  q.subscribe(false);
+  std::thread closer([&] { q.close(); });
+  bool resume = false;
+  auto out = q.pop(-1, 10, resume);  // would wait forever without the close
+  closer.join();
+  EXPECT_TRUE(out.empty());
+  EXPECT_TRUE(q.closed());
+  EXPECT_FALSE(q.subscribe(false));
+}
