@@ -224,3 +224,24 @@ def test_replicas_with_long_names_each_get_their_own_notify_socket(make_stack, h
                   ready=corral.NotifyCheck(start_timeout=60))
     stack.start(timeout=60)
     assert all(s.state == "ready" for s in stack)
+
+
+def test_nobody_takes_the_port_during_a_restart_backoff(make_stack, helper):
+    import socket
+
+    stack = make_stack()
+    svc = stack.add("web", [helper, "listen", "PORT", "print", "listening", "sleep", "0.3", "exit", "1"],
+                    ports=["http"], restart=corral.Restart("on-failure", backoff=3, max_backoff=3),
+                    ready=corral.LogCheck("^listening$"))
+    stack.start(timeout=30)
+    port = svc.ports["http"]
+    stack.wait("web", "backoff", timeout=30)
+    for reuse in (0, 1):  # most servers set SO_REUSEADDR; it must not help them
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse)
+            with pytest.raises(OSError):
+                s.bind(("0.0.0.0", port))
+    # ... and the service itself gets it back when it restarts.
+    stack.wait("web", "starting", timeout=30)
+    svc.wait_for_log("^listening$", timeout=30, new_only=False)
+    wait_until(lambda: svc.restarts >= 1 and svc.logs().count("listening") >= 2, 30, "second listen")

@@ -12,6 +12,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -29,6 +30,27 @@ std::string port_lock_dir() {
   std::string dir = base + "/ports";
   ::mkdir(dir.c_str(), 0700);
   return dir;
+}
+
+bool PortLease::reclaim_socket() noexcept {
+  if (socket_ || port_ <= 0) return static_cast<bool>(socket_);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  addr.sin_port = htons(static_cast<std::uint16_t>(port_));
+  // First without SO_REUSEADDR: a socket bound that way keeps out even programs that set
+  // it themselves. The service's last connections in TIME_WAIT refuse that bind, and then
+  // SO_REUSEADDR still keeps out every program that does not set it.
+  for (int reuse : {0, 1}) {
+    Fd sock(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!sock) return false;
+    if (reuse) ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof reuse);
+    if (::bind(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+      socket_ = std::move(sock);
+      return true;
+    }
+  }
+  return false;
 }
 
 PortLease allocate_port() {

@@ -22,6 +22,10 @@ class PortLease {
   // Closes the reserving socket so the service can bind; the cross-process claim stays.
   void release_socket() noexcept { socket_.reset(); }
   bool holds_socket() const noexcept { return static_cast<bool>(socket_); }
+  // Binds the port again after the service's process is gone, so that nothing else can
+  // take it while the service waits to restart. False when something holds it now (a
+  // listener that outlived the service).
+  bool reclaim_socket() noexcept;
 
  private:
   int port_ = 0;
