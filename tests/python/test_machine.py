@@ -245,3 +245,30 @@ def test_nobody_takes_the_port_during_a_restart_backoff(make_stack, helper):
     stack.wait("web", "starting", timeout=30)
     svc.wait_for_log("^listening$", timeout=30, new_only=False)
     wait_until(lambda: svc.restarts >= 1 and svc.logs().count("listening") >= 2, 30, "second listen")
+
+
+def test_a_fork_of_the_owner_during_a_start_does_not_hold_the_ports(make_stack, helper, tmp_path):
+    # A child forked without exec (multiprocessing, os.fork) inherited the socket that keeps
+    # a port reserved, so the service's own bind failed with EADDRINUSE.
+    flag = tmp_path / "go"
+    stack = make_stack()
+    stack.add("first", [helper, "touch-and-wait", str(flag), "print", "up", "pause"],
+              ready=corral.LogCheck("^up$", start_timeout=60))
+    stack.add("web", [helper, "listen", "PORT", "pause"], ports=["http"], depends_on=["first"],
+              ready=corral.TcpCheck("http", start_timeout=60))
+    errors: list[BaseException] = []
+    t = threading.Thread(target=_collect, args=(errors, stack.start), kwargs={"timeout": 60})
+    t.start()
+    wait_until(lambda: stack["first"].state == "starting", 30, "first starting")
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the forked child only waits to be killed
+        time.sleep(60)
+        os._exit(0)
+    try:
+        flag.touch()
+        t.join(60)
+        assert not errors, errors
+        assert stack["web"].state == "ready"
+    finally:
+        os.kill(child, 9)
+        os.waitpid(child, 0)

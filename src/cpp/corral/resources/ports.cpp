@@ -10,7 +10,11 @@
 
 #include <fmt/format.h>
 
+#include <pthread.h>
+
+#include <atomic>
 #include <cerrno>
+#include <mutex>
 #include <cstdlib>
 #include <cstdint>
 #include <cstring>
@@ -19,6 +23,44 @@
 #include "corral/core/types.hpp"
 
 namespace corral {
+namespace {
+
+// fd + 1 of the reserving socket of each port (0: none). Plain atomics, so the handler in a
+// forked child (which may only make async-signal-safe calls) can read them.
+std::atomic<int> reserved_fds[65536];
+
+void close_reserved_in_child() {
+  for (auto& r : reserved_fds) {
+    int v = r.load(std::memory_order_relaxed);
+    if (v > 0) {
+      ::close(v - 1);
+      r.store(0, std::memory_order_relaxed);
+    }
+  }
+}
+
+}  // namespace
+
+ReservedSocket::ReservedSocket(int port, Fd fd) noexcept : port_(port), fd_(std::move(fd)) {
+  static std::once_flag once;
+  std::call_once(once, [] { ::pthread_atfork(nullptr, nullptr, close_reserved_in_child); });
+  if (fd_ && port_ > 0 && port_ < 65536) reserved_fds[port_].store(fd_.get() + 1, std::memory_order_relaxed);
+}
+
+ReservedSocket& ReservedSocket::operator=(ReservedSocket&& o) noexcept {
+  if (this != &o) {
+    reset();
+    port_ = o.port_;
+    fd_ = std::move(o.fd_);
+    o.port_ = 0;
+  }
+  return *this;
+}
+
+void ReservedSocket::reset() noexcept {
+  if (fd_ && port_ > 0 && port_ < 65536) reserved_fds[port_].store(0, std::memory_order_relaxed);
+  fd_.reset();
+}
 
 std::string port_lock_dir() {
   std::string base;
@@ -46,7 +88,7 @@ bool PortLease::reclaim_socket() noexcept {
     if (!sock) return false;
     if (reuse) ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof reuse);
     if (::bind(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-      socket_ = std::move(sock);
+      socket_ = ReservedSocket(port_, std::move(sock));
       return true;
     }
   }

@@ -14,10 +14,29 @@
 
 namespace corral {
 
+// The socket that keeps a port bound until the service binds it. Registered in a table by
+// port number, so that a process forked from the owner without exec (multiprocessing,
+// os.fork) closes its copies at once (pthread_atfork): an inherited copy would keep the
+// port bound and make the service's own bind fail with EADDRINUSE.
+class ReservedSocket {
+ public:
+  ReservedSocket() = default;
+  ReservedSocket(int port, Fd fd) noexcept;
+  ReservedSocket(ReservedSocket&& o) noexcept : port_(o.port_), fd_(std::move(o.fd_)) { o.port_ = 0; }
+  ReservedSocket& operator=(ReservedSocket&& o) noexcept;
+  ~ReservedSocket() { reset(); }
+  void reset() noexcept;
+  explicit operator bool() const noexcept { return static_cast<bool>(fd_); }
+
+ private:
+  int port_ = 0;
+  Fd fd_;
+};
+
 class PortLease {
  public:
   PortLease() = default;
-  PortLease(int port, Fd socket, Fd lock) : port_(port), socket_(std::move(socket)), lock_(std::move(lock)) {}
+  PortLease(int port, Fd socket, Fd lock) : port_(port), socket_(port, std::move(socket)), lock_(std::move(lock)) {}
   int port() const noexcept { return port_; }
   // Closes the reserving socket so the service can bind; the cross-process claim stays.
   void release_socket() noexcept { socket_.reset(); }
@@ -29,7 +48,7 @@ class PortLease {
 
  private:
   int port_ = 0;
-  Fd socket_;
+  ReservedSocket socket_;
   Fd lock_;
 };
 
