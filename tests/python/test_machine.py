@@ -272,3 +272,24 @@ def test_a_fork_of_the_owner_during_a_start_does_not_hold_the_ports(make_stack, 
     finally:
         os.kill(child, 9)
         os.waitpid(child, 0)
+
+
+def test_metrics_from_many_threads_at_once_agree(make_stack, helper):
+    stack = make_stack()
+    for i in range(3):
+        stack.add(f"s{i}", [helper, "pause"])
+    stack.start(timeout=30)
+    bad: list[object] = []
+
+    def sample() -> None:
+        for _ in range(40):
+            for name, row in stack.metrics().items():
+                if row["processes"] != 1 or row["threads"] != 1 or row["rss_bytes"] <= 0:
+                    bad.append((name, row))
+
+    threads = [threading.Thread(target=sample) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not bad, bad[:3]

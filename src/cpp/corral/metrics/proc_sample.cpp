@@ -56,7 +56,11 @@ std::vector<ProcessSample> sample_groups(const std::vector<std::pair<std::string
     // Fields from 3 (state) on; pgrp is field 5, utime 14, stime 15, threads 20, rss 24.
     char* fields[24] = {};
     int k = 3;
-    for (char* t = std::strtok(p + 2, " "); t && k <= 24; t = std::strtok(nullptr, " ")) fields[k++ - 3] = t;
+    // strtok_r, not strtok: metrics() may run on several threads at once, and strtok's
+    // hidden state made them read each other's fields.
+    char* save = nullptr;
+    for (char* t = ::strtok_r(p + 2, " ", &save); t && k <= 24; t = ::strtok_r(nullptr, " ", &save))
+      fields[k++ - 3] = t;
     if (k <= 24) continue;
     pid_t pgrp = static_cast<pid_t>(std::atol(fields[5 - 3]));
     auto it = by_group.find(pgrp);
