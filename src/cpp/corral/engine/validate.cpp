@@ -2,9 +2,9 @@
 // is checked here, so a bad spec never starts half a stack.
 #include <fmt/format.h>
 
-#include <regex>
 #include <set>
 
+#include "corral/checks/pattern.hpp"
 #include "corral/engine/engine.hpp"
 #include "corral/graph/graph.hpp"
 #include "corral/template/template.hpp"
@@ -80,11 +80,8 @@ void check_check(const StackSpec& stack, const ServiceSpec& svc, const CheckSpec
       break;
     }
     case CheckSpec::Kind::log:
-      try {
-        std::regex re(c.pattern, std::regex::ECMAScript);
-      } catch (const std::regex_error& e) {
-        fail(fmt::format("log pattern '{}' is not a valid regex: {}", c.pattern, e.what()));
-      }
+      if (auto why = Pattern::error_of(c.pattern))
+        fail(fmt::format("log pattern '{}' is not a valid regex: {}", c.pattern, *why));
       break;
     case CheckSpec::Kind::exec:
       if (c.command.empty()) fail("exec check needs a command");
