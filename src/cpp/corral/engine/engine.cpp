@@ -27,11 +27,11 @@
 #include <filesystem>
 #include <future>
 #include <random>
-#include <regex>
 #include <thread>
 #include <unordered_map>
 
 #include "corral/checks/listener.hpp"
+#include "corral/checks/pattern.hpp"
 #include "corral/checks/probes.hpp"
 #include "corral/engine/watcher.hpp"
 #include "corral/graph/graph.hpp"
@@ -83,7 +83,7 @@ std::string shell_join(const std::vector<std::string>& argv) {
 }
 
 struct LogWaiter {
-  std::regex re;
+  Pattern re;
   std::uint64_t from = 0;
   std::weak_ptr<Pending<Outcome>> result;
 };
@@ -136,7 +136,7 @@ struct Svc {
   std::vector<PortLease> leases;
   std::map<std::string, int> ports;
   LogRing logs;
-  std::optional<std::regex> ready_regex;
+  std::optional<Pattern> ready_regex;
   std::vector<LogWaiter> log_waiters;
   std::vector<std::shared_ptr<Waiter>> waiters;  // those watching this service
   std::string tmpdir;
@@ -430,8 +430,10 @@ struct Engine::Impl {
       for (std::size_t i = 0; i < s.log_waiters.size();) {
         auto& w = s.log_waiters[i];
         auto result = w.result.lock();
-        bool hit = result && line.seq >= w.from && std::regex_search(line.text, w.re);
-        if (hit) result->set(Outcome{true, s.spec.name, line.text});
+        Match m = result && line.seq >= w.from ? w.re.search(line.text) : Match::not_found;
+        if (m == Match::found) result->set(Outcome{true, s.spec.name, line.text});
+        if (m == Match::too_costly) result->set(Outcome{false, s.spec.name, w.re.too_costly_message(line.text.size())});
+        bool hit = m != Match::not_found;
         if (!result || hit) {
           s.log_waiters[i] = std::move(s.log_waiters.back());
           s.log_waiters.pop_back();
@@ -440,9 +442,17 @@ struct Engine::Impl {
         }
       }
     }
-    if (s.ready_regex && s.state == State::starting && std::regex_search(line.text, *s.ready_regex)) {
+    Match ready = s.ready_regex && s.state == State::starting ? s.ready_regex->search(line.text) : Match::not_found;
+    if (ready == Match::found) {
       s.ready_regex.reset();
       mark_ready(st, s);
+    } else if (ready == Match::too_costly) {
+      // The pattern hit the step limit: it can no longer be trusted to see the line the
+      // user waits for, so readiness fails now, saying why, instead of at the deadline.
+      std::string why = s.ready_regex->too_costly_message(line.text.size());
+      s.ready_regex.reset();
+      end_budget(s);
+      on_deadline(st, s, why);
     }
   }
 
@@ -608,7 +618,7 @@ struct Engine::Impl {
       }
       arm_deadline(st, s);
       if (c.kind == CheckSpec::Kind::log) {
-        s.ready_regex.emplace(c.pattern, std::regex::ECMAScript);
+        s.ready_regex.emplace(Pattern::compile(c.pattern));
         return;
       }
       if (c.kind == CheckSpec::Kind::notify) return;
@@ -724,7 +734,8 @@ struct Engine::Impl {
     changed(st, s);
   }
 
-  void on_deadline(StackState& st, Svc& s) {
+  // Also the end of a readiness that failed for good before its deadline: `failure` says why.
+  void on_deadline(StackState& st, Svc& s, std::string failure = {}) {
     const CheckSpec& c = *s.spec.ready;
     std::string detail = s.last_check.empty() ? (c.kind == CheckSpec::Kind::log
                                                      ? fmt::format("no log line matched '{}'", c.pattern)
@@ -736,7 +747,8 @@ struct Engine::Impl {
     s.budget = false;
     s.timer.cancel();  // a pending restart (backoff) is moot
     apply(st, s, Event::ready_deadline,
-          fmt::format("not ready within {}s ({} check: {})", c.start_timeout, to_string(c.kind), detail));
+          !failure.empty() ? failure
+                           : fmt::format("not ready within {}s ({} check: {})", c.start_timeout, to_string(c.kind), detail));
     signal_group(s, SIGKILL, false);
     changed(st, s);
   }
@@ -1154,20 +1166,15 @@ std::shared_ptr<Pending<Outcome>> Stack::wait_state(const std::string& name, Sta
 
 std::shared_ptr<Pending<Outcome>> Stack::wait_log(const std::string& name, const std::string& regex,
                                                   std::uint64_t from_seq) {
-  std::regex re;
-  try {
-    re = std::regex(regex, std::regex::ECMAScript);
-  } catch (const std::regex_error& e) {
-    throw ConfigError(fmt::format("'{}' is not a valid regex: {}", regex, e.what()));
-  }
+  Pattern re = Pattern::compile(regex);  // ConfigError when not valid
   auto result = std::make_shared<Pending<Outcome>>();
   engine_->impl().call([&] {
     Svc& s = state_->at(name);
-    for (const auto& line : s.logs.lines())
-      if (line.seq >= from_seq && std::regex_search(line.text, re)) {
-        result->set(Outcome{true, name, line.text});
-        return;
-      }
+    for (const auto& line : s.logs.lines()) {
+      Match m = line.seq >= from_seq ? re.search(line.text) : Match::not_found;
+      if (m == Match::found) return result->set(Outcome{true, name, line.text});
+      if (m == Match::too_costly) return result->set(Outcome{false, name, re.too_costly_message(line.text.size())});
+    }
     s.log_waiters.push_back({std::move(re), from_seq, result});
   });
   return result;
