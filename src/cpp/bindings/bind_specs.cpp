@@ -2,9 +2,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <regex>
-
 #include "bindings.hpp"
+#include "corral/checks/pattern.hpp"
 #include "corral/core/types.hpp"
 #include "corral/engine/engine.hpp"
 #include "corral/graph/graph.hpp"
@@ -95,11 +94,9 @@ void register_specs(py::module_& m) {
   m.def(
       "check_regex",
       [](const std::string& pattern) {
-        try {
-          std::regex re(pattern, std::regex::ECMAScript);
-        } catch (const std::regex_error& e) {
-          throw ConfigError(e.what());
-        }
+        // The engine's own judge (Boost.Regex, ECMAScript), so a pattern accepted here
+        // compiles when the check starts.
+        if (auto why = Pattern::error_of(pattern)) throw ConfigError(*why);
       },
       py::arg("pattern"), "Raise ConfigError unless `pattern` is a valid ECMAScript regex.");
   m.def("validate", &validate_stack, py::arg("spec"), "Raise ConfigError if the stack spec is invalid.");

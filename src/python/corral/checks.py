@@ -181,7 +181,7 @@ def _regex(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"expected a non-empty regular expression, got {_show(value)}")
     _utf8(value, "a regular expression")
-    # The engine runs the pattern (C++ std::regex, ECMAScript syntax), so the engine judges
+    # The engine runs the pattern (Boost.Regex, ECMAScript syntax), so the engine judges
     # it: a Python-only construct such as (?P<name>...) is an error here, not at start.
     from . import _core
 

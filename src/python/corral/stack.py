@@ -187,7 +187,8 @@ class Service:
 
     def wait_for_log(self, regex: str, timeout: float | None = None, *, new_only: bool = False) -> str:
         """Waits for a line matching `regex` (ECMAScript syntax, searched anywhere in the
-        line) and returns it. Lines already captured count unless `new_only`."""
+        line) and returns it. Lines already captured count unless `new_only`. Raises
+        CorralError if the pattern is too costly to match on a line."""
         core = self._stack._core()
         start = 0
         if new_only:
@@ -196,9 +197,13 @@ class Service:
         outcome = core.wait_log(self.name, regex, start, wait_timeout(timeout))
         if outcome is None:
             raise Timeout(f"service '{self.name}': no log line matched {regex!r} within {timeout}s")
-        ok, _, line = outcome
+        ok, service, line = outcome
         if not ok:
-            raise StackClosed(f"service '{self.name}': {line}")
+            # Without a service the stack closed; with one, the engine gave up on the pattern
+            # (too costly to match on a line).
+            if not service:
+                raise StackClosed(f"service '{self.name}': {line}")
+            raise CorralError(f"service '{self.name}': {line}")
         return str(line)
 
     # -- control ----------------------------------------------------------------------------

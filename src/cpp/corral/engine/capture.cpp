@@ -38,8 +38,10 @@ void Engine::Impl::record_line(StackState& st, Svc& s, Stream stream, std::strin
     for (std::size_t i = 0; i < s.log_waiters.size();) {
       auto& w = s.log_waiters[i];
       auto result = w.result.lock();
-      bool hit = result && line.seq >= w.from && std::regex_search(line.text, w.re);
-      if (hit) result->set(Outcome{true, s.spec.name, line.text});
+      Match m = result && line.seq >= w.from ? w.re.search(line.text) : Match::not_found;
+      if (m == Match::found) result->set(Outcome{true, s.spec.name, line.text});
+      if (m == Match::too_costly) result->set(Outcome{false, s.spec.name, w.re.too_costly_message(line.text.size())});
+      bool hit = m != Match::not_found;
       if (!result || hit) {
         s.log_waiters[i] = std::move(s.log_waiters.back());
         s.log_waiters.pop_back();
@@ -48,9 +50,16 @@ void Engine::Impl::record_line(StackState& st, Svc& s, Stream stream, std::strin
       }
     }
   }
-  if (s.ready_regex && s.state == State::starting && std::regex_search(line.text, *s.ready_regex)) {
+  Match ready = s.ready_regex && s.state == State::starting ? s.ready_regex->search(line.text) : Match::not_found;
+  if (ready == Match::found) {
     s.ready_regex.reset();
     dispatch(st, s, Event::ready);
+  } else if (ready == Match::too_costly) {
+    // The pattern hit the step limit: it can no longer be trusted to see the line the user
+    // waits for, so readiness fails now, saying why, instead of at the deadline.
+    std::string why = s.ready_regex->too_costly_message(line.text.size());
+    s.ready_regex.reset();
+    dispatch(st, s, Event::deadline, why);
   }
 }
 

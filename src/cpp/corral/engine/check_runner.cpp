@@ -97,7 +97,7 @@ void Engine::Impl::begin_checks(StackState& st, Svc& s, bool readiness) {
     }
     arm_deadline(st, s);
     if (c.kind == CheckSpec::Kind::log) {
-      s.ready_regex.emplace(c.pattern, std::regex::ECMAScript);
+      s.ready_regex.emplace(Pattern::compile(c.pattern));
       return;
     }
     if (c.kind == CheckSpec::Kind::notify) return;

@@ -23,12 +23,12 @@
 #include <future>
 #include <memory>
 #include <random>
-#include <regex>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include "corral/checks/pattern.hpp"
 #include "corral/core/duration.hpp"
 #include "corral/engine/chores.hpp"
 #include "corral/engine/engine.hpp"
@@ -49,7 +49,7 @@ std::int64_t wall_ns();
 double wall_seconds();
 
 struct LogWaiter {
-  std::regex re;
+  Pattern re;
   std::uint64_t from = 0;
   std::weak_ptr<Pending<Outcome>> result;
 };
@@ -117,7 +117,7 @@ struct Svc {
   std::vector<PortLease> leases;
   std::map<std::string, int> ports;
   LogRing logs;
-  std::optional<std::regex> ready_regex;
+  std::optional<Pattern> ready_regex;
   std::vector<LogWaiter> log_waiters;
   std::vector<std::shared_ptr<Waiter>> waiters;  // those watching this service
   std::string tmpdir;

@@ -338,7 +338,7 @@ void Engine::Impl::finish_close(const std::shared_ptr<StackState>& st) {
     s->deadline.cancel();
     s->check_timer.cancel();
     for (auto& lw : s->log_waiters)
-      if (auto r = lw.result.lock()) r->set(Outcome{false, s->spec.name, "the stack was closed"});
+      if (auto r = lw.result.lock()) r->set(Outcome{false, "", "the stack was closed"});
     s->log_waiters.clear();
   }
   for (auto& w : std::vector(st->waiters))
@@ -393,7 +393,7 @@ void Engine::Impl::kill_all() noexcept {
     }
     for (auto& s : st->services)
       for (auto& lw : s->log_waiters)
-        if (auto r = lw.result.lock()) r->set(Outcome{false, s->spec.name, "the corral engine shut down"});
+        if (auto r = lw.result.lock()) r->set(Outcome{false, "", "the corral engine shut down"});
     for (const auto& r : st->close_results) r->set(Outcome{});
     st->events.close();
   }

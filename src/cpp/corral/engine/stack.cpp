@@ -82,22 +82,18 @@ std::shared_ptr<Pending<Outcome>> Stack::wait_state(const std::string& name, Sta
 
 std::shared_ptr<Pending<Outcome>> Stack::wait_log(const std::string& name, const std::string& regex,
                                                   std::uint64_t from_seq) {
-  std::regex re;
-  try {
-    re = std::regex(regex, std::regex::ECMAScript);
-  } catch (const std::regex_error& e) {
-    throw ConfigError(fmt::format("'{}' is not a valid regex: {}", regex, e.what()));
-  }
+  Pattern re = Pattern::compile(regex);  // ConfigError when not valid
   auto result = std::make_shared<Pending<Outcome>>();
   engine_->impl().call([&] {
     auto& st = *state_;
     Svc& s = st.at(name);
-    for (const auto& line : s.logs.lines())
-      if (line.seq >= from_seq && std::regex_search(line.text, re)) {
-        result->set(Outcome{true, name, line.text});
-        return;
-      }
-    if (st.closed) return result->set(Outcome{false, name, "the stack was closed"});
+    for (const auto& line : s.logs.lines()) {
+      Match m = line.seq >= from_seq ? re.search(line.text) : Match::not_found;
+      if (m == Match::found) return result->set(Outcome{true, name, line.text});
+      if (m == Match::too_costly) return result->set(Outcome{false, name, re.too_costly_message(line.text.size())});
+    }
+    // No service named: the edge tells "stack closed" from a failure of this wait.
+    if (st.closed) return result->set(Outcome{false, "", "the stack was closed"});
     // Waits whose callers gave up (a timeout) go now, so they cannot pile up on a quiet
     // service that never prints the line that would have pruned them.
     std::erase_if(s.log_waiters, [](const LogWaiter& w) { return w.result.expired(); });

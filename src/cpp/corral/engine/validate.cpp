@@ -2,10 +2,10 @@
 // is checked here, so a bad spec never starts half a stack.
 #include <fmt/format.h>
 
-#include <regex>
 #include <set>
 #include <string_view>
 
+#include "corral/checks/pattern.hpp"
 #include "corral/engine/engine.hpp"
 #include "corral/graph/graph.hpp"
 #include "corral/template/template.hpp"
@@ -112,11 +112,8 @@ void check_check(const StackSpec& stack, const ServiceSpec& svc, const CheckSpec
       break;
     }
     case CheckSpec::Kind::log:
-      try {
-        std::regex re(c.pattern, std::regex::ECMAScript);
-      } catch (const std::regex_error& e) {
-        fail(fmt::format("log pattern '{}' is not a valid regex: {}", c.pattern, e.what()));
-      }
+      if (auto why = Pattern::error_of(c.pattern))
+        fail(fmt::format("log pattern '{}' is not a valid regex: {}", c.pattern, *why));
       break;
     case CheckSpec::Kind::exec:
       if (c.command.empty()) fail("exec check needs a command");
