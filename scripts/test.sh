@@ -40,6 +40,11 @@ cmake --build build/tests
 step "C++ tests (ctest)"
 (cd build/tests && ctest --output-on-failure -j2)
 
+step "C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer (the asan preset)"
+cmake --preset asan -DPython_EXECUTABLE="$vpy" >/dev/null
+cmake --build build/asan
+(cd build/asan && ctest --output-on-failure -j2)
+
 step "lint: ruff and mypy (strict) on the Python package"
 "$venv/bin/ruff" check src/python tests/python examples
 MYPYPATH=src/python "$venv/bin/mypy" src/python/corral
