@@ -293,3 +293,52 @@ def test_metrics_from_many_threads_at_once_agree(make_stack, helper):
     for t in threads:
         t.join(120)
     assert not bad, bad[:3]
+
+
+_EAGAIN_SCRIPT = """
+import os, sys, resource
+import corral, corral.stack  # imported while the interpreter's files are still readable
+helper, rundir = sys.argv[1], sys.argv[2]
+os.setgroups([])
+os.setresgid(65534, 65534, 65534)
+os.setresuid(65534, 65534, 65534)
+os.environ["CORRAL_RUNTIME_DIR"] = rundir
+warm = corral.Stack(name="warm")  # the engine, its watcher and helper threads exist now
+warm.add("w", [helper, "exit", "0"])
+warm.start(timeout=30)
+warm.close(timeout=30)
+tasks = 0
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        try:
+            if os.stat(f"/proc/{pid}").st_uid == 65534:
+                tasks += len(os.listdir(f"/proc/{pid}/task"))
+        except FileNotFoundError:
+            pass
+# Not one process more for this user: the service's fork fails with EAGAIN.
+resource.setrlimit(resource.RLIMIT_NPROC, (tasks, tasks))
+stack = corral.Stack(name="eagain")
+svc = stack.add("a", [helper, "pause"],
+                restart=corral.Restart("on-failure", backoff=0.05, max_backoff=0.05, max_restarts=3))
+try:
+    stack.start(timeout=60)
+    print("started", svc.state)
+except corral.StartError as e:
+    print("failed", svc.state, svc.restarts, str(e).splitlines()[0])
+stack.close(timeout=30)
+"""
+
+
+def test_a_fork_that_fails_with_eagain_follows_the_restart_policy(helper, tmp_path):
+    # The failed fork used to reset the restart streak each time: 29 restarts in 3 s with
+    # max_restarts=3. It counts as a run that ended at once: backoff, then the limit.
+    if os.getuid() != 0:
+        pytest.skip("needs root to run the owner as another user with RLIMIT_NPROC")
+    tmp_path.chmod(0o777)
+    out = subprocess.run([sys.executable, "-c", _EAGAIN_SCRIPT, helper, str(tmp_path / "rt")],
+                         capture_output=True, text=True, timeout=120)
+    if "Permission denied" in out.stderr:
+        pytest.skip(f"the helper or the package is not readable by nobody: {out.stderr.strip()[-200:]}")
+    assert out.returncode == 0, out.stderr
+    assert "failed failed 3 " in out.stdout, out.stdout
+    assert "restart limit reached" in out.stdout
