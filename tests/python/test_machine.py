@@ -342,3 +342,20 @@ def test_a_fork_that_fails_with_eagain_follows_the_restart_policy(helper, tmp_pa
     assert out.returncode == 0, out.stderr
     assert "failed failed 3 " in out.stdout, out.stdout
     assert "restart limit reached" in out.stdout
+
+
+def test_a_listener_left_by_an_earlier_run_does_not_make_the_next_run_ready(make_stack, helper, tmp_path):
+    # Run 1 listens, forks a child that escapes its group with the listening socket, and
+    # crashes. Run 2 does not listen at all: the escaped socket must not make it ready.
+    flag = tmp_path / "second-run"
+    script = (f'if [ -e {flag} ]; then exec {helper} print second pause; fi; touch {flag}; '
+              f'exec {helper} listen PORT escape 60 print listening sleep 0.5 exit 1')
+    stack = make_stack()
+    svc = stack.add("web", script, ports=["http"],
+                    restart=corral.Restart("on-failure", backoff=0.05, max_restarts=1),
+                    ready=corral.TcpCheck("http", start_timeout=2, interval=0.05))
+    stack.start(timeout=60)  # run 1 is ready
+    svc.wait_for_log("^second$", timeout=30)
+    with pytest.raises(corral.CorralError, match="not by the service"):
+        stack.wait("web", "ready", timeout=60)
+    assert svc.state == "failed"

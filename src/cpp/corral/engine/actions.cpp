@@ -276,7 +276,9 @@ void Engine::Impl::on_exit(StackState& st, Svc& s) {
   stop_checks(s);
   // Hold the ports again until the next spawn: during a backoff (or while stopped) no
   // other program may take them.
-  for (auto& l : s.leases) l.reclaim_socket();
+  s.ports_contested = false;
+  for (auto& l : s.leases)
+    if (!l.reclaim_socket()) s.ports_contested = true;
   // The slot is empty. What the exit means depends on what the service was doing.
   if (s.state == State::stopping) {
     dispatch(st, s, Event::exit_stopped);

@@ -161,10 +161,12 @@ void Engine::Impl::on_probe(StackState& st, Svc& s, bool readiness, unsigned gen
   if (readiness) {
     if (s.state != State::starting) return;
     // Someone answering is not enough: it must be the service (not an orphan of an earlier
-    // run that still holds the port). Only for a fixed port number: a port corral
-    // allocated was free when the kernel gave it out and held by us until the spawn, so no
-    // impostor can hold it (and the /proc/net/tcp read costs ms on a busy machine).
-    if (ok && (c.kind == CheckSpec::Kind::tcp || c.kind == CheckSpec::Kind::http) && is_port_number(c.port)) {
+    // run that still holds the port). For a fixed port number always; for a port corral
+    // allocated only when it was contested: such a port was free when the kernel gave it
+    // out and held by us until the spawn, so no impostor can hold it unless the last run
+    // left a listener behind (and the /proc/net/tcp read costs ms on a busy machine).
+    if (ok && (c.kind == CheckSpec::Kind::tcp || c.kind == CheckSpec::Kind::http) &&
+        (is_port_number(c.port) || s.ports_contested)) {
       if (auto who = foreign_listener(check_port(s, c), s.proc.pid)) {
         ok = false;
         detail = std::move(*who);

@@ -115,6 +115,9 @@ struct Svc {
   asio::steady_timer check_timer;  // next check attempt
 
   std::vector<PortLease> leases;
+  // A port of this service was held by someone else when its last run ended (a listener
+  // that escaped the group): readiness must then check who listens.
+  bool ports_contested = false;
   std::map<std::string, int> ports;
   LogRing logs;
   std::optional<Pattern> ready_regex;
