@@ -359,3 +359,33 @@ def test_a_listener_left_by_an_earlier_run_does_not_make_the_next_run_ready(make
     with pytest.raises(corral.CorralError, match="not by the service"):
         stack.wait("web", "ready", timeout=60)
     assert svc.state == "failed"
+
+
+def _marked(marker: bytes) -> list[int]:
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker in f.read().split(b"\0"):
+                    out.append(int(pid))
+        except OSError:
+            pass
+    return out
+
+
+def test_an_escapee_that_keeps_forking_does_not_survive_close(helper):
+    # It leaves the group (setsid) and then forks forever, each parent exiting at once, so
+    # its pid keeps changing: one look at /proc is not enough to catch it.
+    evader = ("import os, time\nos.setsid()\nwhile True:\n"
+              "    if os.fork():\n        os._exit(0)\n    time.sleep(0.002)\n")
+    stack = corral.Stack(name="evader")
+    svc = stack.add("svc", [sys.executable, "-c", f"import os,subprocess,sys; subprocess.Popen([sys.executable, "
+                            f"'-c', {evader!r}]); os.execv({helper!r}, [{helper!r}, 'pause'])"])
+    stack.start(timeout=30)
+    with open(f"/proc/{svc.pid}/environ", "rb") as f:
+        marker = next(v for v in f.read().split(b"\0") if v.startswith(b"CORRAL_STACK="))
+    wait_until(lambda: len(_marked(marker)) >= 2, 30, "the evader")
+    stack.close(timeout=60)
+    assert _marked(marker) == []

@@ -43,9 +43,13 @@ OWNER = textwrap.dedent("""
         pids.append(svc.pid)
         pids += [int(l.split()[1]) for l in svc.logs() if l.startswith("grandchild ")]
     import os
-    watchers = [p for p in os.listdir("/proc") if p.isdigit()
-                and open(f"/proc/{p}/stat").read().split(")")[1].split()[1] == str(os.getpid())
-                and open(f"/proc/{p}/comm").read().strip() == "corral-watch"]
+    def is_watcher(p):
+        try:  # any process may end while we look
+            return (open(f"/proc/{p}/stat").read().split(")")[1].split()[1] == str(os.getpid())
+                    and open(f"/proc/{p}/comm").read().strip() == "corral-watch")
+        except OSError:
+            return False
+    watchers = [p for p in os.listdir("/proc") if p.isdigit() and is_watcher(p)]
     exe = os.readlink(f"/proc/{watchers[0]}/exe")
     print(json.dumps(pids), flush=True)
     print(exe, flush=True)

@@ -35,6 +35,7 @@
 #include "corral/engine/event_queue.hpp"
 #include "corral/engine/watcher.hpp"
 #include "corral/graph/graph.hpp"
+#include "corral/metrics/procfs.hpp"
 #include "corral/resources/ports.hpp"
 #include "corral/supervise/machine.hpp"
 #include "corral/supervise/restart.hpp"
@@ -78,6 +79,9 @@ struct Svc {
   State state = State::pending;
   Slot proc;
   pid_t last_pid = 0;  // of the last run, whose group may still have members dying
+  // Where pid allocation stood before this service's first spawn since its last sweep:
+  // whatever it left behind was created after that (see procfs::PidClock).
+  std::optional<procfs::PidClock> sweep_since;
 
   // What the requests want. A start sets want_up until the service is running (or can
   // no longer get there); a stop sets want_down until it is down. `intent_gen` moves when

@@ -198,6 +198,14 @@ void Engine::Impl::request_start(StackState& st, const std::vector<std::string>&
     if (mask[i]) targets.push_back(i);
   // Every port first, so that {{other.port.x}} resolves whatever the spawn order.
   for (auto i : targets) ensure_ports(*st.services[i]);
+  // One reading of the pid clock for the whole request bounds what the sweep at the next
+  // stop has to look at.
+  std::optional<procfs::PidClock> clock;
+  for (auto i : targets)
+    if (!st.services[i]->sweep_since) {
+      if (!clock) clock = procfs::pid_clock();
+      st.services[i]->sweep_since = clock;
+    }
   for (auto i : targets) {
     Svc& s = *st.services[i];
     set_intent(s, true);
@@ -266,29 +274,52 @@ void Engine::Impl::request_stop(StackState& st, const std::vector<std::string>& 
 void Engine::Impl::sweep_escapees(const std::shared_ptr<StackState>& st, std::vector<std::size_t> only,
                                   std::function<void()> then) {
   std::string marker = "CORRAL_STACK=" + st->id;
-  // Each service's name and its last process group.
+  // Each service's name and its last process group; the oldest pid clock among them.
   std::vector<std::pair<std::string, pid_t>> names;
-  for (auto i : only) names.emplace_back(st->services[i]->spec.name, st->services[i]->last_pid);
-  chores.post([this, st, marker, names = std::move(names), then = std::move(then)] {
+  std::optional<procfs::PidClock> since;
+  bool unbounded = false;
+  for (auto i : only) {
+    Svc& s = *st->services[i];
+    names.emplace_back(s.spec.name, s.last_pid);
+    if (!s.spawned_once && !s.sweep_since) continue;  // never ran since the last sweep
+    if (!s.sweep_since) unbounded = true;
+    else if (!since || s.sweep_since->forks < since->forks) since = s.sweep_since;
+    s.sweep_since.reset();  // a start from now on opens a new window
+  }
+  if (unbounded) since.reset();
+  chores.post([this, st, marker, names = std::move(names), since, unbounded, then = std::move(then)] {
     std::vector<std::pair<std::string, std::string>> killed;  // service, line
     std::vector<Fd> dying;
-    for (const auto& m : find_marked(marker)) {
-      auto named = std::find_if(names.begin(), names.end(), [&](const auto& n) { return n.first == m.service; });
-      if (named == names.end()) continue;
-      int fd = static_cast<int>(::syscall(SYS_pidfd_open, m.pid, 0));
-      if (fd < 0) continue;
-      Fd pidfd(fd);
-      if (!has_marker(m.pid, marker)) continue;  // the pid we hold may have been recycled
-      ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
-      // Members of the service's own group were SIGKILLed with it and are only still
-      // dying; the others had escaped it.
-      if (procfs::process_group(m.pid) != named->second)
-        killed.emplace_back(m.service, fmt::format("corral: killed pid {} ({}), which had escaped the service's "
-                                                   "process group", m.pid, m.command));
-      dying.push_back(std::move(pidfd));
+    // An escapee that keeps forking makes new marked processes while we look: look again
+    // until a pass finds nothing (each pass kills what it finds, so the tree stops growing).
+    for (int pass = 0; pass < 8; ++pass) {
+      // Only processes created since the services started can be theirs: with thousands of
+      // older processes on the machine, only the new ones' environments are read.
+      std::optional<std::pair<pid_t, pid_t>> range;
+      if (since && !unbounded) range = procfs::pids_since(*since);
+      std::function<bool(pid_t)> candidate;
+      if (range) candidate = [r = *range](pid_t pid) { return procfs::in_pid_range(pid, r); };
+      bool found = false;
+      for (const auto& m : find_marked(marker, candidate)) {
+        auto named = std::find_if(names.begin(), names.end(), [&](const auto& n) { return n.first == m.service; });
+        if (named == names.end()) continue;
+        int fd = static_cast<int>(::syscall(SYS_pidfd_open, m.pid, 0));
+        if (fd < 0) continue;
+        Fd pidfd(fd);
+        if (!has_marker(m.pid, marker)) continue;  // the pid we hold may have been recycled
+        ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
+        found = true;
+        // Members of the service's own group were SIGKILLed with it and are only still
+        // dying; the others had escaped it.
+        if (procfs::process_group(m.pid) != named->second)
+          killed.emplace_back(m.service, fmt::format("corral: killed pid {} ({}), which had escaped the service's "
+                                                     "process group", m.pid, m.command));
+        dying.push_back(std::move(pidfd));
+      }
+      if (!found) break;
+      // The stop is done when they are gone, not when they were told to go.
+      wait_gone(dying, 2.0);
     }
-    // The stop is done when they are gone, not when they were told to go.
-    wait_gone(dying, 2.0);
     asio::post(io, [this, st, killed = std::move(killed), then] {
       for (const auto& [name, line] : killed) {
         auto it = st->index.find(name);

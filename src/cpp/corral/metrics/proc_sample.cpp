@@ -98,12 +98,12 @@ bool has_marker(pid_t pid, const std::string& marker, std::string* service) {
   return marked;
 }
 
-std::vector<MarkedProcess> find_marked(const std::string& marker) {
+std::vector<MarkedProcess> find_marked(const std::string& marker, const std::function<bool(pid_t)>& candidate) {
   std::vector<MarkedProcess> out;
   const pid_t self = ::getpid();
   procfs::for_each_pid([&](pid_t pid) {
     MarkedProcess m;
-    if (pid == self || !has_marker(pid, marker, &m.service)) return false;
+    if (pid == self || (candidate && !candidate(pid)) || !has_marker(pid, marker, &m.service)) return false;
     m.pid = pid;
     m.command = procfs::comm(pid);
     out.push_back(std::move(m));

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,7 +25,9 @@ struct MarkedProcess {
 
 // Every process (readable by us) whose environment holds `marker` exactly: the services'
 // descendants inherit it, even those that left the process group (double fork + setsid).
-std::vector<MarkedProcess> find_marked(const std::string& marker);
+// `candidate`, when given, says which pids are worth opening (see procfs::pids_since).
+std::vector<MarkedProcess> find_marked(const std::string& marker,
+                                       const std::function<bool(pid_t)>& candidate = {});
 bool has_marker(pid_t pid, const std::string& marker, std::string* service = nullptr);
 
 // Prometheus text exposition of per-service state and samples.

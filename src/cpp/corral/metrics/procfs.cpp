@@ -37,4 +37,34 @@ pid_t process_group(pid_t pid) {
   return pgrp;
 }
 
+std::optional<PidClock> pid_clock() {
+  PidClock c;
+  char buf[64];
+  if (read_small("/proc/sys/kernel/ns_last_pid", buf, sizeof buf) <= 0) return std::nullopt;
+  c.last_pid = static_cast<pid_t>(std::atol(buf));
+  // /proc/stat is a few KiB: per-CPU lines first, "processes N" after them.
+  char stat[16384];
+  if (read_small("/proc/stat", stat, sizeof stat) <= 0) return std::nullopt;
+  const char* p = std::strstr(stat, "\nprocesses ");
+  if (!p) return std::nullopt;
+  c.forks = std::strtoull(p + 11, nullptr, 10);
+  return c;
+}
+
+std::optional<std::pair<pid_t, pid_t>> pids_since(const PidClock& since) {
+  auto now = pid_clock();
+  char buf[64];
+  if (!now || read_small("/proc/sys/kernel/pid_max", buf, sizeof buf) <= 0) return std::nullopt;
+  long max = std::atol(buf);
+  // After a wrap, pids start again above the 300 reserved ones; keep a margin.
+  if (max <= 1000 || now->forks < since.forks || now->forks - since.forks >= static_cast<std::uint64_t>(max - 1000))
+    return std::nullopt;
+  return std::pair{since.last_pid, now->last_pid};
+}
+
+bool in_pid_range(pid_t pid, std::pair<pid_t, pid_t> range) noexcept {
+  auto [after, upto] = range;
+  return after <= upto ? (pid > after && pid <= upto) : (pid > after || pid <= upto);
+}
+
 }  // namespace corral::procfs

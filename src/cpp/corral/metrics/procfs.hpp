@@ -5,7 +5,10 @@
 #include <dirent.h>
 #include <sys/types.h>
 
+#include <cstdint>
 #include <cstdlib>
+#include <optional>
+#include <utility>
 #include <string>
 
 namespace corral::procfs {
@@ -18,6 +21,22 @@ std::string comm(pid_t pid);
 
 // The process group of `pid`, or -1.
 pid_t process_group(pid_t pid);
+
+// Where the kernel's pid allocation stands: how many processes were ever forked
+// ("processes" in /proc/stat) and the last pid handed out in our pid namespace. Two
+// readings bound the pids of every process created between them: they lie after the first
+// reading's pid, up to the second's, in pid order (wrapping at pid_max), as long as fewer
+// forks than pid_max happened in between. So a search for what a service left behind need
+// not open the files of the machine's thousands of older processes.
+struct PidClock {
+  std::uint64_t forks = 0;
+  pid_t last_pid = 0;
+};
+std::optional<PidClock> pid_clock();
+// A predicate for "created after `since` (and before now)", or nullopt when that cannot be
+// told (a reading failed, or so many forks happened that the pids may have wrapped round).
+std::optional<std::pair<pid_t, pid_t>> pids_since(const PidClock& since);
+bool in_pid_range(pid_t pid, std::pair<pid_t, pid_t> range) noexcept;
 
 // Calls f(pid) for every process in /proc; f returns true to stop early.
 template <class F>
