@@ -1126,7 +1126,9 @@ def main() -> int:
     ws = Workspace(keep=args.keep)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: sys.exit(130))
-    env, core = corral_env(engine, Path(args.build_dir), Path(args.source).resolve() if args.source else REPO)
+    # Absolute: the engine package is made of symlinks into the build directory.
+    build_dir = Path(args.build_dir).resolve()
+    env, core = corral_env(engine, build_dir, Path(args.source).resolve() if args.source else REPO)
     build_type = _build_type_of(Path(core))
     say(f"corral engine: {core} ({build_type})")
     if build_type not in ("Release", "installed wheel (Release)") and not args.quick:
