@@ -502,6 +502,13 @@ static void step_pid(char **a) {
       (int)getpgrp(), (int)getsid(0));
 }
 
+static void step_nofile(char **a) {
+  (void)a;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) fail(EXIT_FAILED, "nofile: %s", strerror(errno));
+  say(STDOUT_FILENO, "nofile %llu %llu", (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max);
+}
+
 static void append_or_write(const char *path, int flags, const char *text, size_t len) {
   int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | flags, 0644);
   if (fd < 0) fail(EXIT_FAILED, "%s: %s", path, strerror(errno));
@@ -603,6 +610,7 @@ static const struct {
     {"env", 1, step_env},
     {"cwd", 0, step_cwd},
     {"pid", 0, step_pid},
+    {"nofile", 0, step_nofile},
     {"write-file", 2, step_write_file},
     {"touch-and-wait", 1, step_touch_and_wait},
     {"notify", 1, step_notify},

@@ -381,8 +381,9 @@ def test_an_escapee_that_keeps_forking_does_not_survive_close(helper):
     evader = ("import os, time\nos.setsid()\nwhile True:\n"
               "    if os.fork():\n        os._exit(0)\n    time.sleep(0.002)\n")
     stack = corral.Stack(name="evader")
-    svc = stack.add("svc", [sys.executable, "-c", f"import os,subprocess,sys; subprocess.Popen([sys.executable, "
-                            f"'-c', {evader!r}]); os.execv({helper!r}, [{helper!r}, 'pause'])"])
+    launcher = (f"import os,subprocess,sys; subprocess.Popen([sys.executable, '-c', {evader!r}]); "
+                f"os.execv({helper!r}, [{helper!r}, 'pause'])")
+    svc = stack.add("svc", [sys.executable, "-c", launcher])
     stack.start(timeout=30)
     with open(f"/proc/{svc.pid}/environ", "rb") as f:
         marker = next(v for v in f.read().split(b"\0") if v.startswith(b"CORRAL_STACK="))

@@ -1,7 +1,9 @@
 #include "corral/spawn/spawn.hpp"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -11,11 +13,34 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE (1U << 1)
+#endif
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x00001000
+#endif
+
+// The child runs on a stack of its own, outside the thread stacks the sanitizers know, and
+// never returns: their stack bookkeeping would only warn about it.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CORRAL_CHILD_NO_ASAN __attribute__((no_sanitize("address")))
+#endif
+#endif
+#if !defined(CORRAL_CHILD_NO_ASAN) && defined(__SANITIZE_ADDRESS__)
+#define CORRAL_CHILD_NO_ASAN __attribute__((no_sanitize("address")))
+#endif
+#ifndef CORRAL_CHILD_NO_ASAN
+#define CORRAL_CHILD_NO_ASAN
 #endif
 
 namespace corral {
@@ -34,22 +59,50 @@ bool make_pipe(Fd& read_end, Fd& write_end) {
   return true;
 }
 
+// ---- the owner's fd limit -----------------------------------------------------------------
+
+namespace {
+// The soft limit raise_fd_limit() found, valid once `g_raised` is set. Atomics because
+// every engine thread may raise and every spawning thread reads.
+std::atomic<rlim_t> g_original_soft{0};
+std::atomic<bool> g_raised{false};
+std::atomic<bool> g_no_shared_table{false};
+}  // namespace
+
 void raise_fd_limit() noexcept {
   rlimit rl{};
   if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rlim_t found = rl.rlim_cur;
     rl.rlim_cur = rl.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &rl);
+    if (::setrlimit(RLIMIT_NOFILE, &rl) == 0) {
+      g_original_soft.store(found);
+      g_raised.store(true);
+    }
   }
 }
 
+std::optional<rlim_t> original_fd_soft_limit() noexcept {
+  if (!g_raised.load()) return std::nullopt;
+  return g_original_soft.load();
+}
+
+void force_copied_fd_table_for_testing(bool on) noexcept { g_no_shared_table.store(on); }
+
+// ---- finding the program ------------------------------------------------------------------
+
 std::string resolve_executable(const std::string& file, const std::vector<std::string>& env,
-                               int& error) {
+                               int& error, const std::string& cwd) {
   error = 0;
+  // The child chdirs before it execs, so a relative path names a file under `cwd`.
+  auto where = [&](const std::string& path) {
+    return cwd.empty() || path.front() == '/' ? path : cwd + "/" + path;
+  };
   auto check = [&](const std::string& path) {
+    std::string real = where(path);
     struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) return ENOENT;
+    if (::stat(real.c_str(), &st) != 0) return ENOENT;
     if (S_ISDIR(st.st_mode)) return EACCES;
-    if (::access(path.c_str(), X_OK) != 0) return EACCES;
+    if (::access(real.c_str(), X_OK) != 0) return EACCES;
     return 0;
   };
   if (file.empty()) {
@@ -82,93 +135,175 @@ std::string resolve_executable(const std::string& file, const std::vector<std::s
 
 namespace {
 
-// Everything the child needs, prepared before vfork: the child shares our memory and must
+// ---- the hand-over slots ------------------------------------------------------------------
+//
+// The child shares our fd table (CLONE_FILES), so that nothing is copied at clone time,
+// and then unshares it with close_range(first, ~0U, CLOSE_RANGE_UNSHARE): the kernel copies
+// only the fds below `first` into the child's private table and drops the rest, however
+// many there are. So the fds the child still needs (its stdio and the passed fd) must sit
+// below a small `first`. Pipes the engine has just made sit near the top of a dense table
+// (fd 11,000 at 4,000 services), so spawn() moves them into a few low fd numbers reserved
+// for the purpose the first time it runs, when the table is still small. Between spawns
+// each slot holds /dev/null; dup3 replaces a slot's file atomically, so no other thread can
+// ever be handed one of those numbers.
+struct HandOver {
+  static constexpr int kSlots = 4;  // the child's fds 0, 1, 2 and 3
+  static constexpr std::size_t kStackSize = 256 * 1024;
+  std::mutex mu;  // one spawn at a time owns the slots and the stack
+  int null_fd = -1;
+  int slots[kSlots] = {-1, -1, -1, -1};
+  char* stack = nullptr;  // the child's stack, lowest page a guard
+
+  bool ready() const noexcept { return stack != nullptr; }
+
+  // Under `mu`. Leaves everything unset on failure (out of fds or memory), so that the
+  // next spawn tries again.
+  int init() noexcept {
+    int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0) return errno;
+    int got[kSlots];
+    for (int i = 0; i < kSlots; ++i) {
+      got[i] = ::fcntl(null, F_DUPFD_CLOEXEC, 3);
+      if (got[i] < 0) {
+        int e = errno;
+        while (i-- > 0) ::close(got[i]);
+        ::close(null);
+        return e;
+      }
+    }
+    void* mem = ::mmap(nullptr, kStackSize, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (mem == MAP_FAILED) {
+      int e = errno;
+      for (int fd : got) ::close(fd);
+      ::close(null);
+      return e;
+    }
+    // A child that overflows its stack faults instead of writing over our heap.
+    ::mprotect(mem, static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)), PROT_NONE);
+    null_fd = null;
+    std::copy(std::begin(got), std::end(got), slots);
+    stack = static_cast<char*>(mem);
+    return 0;
+  }
+};
+
+// Never destroyed: an engine may still spawn while static destructors run at exit.
+HandOver& hand_over() {
+  static HandOver* h = new HandOver;
+  return *h;
+}
+
+enum Stage : int { kSetup = 1, kChdir = 2, kExec = 3, kNoUnshare = 4 };
+
+// Everything the child needs, prepared before clone: the child shares our memory and must
 // not allocate, lock or touch anything another thread could be changing.
 struct ChildPlan {
   const char* path;
   char* const* argv;
   char* const* envp;
   const char* cwd;
-  int fds[3];
-  int pass_fd;
+  int fds[3];  // hand-over slots holding the child's stdin, stdout, stderr
+  int pass_fd;  // hand-over slot holding the child's fd 3, or -1
+  unsigned first_unshared;  // every slot is below it
+  bool shared_table;  // CLONE_FILES: unshare before touching any fd
   int death_signal;
   bool new_session;
+  bool restore_nofile;
+  rlimit nofile;
   pid_t parent;
-  // Written by the child before it _exits; read by the parent once vfork returns (the
-  // parent is suspended until the child execs or exits, so no race).
+  // Written by the child before it _exits; read by the parent once clone returns (the
+  // parent thread is suspended until the child execs or exits: CLONE_VFORK).
   volatile int error;
-  volatile int stage;  // 1 = setup, 2 = chdir, 3 = exec
-  // Set by the child first thing. Still 0 when vfork returns means vfork was really a
-  // fork (sanitizers and valgrind turn it into one): then nothing the child wrote here is
-  // visible, and the error pipe below carries the result instead.
-  volatile int ran;
-  int error_pipe;  // write end, close-on-exec: EOF at exec, {error, stage} on failure
+  volatile int stage;
 };
 
-[[noreturn]] void fail(ChildPlan* p, int stage) {
+[[noreturn]] CORRAL_CHILD_NO_ASAN void fail(ChildPlan* p, int stage) {
   p->error = errno;
   p->stage = stage;
-  int report[2] = {p->error, stage};
-  (void)!::write(p->error_pipe, report, sizeof report);
   ::_exit(127);
 }
 
-[[noreturn]] void child_main(ChildPlan* p) {
-  p->ran = 1;
+CORRAL_CHILD_NO_ASAN int child_main(void* arg) {
+  auto* p = static_cast<ChildPlan*>(arg);
   // Back to default dispositions: Python ignores SIGPIPE, and an ignored signal would
-  // survive exec into the service. Handlers would point into our memory.
+  // survive exec into the service. Handlers would point into our memory. Without
+  // CLONE_SIGHAND this changes the child's copy of the table only.
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
   for (int sig = 1; sig < NSIG; ++sig) {
     if (sig == SIGKILL || sig == SIGSTOP) continue;
     ::sigaction(sig, &dfl, nullptr);
   }
-  if (p->new_session && ::setsid() < 0) goto fail_setup;
+  if (p->new_session && ::setsid() < 0) fail(p, kSetup);
   if (p->death_signal != 0) {
-    if (::prctl(PR_SET_PDEATHSIG, p->death_signal) != 0) goto fail_setup;
-    // The owner may have died between vfork and prctl: then nobody will ever signal us.
+    if (::prctl(PR_SET_PDEATHSIG, p->death_signal) != 0) fail(p, kSetup);
+    // The owner may have died between clone and prctl: then nobody will ever signal us.
     if (::getppid() != p->parent) ::_exit(127);
   }
-  for (int target = 0; target < 3; ++target) {
-    // dup2 clears close-on-exec on the copy; the sources are >= 3 (see spawn()).
-    if (::dup2(p->fds[target], target) < 0) goto fail_setup;
-  }
-  // A passed fd becomes 3, without close-on-exec (dup2 onto itself would keep the flag).
-  if (p->pass_fd >= 0) {
-    if (p->pass_fd == 3 ? ::fcntl(3, F_SETFD, 0) < 0 : ::dup2(p->pass_fd, 3) < 0) goto fail_setup;
-  }
-  {
-    // Nothing else crosses exec. close_range marks rather than closes so that it cannot
-    // fail half-way; exec then closes them all.
-    unsigned first = p->pass_fd >= 0 ? 4U : 3U;
-    if (::syscall(SYS_close_range, first, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
-      for (int fd = static_cast<int>(first); fd < 65536; ++fd) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  if (p->shared_table) {
+    // Until this call every fd operation would act on the owner's table, under the feet
+    // of its other threads. It makes our table private, keeping only the fds below
+    // `first_unshared` (the owner's few low fds and the slots), in one step.
+    if (::syscall(SYS_close_range, p->first_unshared, ~0U, CLOSE_RANGE_UNSHARE) != 0) {
+      // Too old a kernel, or a seccomp filter: the parent retries with a copied table.
+      // Nothing of the owner's has been touched.
+      if (errno == ENOSYS || errno == EINVAL || errno == EPERM) fail(p, kNoUnshare);
+      fail(p, kSetup);
     }
   }
-  if (p->cwd != nullptr && ::chdir(p->cwd) != 0) fail(p, 2);
-  {
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  // dup2 clears close-on-exec on the copy; every slot is >= 3, so none is overwritten
+  // before it has been copied.
+  for (int target = 0; target < 3; ++target)
+    if (::dup2(p->fds[target], target) < 0) fail(p, kSetup);
+  // The passed fd becomes 3, without close-on-exec (dup2 onto itself would keep the flag).
+  if (p->pass_fd >= 0) {
+    if (p->pass_fd == 3 ? ::fcntl(3, F_SETFD, 0) < 0 : ::dup2(p->pass_fd, 3) < 0) fail(p, kSetup);
   }
+  unsigned first = p->pass_fd >= 0 ? 4U : 3U;
+  if (p->shared_table) {
+    // Our private table holds only a few fds now: close them outright.
+    if (::syscall(SYS_close_range, first, ~0U, 0U) != 0) fail(p, kSetup);
+  } else if (::syscall(SYS_close_range, first, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
+    // A copy of the whole table: mark rather than close, so that this cannot fail half-way;
+    // exec then closes them all.
+    for (int fd = static_cast<int>(first); fd < 65536; ++fd) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  }
+  // The limit the owner started with, now that every fd we keep is below it.
+  if (p->restore_nofile && ::setrlimit(RLIMIT_NOFILE, &p->nofile) != 0) fail(p, kSetup);
+  if (p->cwd != nullptr && ::chdir(p->cwd) != 0) fail(p, kChdir);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
   ::execve(p->path, p->argv, p->envp);
-  fail(p, 3);
-fail_setup:
-  fail(p, 1);
+  fail(p, kExec);
 }
 
-// Returns an fd >= 3 equal to `fd`, or a /dev/null fd when `fd` < 0.
-int stdio_source(int fd, Fd& keep) {
-  if (fd < 0) {
-    keep.reset(::open("/dev/null", O_RDWR | O_CLOEXEC));
-    fd = keep.get();
+// Starts the child described by `plan` and waits until it has exec'd or failed. Returns
+// the pid (the child may already have exited if plan.error is set), or -1 with errno.
+pid_t clone_child(ChildPlan& plan, char* stack_top, int& pidfd) {
+  int flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD;
+  if (plan.shared_table) flags |= CLONE_FILES;
+  // Block every signal across clone so that no handler of ours runs in the child while it
+  // still shares our memory; the child unblocks after resetting dispositions.
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid_t pid = ::clone(child_main, stack_top, flags, &plan, &pidfd);
+  int clone_errno = errno;
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  errno = clone_errno;
+  return pid;
+}
+
+void reap(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  if (fd >= 0 && fd < 3) {
-    Fd copy(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
-    keep = std::move(copy);
-    fd = keep.get();
-  }
-  return fd;
+}
+
+std::string shown(const std::string& path, const std::string& cwd) {
+  return cwd.empty() || path.front() == '/' ? path : cwd + "/" + path;
 }
 
 }  // namespace
@@ -181,12 +316,15 @@ SpawnResult spawn(const SpawnRequest& req) {
     return result;
   }
   int lookup_error = 0;
-  std::string path = resolve_executable(req.argv[0], req.env, lookup_error);
-  if (lookup_error != 0) {
+  std::string path = resolve_executable(req.argv[0], req.env, lookup_error, req.cwd);
+  // When the working directory itself is missing, that is the error to report: the child
+  // reports its chdir failure exactly.
+  bool cwd_usable = req.cwd.empty() || ::access(req.cwd.c_str(), X_OK) == 0;
+  if (lookup_error != 0 && cwd_usable) {
     result.error = lookup_error;
     result.message = lookup_error == ENOENT
                          ? fmt::format("command not found: {}", req.argv[0])
-                         : fmt::format("permission denied: {} is not executable", path);
+                         : fmt::format("permission denied: {} is not executable", shown(path, req.cwd));
     return result;
   }
 
@@ -199,87 +337,103 @@ SpawnResult spawn(const SpawnRequest& req) {
   for (const auto& e : req.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
 
-  Fd keep_in, keep_out, keep_err;
   ChildPlan plan{};
   plan.path = path.c_str();
   plan.argv = argv.data();
   plan.envp = envp.data();
   plan.cwd = req.cwd.empty() ? nullptr : req.cwd.c_str();
-  plan.fds[0] = stdio_source(req.stdin_fd, keep_in);
-  plan.fds[1] = stdio_source(req.stdout_fd, keep_out);
-  plan.fds[2] = stdio_source(req.stderr_fd, keep_err);
-  plan.pass_fd = req.pass_fd;
   plan.death_signal = req.death_signal;
   plan.new_session = req.new_session;
   plan.parent = ::getpid();
-  plan.error = 0;
-  plan.stage = 0;
-  plan.ran = 0;
-  Fd err_r, err_w;
-  {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) {
-      result.error = errno;
-      result.message = fmt::format("cannot create a pipe: {}", std::strerror(errno));
+  if (auto original = original_fd_soft_limit()) {
+    rlimit now{};
+    if (::getrlimit(RLIMIT_NOFILE, &now) == 0 && now.rlim_cur != *original) {
+      plan.restore_nofile = true;
+      plan.nofile = rlimit{std::min(*original, now.rlim_max), now.rlim_max};
+    }
+  }
+
+  HandOver& h = hand_over();
+  std::lock_guard lock(h.mu);
+  if (!h.ready()) {
+    if (int e = h.init(); e != 0) {
+      result.error = e;
+      result.message = fmt::format("cannot prepare to spawn: {}", std::strerror(e));
       return result;
     }
-    err_r.reset(fds[0]);
-    err_w.reset(fds[1]);
   }
-  plan.error_pipe = err_w.get();
+  // Put the child's stdio and passed fd into the slots; put /dev/null back afterwards,
+  // whatever happens, so that no pipe end stays open here (its reader would never see EOF).
+  const int wanted[HandOver::kSlots] = {req.stdin_fd, req.stdout_fd, req.stderr_fd, req.pass_fd};
+  bool filled[HandOver::kSlots] = {};
+  auto restore = [&] {
+    for (int i = 0; i < HandOver::kSlots; ++i)
+      if (filled[i]) ::dup3(h.null_fd, h.slots[i], O_CLOEXEC);
+  };
+  for (int i = 0; i < HandOver::kSlots; ++i) {
+    if (wanted[i] < 0) continue;  // the slot's /dev/null is what the child gets (or no fd 3)
+    filled[i] = true;
+    if (::dup3(wanted[i], h.slots[i], O_CLOEXEC) < 0) {
+      result.error = errno;
+      result.message = fmt::format("cannot pass fd {} to the child: {}", wanted[i], std::strerror(errno));
+      restore();
+      return result;
+    }
+  }
+  for (int i = 0; i < 3; ++i) plan.fds[i] = h.slots[i];
+  plan.pass_fd = req.pass_fd >= 0 ? h.slots[3] : -1;
+  plan.first_unshared = static_cast<unsigned>(*std::max_element(std::begin(h.slots), std::end(h.slots))) + 1;
 
-  // Block every signal across vfork so that no handler of ours runs in the child while
-  // it still shares our memory; the child unblocks after resetting dispositions.
-  sigset_t all, old;
-  sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &old);
-  pid_t pid = ::vfork();
-  if (pid == 0) child_main(&plan);
-  int vfork_errno = errno;
-  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  pid_t pid = -1;
+  int pidfd = -1;
+  for (;;) {
+    plan.shared_table = !g_no_shared_table.load();
+    plan.error = 0;
+    plan.stage = 0;
+    pidfd = -1;
+    pid = clone_child(plan, h.stack + HandOver::kStackSize, pidfd);
+    if (pid < 0 || plan.stage != kNoUnshare) break;
+    // This kernel cannot unshare part of the table: from now on every child gets a copy
+    // of it, as with vfork.
+    reap(pid);
+    if (pidfd >= 0) ::close(pidfd);
+    g_no_shared_table.store(true);
+  }
+  int clone_errno = errno;
+  restore();
 
   if (pid < 0) {
-    result.error = vfork_errno;
-    result.message = fmt::format("cannot fork: {}", std::strerror(vfork_errno));
+    result.error = clone_errno;
+    result.message = fmt::format("cannot fork: {}", std::strerror(clone_errno));
     return result;
   }
-  err_w.reset();
-  if (plan.ran == 0) {
-    // vfork behaved as fork: wait for the child to exec (EOF) or report its failure.
-    int report[2] = {0, 0};
-    ssize_t n;
-    while ((n = ::read(err_r.get(), report, sizeof report)) < 0 && errno == EINTR) {
-    }
-    if (n == static_cast<ssize_t>(sizeof report)) {
-      plan.error = report[0];
-      plan.stage = report[1];
-    }
-  }
+  Fd owned_pidfd(pidfd);
   if (plan.error != 0) {
     // The child never exec'd and has exited: reap exactly that pid (never -1).
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    reap(pid);
     result.error = plan.error;
-    const char* what = plan.stage == 2 ? "cannot change directory to" : plan.stage == 3 ? "cannot execute" : "cannot set up";
-    std::string target = plan.stage == 2 ? req.cwd : path;
+    const char* what = plan.stage == kChdir ? "cannot change directory to"
+                       : plan.stage == kExec ? "cannot execute"
+                                             : "cannot set up";
+    std::string target = plan.stage == kChdir ? req.cwd : shown(path, req.cwd);
     result.message = fmt::format("{} {}: {}", what, target, std::strerror(plan.error));
     return result;
   }
-  // The child has exec'd and is ours until we reap it, so its pid cannot be recycled
-  // before this call: the pidfd is guaranteed to refer to it.
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  if (pidfd < 0) {
-    int e = errno;
-    ::kill(pid, SIGKILL);
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    result.error = e;
-    result.message = fmt::format("pidfd_open: {}", std::strerror(e));
-    return result;
+  if (!owned_pidfd) {
+    // A kernel before 5.2 ignores CLONE_PIDFD. The child has exec'd and is ours until we
+    // reap it, so its pid cannot be recycled yet: pidfd_open is sure to find it.
+    owned_pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    if (!owned_pidfd) {
+      int e = errno;
+      ::kill(pid, SIGKILL);
+      reap(pid);
+      result.error = e;
+      result.message = fmt::format("pidfd_open: {}", std::strerror(e));
+      return result;
+    }
   }
   result.pid = pid;
-  result.pidfd.reset(pidfd);
+  result.pidfd = std::move(owned_pidfd);
   return result;
 }
 

@@ -1,10 +1,16 @@
-// Starting a child the safe way: vfork + exec from the calling (engine) thread, the child in
-// its own session with a parent-death signal, only fds 0-2 inherited, signal dispositions
-// and mask reset, and exec errors reported exactly instead of as a mystery exit code.
+// Starting a child the safe way: clone(CLONE_VM | CLONE_VFORK | CLONE_FILES) + exec from the
+// calling (engine) thread, the child in its own session with a parent-death signal, only
+// fds 0-2 (and a passed fd 3) inherited, signal dispositions and mask reset, the owner's
+// original RLIMIT_NOFILE restored, and exec errors reported exactly instead of as a
+// mystery exit code. The child shares the parent's fd table until it unshares only the
+// few low fds it needs, so the cost of a spawn does not grow with the number of fds the
+// owner holds (4,000 services hold 12,000).
 #pragma once
 
+#include <sys/resource.h>
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,16 +63,30 @@ struct SpawnResult {
 };
 
 // Looks `file` up in PATH (taken from `env`, else a default) the way execvp does, and
-// tells "not found" from "not executable" so the error can say which.
+// tells "not found" from "not executable" so the error can say which. A relative path
+// (`./server.sh`, or a PATH entry that is not absolute) is looked up in `cwd` when one is
+// given, as a shell would after `cd cwd`; the result is what to pass to execve after the
+// child's chdir(cwd), so it stays relative.
 std::string resolve_executable(const std::string& file, const std::vector<std::string>& env,
-                               int& error);
+                               int& error, const std::string& cwd = {});
 
 SpawnResult spawn(const SpawnRequest& req);
 
 // A pipe whose read end is non-blocking; both ends close-on-exec.
 bool make_pipe(Fd& read_end, Fd& write_end);
 
-// Raises the soft RLIMIT_NOFILE to the hard limit (500 services need ~2000 fds).
+// Raises the process's soft RLIMIT_NOFILE to the hard limit (500 services need ~2000 fds)
+// and remembers the soft limit it found, which every child spawn() starts gets back before
+// exec: a service must not inherit a limit it did not ask for (programs that still use
+// select() break above 1024). RLIMIT_NOFILE is per process, so the owner's own threads and
+// the subprocesses it starts by other means see the raised limit (docs/architecture.md).
 void raise_fd_limit() noexcept;
+
+// The soft limit raise_fd_limit() found when it last raised it; nullopt if it never had to.
+std::optional<rlim_t> original_fd_soft_limit() noexcept;
+
+// Tests only: spawn as on a kernel without close_range(CLOSE_RANGE_UNSHARE) (before 5.9, or
+// a seccomp filter that refuses it), where the child gets a copy of the whole fd table.
+void force_copied_fd_table_for_testing(bool on) noexcept;
 
 }  // namespace corral
