@@ -34,6 +34,7 @@
 #include "corral/checks/listener.hpp"
 #include "corral/checks/probes.hpp"
 #include "corral/engine/watcher.hpp"
+#include "corral/resources/runtime.hpp"
 #include "corral/graph/graph.hpp"
 #include "corral/metrics/proc_sample.hpp"
 #include "corral/resources/ports.hpp"
@@ -350,8 +351,7 @@ struct Engine::Impl {
 
   std::string ensure_stack_tmpdir(StackState& st) {
     if (!st.tmpdir.empty()) return st.tmpdir;
-    std::string base = fmt::format("{}/stacks", std::filesystem::path(port_lock_dir()).parent_path().string());
-    ::mkdir(base.c_str(), 0700);
+    std::string base = runtime_subdir("stacks");  // private, never a planted symlink
     std::string tmpl = fmt::format("{}/{}-XXXXXX", base, st.spec.name.empty() ? "stack" : st.spec.name.substr(0, 24));
     if (::mkdtemp(tmpl.data()) == nullptr)
       throw Error(fmt::format("cannot create a private directory: {}", std::strerror(errno)));
