@@ -1024,7 +1024,7 @@ std::shared_ptr<Engine> Engine::create(const std::string& watcher_program) {
   impl.thread = std::thread([&impl, &started, &watcher_program] {
     impl.thread_id = std::this_thread::get_id();
     // The watcher is forked from this thread, like every service.
-    impl.watcher = std::make_unique<DeathWatcher>(watcher_program);
+    impl.watcher = std::make_unique<DeathWatcher>(impl.io, watcher_program);
     started.set_value();
     impl.io.run();
   });
