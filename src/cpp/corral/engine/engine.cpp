@@ -666,7 +666,7 @@ struct Engine::Impl {
         std::vector<std::string> argv;
         for (const auto& a : c.command) argv.push_back(render_template(a, resolve));
         probe_exec(io, argv, build_env(st, s, resolve), render_template(s.spec.cwd, resolve), c.timeout,
-                   std::move(done));
+                   std::move(done), watcher ? watcher->tracker() : GroupTracker{});
         break;
       }
       case CheckSpec::Kind::log:
@@ -967,6 +967,7 @@ struct Engine::Impl {
 
   void finish_close(StackState& st) {
     st.closed = true;
+    if (watcher) watcher->unwatch_stack(st.id);
     for (auto& s : st.services) {
       s->leases.clear();
       s->notify.reset();
@@ -1075,6 +1076,7 @@ std::unique_ptr<Stack> Engine::create_stack(StackSpec spec) {
   return impl_->call([this, st]() {
     auto& impl = *impl_;
     st->id = fmt::format("{}-{}-{}", st->spec.name.empty() ? "stack" : st->spec.name, ::getpid(), ++impl.next_stack);
+    if (impl.watcher) impl.watcher->watch_stack(st->id);
     for (std::size_t i = 0; i < st->spec.services.size(); ++i) {
       st->services.push_back(std::make_unique<Svc>(impl.io, st->spec.services[i], i));
       st->index.emplace(st->spec.services[i].name, i);
