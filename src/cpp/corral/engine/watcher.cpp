@@ -191,8 +191,6 @@ GroupTracker DeathWatcher::tracker() noexcept {
 // Sends what the watcher does not know yet, as much as the socket takes. Never blocks.
 void DeathWatcher::flush() noexcept {
   if (!link_ || abandoned_ || backlog() == 0) return;
-  // A stopped watcher would act on nothing, our death included: replace it.
-  if (link_->proc.is_open() && stopped(link_->proc.native_handle())) return replace(true);
   std::vector<unsigned char> msg;
   std::vector<int> fds;
   std::vector<pid_t> sent_groups;
@@ -253,9 +251,11 @@ void DeathWatcher::flush() noexcept {
     int err = errno;
     for (int fd : fds) ::close(fd);  // the watcher has its own copies now
     if (!msg.empty() && n < 0) {
-      if (err == EAGAIN || err == EWOULDBLOCK) arm_write();
-      // Otherwise it is dead (EPIPE): its pidfd wakes us to replace it; the table keeps.
-      return;
+      if (err != EAGAIN && err != EWOULDBLOCK) return;  // dead (EPIPE): its pidfd wakes us
+      // Full: it lags, or it is stopped and would act on nothing, our death included. Its
+      // queue is short (net.unix.max_dgram_qlen messages), so a stopped one is found soon.
+      if (link_->proc.is_open() && stopped(link_->proc.native_handle())) return replace(true);
+      return arm_write();
     }
     for (const auto& id : sent_stacks) {
       if (stacks_.count(id))

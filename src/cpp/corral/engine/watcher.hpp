@@ -27,7 +27,9 @@
 // taken yet waits in a table of what it should know (not a queue of messages: a group
 // watched and unwatched while the watcher lags is never sent at all). A watcher that dies
 // is reaped and replaced (its pidfd wakes the engine's io_context), one found stopped
-// (SIGSTOP) is killed and replaced, and the new one is told everything that is watched.
+// (SIGSTOP) when its socket is full is killed and replaced, and the new one is told
+// everything that is watched. (One stopped while nothing is sent goes unnoticed until
+// the next few sends fill its queue; it acts again once continued.)
 #pragma once
 
 #include <sys/types.h>
