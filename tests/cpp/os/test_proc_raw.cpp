@@ -1,6 +1,7 @@
 // The async-signal-safe /proc readers the death watcher sweeps with, on real processes.
 #include "corral/os/proc_raw.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,16 +17,26 @@ using namespace corral;
 
 namespace {
 
-// A paused helper with exactly `env` as its environment.
+// A paused helper with exactly `env` as its environment. It is waited for until it prints:
+// right after a vfork'd exec returns, the kernel may not have laid out the new
+// environment yet (environ then reads empty).
 struct Paused {
   explicit Paused(std::vector<std::string> env) {
+    int p[2];
+    EXPECT_EQ(::pipe2(p, O_CLOEXEC), 0);
+    Fd r(p[0]), w(p[1]);
     SpawnRequest req;
-    req.argv = {CORRAL_HELPER, "pause"};
+    req.argv = {CORRAL_HELPER, "print", "up", "pause"};
     req.env = std::move(env);
-    auto r = spawn(req);
-    EXPECT_TRUE(r) << r.message;
-    pid = r.pid;
-    pidfd = std::move(r.pidfd);
+    req.stdout_fd = w.get();
+    auto res = spawn(req);
+    EXPECT_TRUE(res) << res.message;
+    w.reset();
+    char c;
+    while (::read(r.get(), &c, 1) == 1 && c != '\n') {
+    }
+    pid = res.pid;
+    pidfd = std::move(res.pidfd);
   }
   ~Paused() {
     ::kill(pid, SIGKILL);
