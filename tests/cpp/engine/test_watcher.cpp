@@ -33,6 +33,7 @@ struct Child {
   pid_t pid = -1;
   Fd pidfd;
   pid_t other = -1;  // the pid the helper printed (its grandchild or escapee)
+  Fd other_fd;       // a pidfd for it, so the cleanup never signals a recycled pid
 };
 
 // Runs the helper in its own session, with no parent-death signal (only the watcher may
@@ -59,6 +60,7 @@ Child run_helper(std::vector<std::string> args, std::vector<std::string> env = {
   std::istringstream in(line);
   std::string word;
   in >> word >> child.other;
+  if (child.other > 0) child.other_fd = Fd(static_cast<int>(::syscall(SYS_pidfd_open, child.other, 0U)));
   return child;
 }
 
@@ -92,8 +94,10 @@ void reap(Child& c) {
   ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(c.pidfd.get()), &info, WEXITED);
 }
 
+// Cleanup, after a failure too: nothing of a test outlives it. The leader is our unreaped
+// child, so its pid and group id are still its own.
 void kill_and_reap(Child& c) {
-  if (c.other > 0) ::kill(c.other, SIGKILL);
+  if (c.other_fd) ::syscall(SYS_pidfd_send_signal, c.other_fd.get(), SIGKILL, nullptr, 0U);
   ::kill(-c.pid, SIGKILL);
   ::kill(c.pid, SIGKILL);
   reap(c);
@@ -124,7 +128,7 @@ TEST_P(Watcher, KillsTheWatchedGroupsWhenTheOwnerGoes) {
   watcher->watch(svc.pid);
   watcher.reset();
   EXPECT_TRUE(eventually([&] { return !alive(svc.other); })) << "the grandchild survived";
-  reap(svc);  // the leader went with its group
+  kill_and_reap(svc);
 }
 
 TEST_P(Watcher, KillsTheGroupEvenAfterItsLeaderWasReaped) {
@@ -138,6 +142,7 @@ TEST_P(Watcher, KillsTheGroupEvenAfterItsLeaderWasReaped) {
   ASSERT_TRUE(alive(svc.other));
   watcher.reset();
   EXPECT_TRUE(eventually([&] { return !alive(svc.other); })) << "the group's survivor was not killed";
+  ::syscall(SYS_pidfd_send_signal, svc.other_fd.get(), SIGKILL, nullptr, 0U);
 }
 
 TEST_P(Watcher, FindsEscapeesByTheirStackMarker) {
@@ -148,7 +153,7 @@ TEST_P(Watcher, FindsEscapeesByTheirStackMarker) {
   watcher->watch(ours.pid);
   watcher.reset();
   EXPECT_TRUE(eventually([&] { return !alive(ours.other); })) << "the escapee survived";
-  reap(ours);
+  kill_and_reap(ours);
   EXPECT_TRUE(alive(theirs.other)) << "a process of another stack was killed";
   EXPECT_TRUE(alive(theirs.pid));
   kill_and_reap(theirs);
@@ -193,7 +198,7 @@ TEST_P(Watcher, AStoppedWatcherNeverBlocksUsAndIsReplaced) {
   }
   watcher.reset();  // the new watcher knows the group
   EXPECT_TRUE(eventually([&] { return !alive(svc.other); }));
-  reap(svc);
+  kill_and_reap(svc);
 }
 
 TEST_P(Watcher, ADeadWatcherIsReplacedAndToldEverything) {
@@ -215,7 +220,7 @@ TEST_P(Watcher, ADeadWatcherIsReplacedAndToldEverything) {
   EXPECT_FALSE(alive(first));
   watcher.reset();
   EXPECT_TRUE(eventually([&] { return !alive(svc.other); })) << "the new watcher did not know the stack";
-  reap(svc);
+  kill_and_reap(svc);
 }
 
 TEST_P(Watcher, KillsARunningExecCheckThroughItsTracker) {
@@ -236,7 +241,9 @@ TEST_P(Watcher, KillsARunningExecCheckThroughItsTracker) {
     return sleeper > 0;
   }));
   watcher.reset();
-  EXPECT_TRUE(eventually([&] { return !alive(sleeper); })) << "the check's process survived";
+  bool killed = eventually([&] { return !alive(sleeper); });
+  EXPECT_TRUE(killed) << "the check's process survived";
+  if (!killed) ::kill(sleeper, SIGKILL);
   auto until = std::chrono::steady_clock::now() + 30s;
   while (!done && std::chrono::steady_clock::now() < until) io.run_one_for(100ms);
   EXPECT_TRUE(done);  // reaped, and its unwatch reached no destroyed watcher
