@@ -104,6 +104,12 @@ OWNER = textwrap.dedent("""
 """)
 
 
+def _kill_marked(stack_id: str) -> None:
+    """After a failure: nothing of the test outlives it."""
+    for pid in _marked(stack_id):
+        os.kill(pid, signal.SIGKILL)
+
+
 def _stack_id_of(pid: int) -> str:
     with open(f"/proc/{pid}/environ", "rb") as f:
         for var in f.read().split(b"\0"):
@@ -115,6 +121,7 @@ def _stack_id_of(pid: int) -> str:
 def test_owner_sigkill_kills_a_grandchild_that_escaped_with_setsid(helper, owner_env):
     with subprocess.Popen([*python_script(OWNER), helper, "escape"], stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, text=True, env=owner_env) as owner:
+        stack_id = ""
         try:
             pids = json.loads(owner.stdout.readline())["pids"]
             leader, escaped, _grandchild = pids
@@ -129,6 +136,8 @@ def test_owner_sigkill_kills_a_grandchild_that_escaped_with_setsid(helper, owner
             assert not any(alive(p) for p in pids)
         finally:
             owner.kill()
+            if stack_id:
+                _kill_marked(stack_id)
 
 
 def test_owner_sigkill_kills_a_running_exec_check(helper, owner_env):
@@ -152,6 +161,7 @@ def test_owner_sigkill_kills_a_running_exec_check(helper, owner_env):
 def test_a_killed_watcher_is_replaced_and_still_protects(helper, owner_env):
     with subprocess.Popen([*python_script(OWNER), helper, "escape"], stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, text=True, env=owner_env) as owner:
+        stack_id = ""
         try:
             pids = json.loads(owner.stdout.readline())["pids"]
             stack_id = _stack_id_of(pids[1])
@@ -166,6 +176,8 @@ def test_a_killed_watcher_is_replaced_and_still_protects(helper, owner_env):
                        what="the services to die with the owner, under the new watcher")
         finally:
             owner.kill()
+            if stack_id:
+                _kill_marked(stack_id)
 
 
 def test_a_stopped_watcher_does_not_freeze_the_engine(make_stack, helper):
