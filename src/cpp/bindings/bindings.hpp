@@ -6,4 +6,5 @@ namespace corral::bindings {
 void register_errors(pybind11::module_& m);
 void register_specs(pybind11::module_& m);
 void register_engine(pybind11::module_& m);
+void register_os(pybind11::module_& m);
 }  // namespace corral::bindings

@@ -4,7 +4,7 @@ corral's native engine (private; use the `corral` package)
 from __future__ import annotations
 import collections.abc
 import typing
-__all__: list[str] = ['CheckSpec', 'Engine', 'RestartSpec', 'ServiceSpec', 'Stack', 'StackSpec', 'check_regex', 'levels', 'validate']
+__all__: list[str] = ['CheckSpec', 'Engine', 'RestartSpec', 'ServiceSpec', 'Stack', 'StackSpec', 'check_regex', 'levels', 'private_dir', 'runtime_dir', 'validate']
 class CheckSpec:
     kind: str
     path: str
@@ -204,6 +204,14 @@ def check_regex(pattern: str) -> None:
 def levels(spec: StackSpec) -> list[list[str]]:
     """
     The start order by level; raises ConfigError like validate().
+    """
+def private_dir(path: str) -> str:
+    """
+    Creates `path` 0700 if missing and checks it like the runtime directory.
+    """
+def runtime_dir() -> str:
+    """
+    corral's per-user runtime directory, created private (0700, ours, not a symlink).
     """
 def validate(spec: StackSpec) -> None:
     """

@@ -14,21 +14,26 @@ it stops the stack, so nobody loses a service under a running test.
 
 When a test fails, the report gets a "corral logs" section with the last lines of every
 service (in the worker that owns the stack; attached workers show the states instead).
+
+The run's directory is <runtime dir>/pytest/<run>, created private like the runtime
+directory itself (see docs/config-reference.md); its files are never opened through a
+symlink, so nobody else on the machine can plant or redirect them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from . import _core
 from .errors import CorralError, StartError
 from .stack import Stack
 
@@ -85,8 +90,8 @@ class _Session:
         self.file = config_file
         run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
         self.shared = run is not None
-        base = Path(tempfile.gettempdir()) / f"corral-{os.getuid()}" / "pytest"
-        self.dir = base / (run or f"solo-{os.getpid()}")
+        self.run = run or f"solo-{os.getpid()}"
+        self.dir: Path | None = None
         self.stack: Stack | None = None
         self.view: SharedStack | None = None
         self._users: int | None = None
@@ -96,15 +101,17 @@ class _Session:
             return self.stack
         if self.view is not None:
             return self.view
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._users = os.open(self.dir / "users.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        # Private at each level (ours, 0700, not a symlink), or a CorralError naming the path.
+        base = _core.private_dir(os.path.join(_core.runtime_dir(), "pytest"))
+        self.dir = Path(_core.private_dir(os.path.join(base, self.run)))
+        self._users = _open(self.dir / "users.lock", os.O_CREAT | os.O_RDWR)
         fcntl.flock(self._users, fcntl.LOCK_SH)
         state = self.dir / "state.json"
-        elect = os.open(self.dir / "start.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        elect = _open(self.dir / "start.lock", os.O_CREAT | os.O_RDWR)
         try:
             fcntl.flock(elect, fcntl.LOCK_EX)  # one worker starts; the others wait for it here
-            if state.exists():
-                data = json.loads(state.read_text())
+            data = _read_json(state)
+            if data is not None:
                 if "error" in data:
                     raise StartError(data["service"], data["error"], data.get("log_tail", []))
                 self.view = SharedStack(data["status"])
@@ -124,9 +131,15 @@ class _Session:
 
     @staticmethod
     def _write(path: Path, data: dict[str, Any]) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(path)  # readers never see half a file
+        # A fresh file of our own (O_EXCL: never one planted in its place), then renamed over
+        # the old one: readers never see half a file.
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        fd = _open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(data))
+        tmp.replace(path)
 
     def close(self) -> None:
         if self._users is None:
@@ -139,9 +152,25 @@ class _Session:
             self.stack.close()
             # Every other worker is done (we hold the lock exclusively): nothing reads the
             # run's directory any more.
-            shutil.rmtree(self.dir, ignore_errors=True)
+            if self.dir is not None:
+                shutil.rmtree(self.dir, ignore_errors=True)
         os.close(self._users)
         self._users = None
+
+
+def _open(path: Path, flags: int) -> int:
+    """Opens a file of the run's directory, never through a symlink."""
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+
+
+def _read_json(path: Path) -> Any:
+    """The state file's contents, or None when there is none yet."""
+    try:
+        fd = _open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd) as f:
+        return json.load(f)
 
 
 def _config_file(config: pytest.Config) -> Path | None:

@@ -116,6 +116,7 @@ struct ExecProbe : std::enable_shared_from_this<ExecProbe> {
   asio::posix::stream_descriptor pidfd;
   asio::steady_timer timer;
   ProbeDone done;
+  GroupTracker tracker;
   pid_t pid = 0;
   bool timed_out = false;
 };
@@ -123,7 +124,7 @@ struct ExecProbe : std::enable_shared_from_this<ExecProbe> {
 
 void probe_exec(asio::io_context& io, const std::vector<std::string>& argv,
                 const std::vector<std::string>& env, const std::string& cwd, double timeout,
-                ProbeDone done) {
+                ProbeDone done, GroupTracker tracker) {
   SpawnRequest req;
   req.argv = argv;
   req.env = env;
@@ -136,6 +137,8 @@ void probe_exec(asio::io_context& io, const std::vector<std::string>& argv,
   }
   auto p = std::make_shared<ExecProbe>(io, std::move(done));
   p->pid = spawned.pid;
+  p->tracker = std::move(tracker);
+  if (p->tracker.watch) p->tracker.watch(p->pid);
   p->pidfd.assign(spawned.pidfd.release());
   p->timer.expires_after(seconds(timeout));
   p->timer.async_wait([p](const boost::system::error_code& ec) {
@@ -150,6 +153,7 @@ void probe_exec(asio::io_context& io, const std::vector<std::string>& argv,
     ::kill(-p->pid, SIGKILL);
     siginfo_t info{};
     ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(p->pidfd.native_handle()), &info, WEXITED);
+    if (p->tracker.unwatch) p->tracker.unwatch(p->pid);
     p->timer.cancel();
     boost::system::error_code ignored;
     p->pidfd.close(ignored);

@@ -148,7 +148,7 @@ void Engine::Impl::attempt(StackState& st, Svc& s, bool readiness, unsigned gen)
       std::vector<std::string> argv;
       for (const auto& a : c.command) argv.push_back(render_template(a, resolve));
       probe_exec(io, argv, build_env(st, s, resolve), render_template(s.spec.cwd, resolve), c.timeout,
-                 std::move(done));
+                 std::move(done), watcher ? watcher->tracker() : GroupTracker{});
       break;
     }
     case CheckSpec::Kind::log:

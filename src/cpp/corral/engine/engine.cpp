@@ -41,7 +41,7 @@ std::shared_ptr<Engine> Engine::create(const std::string& watcher_program) {
   impl.thread = std::thread([&impl, &started, &watcher_program] {
     impl.thread_id = std::this_thread::get_id();
     // The watcher is forked from this thread, like every service.
-    impl.watcher = std::make_unique<DeathWatcher>(watcher_program);
+    impl.watcher = std::make_unique<DeathWatcher>(impl.io, watcher_program);
     started.set_value();
     impl.io.run();
   });
@@ -88,6 +88,8 @@ std::unique_ptr<Stack> Engine::create_stack(StackSpec spec) {
   return impl_->call([this, st]() {
     auto& impl = *impl_;
     st->id = fmt::format("{}-{}-{}", st->spec.name.empty() ? "stack" : st->spec.name, ::getpid(), ++impl.next_stack);
+    // The watcher sweeps this stack's escapees by its marker if the owner dies.
+    if (impl.watcher) impl.watcher->watch_stack(st->id);
     for (std::size_t i = 0; i < st->spec.services.size(); ++i) {
       st->services.push_back(std::make_unique<Svc>(impl.io, st->spec.services[i], i));
       st->index.emplace(st->spec.services[i].name, i);

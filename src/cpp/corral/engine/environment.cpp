@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "corral/engine/engine_impl.hpp"
+#include "corral/resources/runtime.hpp"
 
 namespace corral {
 namespace {
@@ -47,8 +48,7 @@ void Engine::Impl::ensure_ports(Svc& s) {
 
 std::string Engine::Impl::ensure_stack_tmpdir(StackState& st) {
   if (!st.tmpdir.empty()) return st.tmpdir;
-  std::string base = fmt::format("{}/stacks", std::filesystem::path(port_lock_dir()).parent_path().string());
-  ::mkdir(base.c_str(), 0700);
+  std::string base = runtime_subdir("stacks");  // private, never a planted symlink
   std::string tmpl = fmt::format("{}/{}-XXXXXX", base, st.spec.name.empty() ? "stack" : st.spec.name.substr(0, 24));
   if (::mkdtemp(tmpl.data()) == nullptr)
     throw Error(fmt::format("cannot create a private directory: {}", std::strerror(errno)));

@@ -362,6 +362,7 @@ void Engine::Impl::request_close(const std::shared_ptr<StackState>& st, const st
 
 void Engine::Impl::finish_close(const std::shared_ptr<StackState>& st) {
   st->closed = true;
+  if (watcher) watcher->unwatch_stack(st->id);
   for (auto& s : st->services) {
     s->leases.clear();
     s->notify.reset();

@@ -5,7 +5,6 @@
 #include <netinet/in.h>
 #include <sys/file.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -14,13 +13,14 @@
 
 #include <atomic>
 #include <cerrno>
-#include <mutex>
-#include <cstdlib>
 #include <cstdint>
+#include <mutex>
 #include <cstring>
 #include <vector>
 
 #include "corral/core/types.hpp"
+#include "corral/os/runtime_dir.hpp"
+#include "corral/resources/runtime.hpp"
 
 namespace corral {
 namespace {
@@ -62,17 +62,7 @@ void ReservedSocket::reset() noexcept {
   fd_.reset();
 }
 
-std::string port_lock_dir() {
-  std::string base;
-  if (const char* d = std::getenv("CORRAL_RUNTIME_DIR"); d && *d)
-    base = d;
-  else
-    base = fmt::format("/tmp/corral-{}", ::getuid());
-  ::mkdir(base.c_str(), 0700);
-  std::string dir = base + "/ports";
-  ::mkdir(dir.c_str(), 0700);
-  return dir;
-}
+std::string port_lock_dir() { return runtime_subdir("ports"); }
 
 bool PortLease::reclaim_socket() noexcept {
   if (socket_ || port_ <= 0) return static_cast<bool>(socket_);
@@ -113,7 +103,8 @@ PortLease allocate_port() {
     ::getsockname(sock.get(), reinterpret_cast<sockaddr*>(&addr), &len);
     int port = ntohs(addr.sin_port);
     std::string path = fmt::format("{}/{}", dir, port);
-    Fd lock(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    // Shared by every corral of this user, so not O_EXCL; never through a planted symlink.
+    Fd lock(os::open_private(path, O_RDWR | O_CREAT));
     if (!lock) throw Error(fmt::format("cannot allocate a port: {}: {}", path, std::strerror(errno)));
     if (::flock(lock.get(), LOCK_EX | LOCK_NB) == 0) return PortLease(port, std::move(sock), std::move(lock));
     rejected.push_back(std::move(sock));

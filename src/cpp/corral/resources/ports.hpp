@@ -52,7 +52,8 @@ class PortLease {
   Fd lock_;
 };
 
-// Directory of the claim files; $CORRAL_RUNTIME_DIR/ports, else /tmp/corral-<uid>/ports.
+// Directory of the claim files: <runtime dir>/ports (see os/runtime_dir.hpp), created
+// private. Throws corral::Error naming the path when the runtime directory is unsafe.
 std::string port_lock_dir();
 
 // Throws corral::Error when no port can be had.
