@@ -573,8 +573,13 @@ class Stack:
         return "" if self._handle is None or self._closed else str(self._handle.prometheus())
 
     def events(self, timeout: float = 0.0) -> list[dict[str, Any]]:
-        """Log lines and state changes since the previous call (the first call subscribes)."""
-        return self._core().events(timeout)  # type: ignore[no-any-return]
+        """Log lines and state changes since the previous call (the first call subscribes).
+        Waits up to `timeout` seconds (``math.inf``: until something happens) for at least
+        one; Ctrl+C interrupts the wait. A closed stack still hands out what was queued."""
+        handle = self._handle if self._closed else self._core()
+        if handle is None:
+            return []
+        return handle.events(timeout)  # type: ignore[no-any-return]
 
     # -- context managers -------------------------------------------------------------------
     def __enter__(self) -> Stack:
