@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 import corral
-from corral import _engine
 from conftest import alive, wait_until
+from corral import _engine
 
 # Waits until every listed function is the innermost Python frame of some other thread,
 # i.e. each of those threads has reached (and is blocked in) its corral call.
@@ -63,7 +63,7 @@ def test_daemon_threads_blocked_in_corral_calls_at_exit(helper: str):
     # Each kind of call blocks in a daemon thread while the main thread returns: the process
     # must exit 0 (not abort with 134), and nothing may be left running.
     marker = f"exit-{uuid.uuid4().hex}"
-    out = _run_script(f"""
+    out = _run_script("""
         import asyncio, sys, threading
         import corral
         helper, marker = sys.argv[1], sys.argv[2]
@@ -97,7 +97,7 @@ def test_daemon_threads_blocked_in_corral_calls_at_exit(helper: str):
 
 
 def test_events_wait_is_interrupted_by_ctrl_c(helper: str):
-    out = _run_script(f"""
+    out = _run_script("""
         import os, signal, sys, threading, time
         import corral
         stack = corral.Stack()
@@ -106,7 +106,6 @@ def test_events_wait_is_interrupted_by_ctrl_c(helper: str):
         stack.start(timeout=60)
         while stack.events(0):
             pass
-        main = threading.main_thread().ident
 
         def interrupt():
             wait_for_frames("events")
@@ -118,7 +117,7 @@ def test_events_wait_is_interrupted_by_ctrl_c(helper: str):
             stack.events(600)
             print("returned", flush=True)
         except KeyboardInterrupt:
-            print(f"interrupted after {{time.monotonic() - began:.1f}}s", flush=True)
+            print(f"interrupted after {time.monotonic() - began:.1f}s", flush=True)
         stack.close()
     """, helper, timeout=300)
     assert out.returncode == 0, out.stderr

@@ -4,9 +4,10 @@ One engine thread serves every stack of the process (see docs/architecture.md). 
 are still open at exit are closed gracefully first; whatever still runs after that is
 killed by the engine's shutdown. A stack dropped without being closed is closed in the
 background (`close_in_background`): the thread that dropped it does not wait for its
-services' stop timeouts, and interpreter exit waits for those closes to finish. A forked child (multiprocessing with the "fork" start
-method) inherits Python objects but not the engine thread, so it must never touch or tear
-down the parent's engine: it forgets it and makes its own if it needs one.
+services' stop timeouts, and interpreter exit waits for those closes to finish. A forked
+child (multiprocessing with the "fork" start method) inherits Python objects but not the
+engine thread, so it must never touch or tear down the parent's engine: it forgets it and
+makes its own if it needs one.
 """
 
 from __future__ import annotations
