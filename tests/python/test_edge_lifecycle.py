@@ -72,7 +72,7 @@ def test_daemon_threads_blocked_in_corral_calls_at_exit(helper: str):
         up, never, quiet, stubborn = (corral.Stack() for _ in range(4))
         up.add("up", [helper, "print", "up", "print", marker, "pause"], ready=corral.LogCheck("^up$"))
         never.add("never", [helper, "print", marker, "pause"], ready=corral.LogCheck("never"))
-        quiet.add("quiet", [helper, "print", marker, "pause"])
+        quiet.add("quiet", [helper, "write-file", "/dev/null", marker, "pause"])  # prints nothing
         stubborn.add("stubborn", [helper, "ignore", "TERM", "print", "up", "print", marker, "pause"],
                      ready=corral.LogCheck("^up$"), stop_timeout=10)
         for stack in (up, quiet, stubborn):
@@ -170,21 +170,19 @@ def test_dropped_stack_is_stopped_at_interpreter_exit(helper: str):
 
 def test_async_waits_do_not_occupy_the_default_executor(make_stack, helper: str):
     stack = make_stack()
-    service = stack.add("quiet", [helper, "pause"])
+    service = stack.add("quiet", [helper, "trap", "HUP", "go", "pause"])
     stack.start(timeout=60)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        waits = [asyncio.ensure_future(service.async_wait_for_log(f"never {i}", timeout=120))
-                 for i in range(20)]
+        waits = [asyncio.ensure_future(service.async_wait_for_log("^go$", timeout=120))
+                 for _ in range(20)]
         await asyncio.sleep(0)  # let each wait begin
         # The default executor has min(32, cpus + 4) workers: on this machine fewer than 20.
         assert await asyncio.wait_for(loop.run_in_executor(None, lambda: 1), timeout=60) == 1
         assert not any(w.done() for w in waits)
-        await stack.async_close()
-        for w in waits:
-            with pytest.raises(corral.CorralError):
-                await w
+        assert service.signal("HUP")  # prints "go": every wait ends
+        assert await asyncio.wait_for(asyncio.gather(*waits), timeout=60) == ["go"] * 20
 
     asyncio.run(main())
 

@@ -50,6 +50,7 @@ _OPTIONS = frozenset(
     name for name in _code.co_varnames[_code.co_argcount:_code.co_argcount + _code.co_kwonlyargcount]
     if not name.startswith("_"))
 _LOG_TAIL = 20
+_LIVE = frozenset(("starting", "ready", "unhealthy", "stopping", "backoff"))
 
 
 def _shell(command: list[str] | str) -> list[str]:
@@ -431,7 +432,10 @@ class Stack:
         return self._handle
 
     def _running(self) -> bool:
-        return self._handle is not None and not self._closed
+        """Open, with a service that has (or is about to have) a process."""
+        if self._handle is None or self._closed:
+            return False
+        return any(r["state"] in _LIVE for r in self._handle.status())
 
     def _core_or_none(self) -> Any:
         # A closed stack still answers status and logs questions: its last states and lines
