@@ -47,8 +47,10 @@ std::optional<OutcomeTuple> wait_outcome(const std::shared_ptr<Pending<Outcome>>
       const auto& o = p->get();
       return OutcomeTuple{o.ok, o.service, text(o.message)};
     }
-    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    // The deadline first: a zero timeout (posting a close from a finalizer or a signal
+    // handler) must not run, and there swallow, a pending Ctrl+C.
     if (deadline && Clock::now() >= *deadline) return std::nullopt;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
   }
 }
 
