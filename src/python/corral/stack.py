@@ -531,14 +531,19 @@ class Stack:
         """Stops everything and releases ports and private directories. Idempotent."""
         if self._closed:
             return
-        if self._handle is not None and not _engine.owned_here(self._pid):
+        if not _engine.owned_here(self._pid):
             self._closed = True  # inherited across fork: the parent owns those processes
             return
-        if self._handle is not None:
-            if self._handle.close(timeout) is None:
-                raise Timeout(f"stack did not stop within {timeout}s")
-            if self._finalizer is not None:
-                self._finalizer.detach()
+        if self._handle is None:
+            # A first start may be creating the native stack right now: then close that one.
+            with self._create_lock:
+                if self._handle is None:
+                    self._closed = True
+                    return
+        if self._handle.close(timeout) is None:
+            raise Timeout(f"stack did not stop within {timeout}s")
+        if self._finalizer is not None:
+            self._finalizer.detach()
         self._closed = True
 
     def _post_close(self) -> None:
