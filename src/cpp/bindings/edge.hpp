@@ -2,8 +2,7 @@
 // that survives interpreter shutdown, and turning bytes a service printed into text.
 #pragma once
 
-#include <Python.h>
-#include <pybind11/pybind11.h>
+#include <pybind11/pybind11.h>  // first: it includes Python.h the way pybind11 needs
 
 #include <unistd.h>
 
