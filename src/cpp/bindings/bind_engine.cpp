@@ -1,12 +1,16 @@
-// The engine and stack handles. Every call that waits releases the GIL, and waits in short
-// slices so that Ctrl+C (a Python signal handler on the main thread) interrupts it.
+// The engine and stack handles. Every call that waits releases the GIL (safely at interpreter
+// exit, see edge.hpp), and waits in short slices so that Ctrl+C (a Python signal handler on
+// the main thread) interrupts it. Every string that can carry service output is decoded
+// with U+FFFD for invalid bytes.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <chrono>
+#include <cmath>
 #include <optional>
 
 #include "bindings.hpp"
+#include "edge.hpp"
 #include "corral/engine/engine.hpp"
 #include "corral/metrics/proc_sample.hpp"
 
@@ -15,43 +19,76 @@ namespace py = pybind11;
 namespace corral::bindings {
 namespace {
 
-using OutcomeTuple = std::tuple<bool, std::string, std::string>;
+// (ok, service, message); the message may quote a log line, so it is decoded.
+using OutcomeTuple = std::tuple<bool, std::string, py::str>;
+using Clock = std::chrono::steady_clock;
+constexpr double slice_seconds = 0.05;
+
+// The deadline of a wait of `timeout` seconds (past already when it is negative); none when
+// it is None, infinite, or so long (over 30 years) that the clock would overflow.
+std::optional<Clock::time_point> deadline_after(std::optional<double> timeout) {
+  if (!timeout || std::isnan(*timeout) || *timeout > 1e9) return std::nullopt;
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(*timeout));
+}
+
+// The next slice to wait: at most `slice_seconds`, never past the deadline.
+double next_slice(const std::optional<Clock::time_point>& deadline) {
+  if (!deadline) return slice_seconds;
+  double left = std::chrono::duration<double>(*deadline - Clock::now()).count();
+  return std::max(0.0, std::min(slice_seconds, left));
+}
 
 // Waits for `p`; None when `timeout` (seconds, None = forever) ran out first.
 std::optional<OutcomeTuple> wait_outcome(const std::shared_ptr<Pending<Outcome>>& p, std::optional<double> timeout) {
-  using Clock = std::chrono::steady_clock;
-  auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                     std::chrono::duration<double>(timeout.value_or(0)));
+  auto deadline = deadline_after(timeout);
   while (true) {
-    double slice = 0.05;
-    if (timeout) {
-      double left = std::chrono::duration<double>(deadline - Clock::now()).count();
-      slice = std::max(0.0, std::min(slice, left));
-    }
-    bool done;
-    {
-      py::gil_scoped_release release;
-      done = p->wait_for(slice);
-    }
-    if (done) {
+    double slice = next_slice(deadline);
+    if (without_gil([&] { return p->wait_for(slice); })) {
       const auto& o = p->get();
-      return OutcomeTuple{o.ok, o.service, o.message};
+      return OutcomeTuple{o.ok, o.service, text(o.message)};
     }
+    // The deadline first: a zero timeout (posting a close from a finalizer or a signal
+    // handler) must not run, and there swallow, a pending Ctrl+C.
+    if (deadline && Clock::now() >= *deadline) return std::nullopt;
     if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-    if (timeout && Clock::now() >= deadline) return std::nullopt;
   }
 }
 
 // Posts a request (GIL released) and waits for its outcome.
 template <class F>
 std::optional<OutcomeTuple> request(F&& post, std::optional<double> timeout) {
-  std::shared_ptr<Pending<Outcome>> p;
-  {
-    py::gil_scoped_release release;
-    p = post();
-  }
+  auto p = without_gil(std::forward<F>(post));
   return wait_outcome(p, timeout);
 }
+
+// events(timeout) in slices, so that Ctrl+C interrupts it. The engine returns early with
+// nothing only when the stack is closed: then nothing more will come, and waiting on would
+// spin.
+std::vector<EngineEvent> wait_events(Stack& s, double timeout, std::size_t max) {
+  auto deadline = timeout < 0 ? std::nullopt : deadline_after(timeout);  // < 0: forever
+  while (true) {
+    double slice = next_slice(deadline);
+    auto began = Clock::now();
+    auto events = without_gil([&] { return s.events(slice, max); });
+    if (!events.empty() || slice <= 0) return events;
+    if (std::chrono::duration<double>(Clock::now() - began).count() < slice) return events;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    if (deadline && Clock::now() >= *deadline) return events;
+  }
+}
+
+// Destroying a native stack waits until it is closed; never with the GIL held, which would
+// freeze every Python thread for a stop_timeout.
+struct ReleasingDelete {
+  void operator()(Stack* s) const {
+    if (Py_IsInitialized() && PyGILState_Check()) {
+      without_gil([s] { delete s; });
+    } else {
+      delete s;
+    }
+  }
+};
+using StackHolder = std::unique_ptr<Stack, ReleasingDelete>;
 
 py::dict status_dict(const ServiceStatus& s) {
   py::dict d;
@@ -61,7 +98,7 @@ py::dict status_dict(const ServiceStatus& s) {
   d["restarts"] = s.restarts;
   d["exit_code"] = s.exit_code ? py::object(py::int_(*s.exit_code)) : py::object(py::none());
   d["ports"] = s.ports;
-  d["reason"] = s.reason;
+  d["reason"] = text(s.reason);
   d["started_at"] = s.started_at > 0 ? py::object(py::float_(s.started_at)) : py::object(py::none());
   d["ready_at"] = s.ready_at > 0 ? py::object(py::float_(s.ready_at)) : py::object(py::none());
   d["log_lines"] = s.log_lines;
@@ -74,7 +111,11 @@ const char* stream_name(Stream s) { return s == Stream::out ? "stdout" : "stderr
 }  // namespace
 
 void register_engine(py::module_& m) {
-  py::class_<Stack>(m, "Stack")
+  // The last corral atexit handler to run (registered before _engine's): from then on a
+  // thread that finishes a wait parks instead of meeting a finalizing interpreter.
+  py::module_::import("atexit").attr("register")(py::cpp_function([] { begin_exit(); }));
+
+  py::class_<Stack, StackHolder>(m, "Stack")
       .def_property_readonly("name", &Stack::name)
       .def("service_names", &Stack::service_names)
       .def("levels", &Stack::levels)
@@ -113,47 +154,32 @@ void register_engine(py::module_& m) {
           py::arg("name"), py::arg("regex"), py::arg("from_seq") = 0, py::arg("timeout") = py::none())
       .def("status",
            [](Stack& s) {
-             std::vector<ServiceStatus> rows;
-             {
-               py::gil_scoped_release release;
-               rows = s.status();
-             }
+             auto rows = without_gil([&] { return s.status(); });
              py::list out;
              for (const auto& r : rows) out.append(status_dict(r));
              return out;
            })
       .def("service_status",
            [](Stack& s, const std::string& name) {
-             ServiceStatus r;
-             {
-               py::gil_scoped_release release;
-               r = s.status(name);
-             }
+             auto r = without_gil([&] { return s.status(name); });
              return status_dict(r);
            })
       .def(
           "logs",
           [](Stack& s, const std::string& name, long tail) {
-            std::vector<LogLine> lines;
-            {
-              py::gil_scoped_release release;
-              lines = s.logs(name, tail);
-            }
+            auto lines = without_gil([&] { return s.logs(name, tail); });
             py::list out;
             for (const auto& l : lines)
-              out.append(py::make_tuple(static_cast<double>(l.time_ns) / 1e9, stream_name(l.stream), l.text, l.seq));
+              out.append(py::make_tuple(static_cast<double>(l.time_ns) / 1e9, stream_name(l.stream), text(l.text), l.seq));
             return out;
           },
           py::arg("name"), py::arg("tail") = -1)
-      .def("signal", &Stack::signal, py::call_guard<py::gil_scoped_release>())
+      .def("signal",
+           [](Stack& s, const std::string& name, int sig) { return without_gil([&] { return s.signal(name, sig); }); })
       .def(
           "events",
           [](Stack& s, double timeout, std::size_t max) {
-            std::vector<EngineEvent> events;
-            {
-              py::gil_scoped_release release;
-              events = s.events(timeout, max);
-            }
+            auto events = wait_events(s, timeout, max);
             py::list out;
             for (const auto& e : events) {
               py::dict d;
@@ -162,11 +188,11 @@ void register_engine(py::module_& m) {
               if (e.kind == EngineEvent::Kind::log) {
                 d["kind"] = "log";
                 d["stream"] = stream_name(e.stream);
-                d["text"] = e.text;
+                d["text"] = text(e.text);
               } else if (e.kind == EngineEvent::Kind::state) {
                 d["kind"] = "state";
                 d["state"] = std::string(to_string(e.state));
-                d["reason"] = e.text;
+                d["reason"] = text(e.text);
                 d["exit_code"] = e.exit_code ? py::object(py::int_(*e.exit_code)) : py::object(py::none());
               } else {
                 d["kind"] = "dropped";
@@ -179,11 +205,7 @@ void register_engine(py::module_& m) {
           py::arg("timeout") = 0.0, py::arg("max") = 4096)
       .def("sample",
            [](Stack& s) {
-             std::vector<ProcessSample> samples;
-             {
-               py::gil_scoped_release release;
-               samples = s.sample();
-             }
+             auto samples = without_gil([&] { return s.sample(); });
              py::list out;
              for (const auto& x : samples) {
                py::dict d;
@@ -199,10 +221,7 @@ void register_engine(py::module_& m) {
              return out;
            })
       .def("prometheus",
-           [](Stack& s) {
-             py::gil_scoped_release release;
-             return prometheus_text(s.name(), s.status(), s.sample());
-           })
+           [](Stack& s) { return without_gil([&] { return prometheus_text(s.name(), s.status(), s.sample()); }); })
       .def(
           "close",
           [](Stack& s, std::optional<double> timeout) {
@@ -215,9 +234,10 @@ void register_engine(py::module_& m) {
            py::arg("watcher") = std::string())
       .def(
           "create_stack",
-          [](Engine& e, StackSpec spec) { return e.create_stack(std::move(spec)); },
-          py::call_guard<py::gil_scoped_release>())
-      .def("shutdown", &Engine::shutdown, py::call_guard<py::gil_scoped_release>())
+          [](Engine& e, StackSpec spec) {
+            return StackHolder(without_gil([&] { return e.create_stack(std::move(spec)); }).release());
+          })
+      .def("shutdown", [](Engine& e) { without_gil([&] { e.shutdown(); }); })
       .def("abandon_after_fork", &Engine::abandon_after_fork);
 }
 

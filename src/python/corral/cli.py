@@ -9,6 +9,7 @@ lines, stops what did start and exits 1.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import signal
@@ -57,13 +58,18 @@ class _Printer:
         self.out.flush()
 
 
-def _print_events(stack: Any, printer: _Printer, verbose: bool, timeout: float) -> None:
-    for ev in stack.events(timeout):
+def _print_events(stack: Any, printer: _Printer, verbose: bool, timeout: float,
+                  states: dict[str, str]) -> bool:
+    """Prints what `events(timeout)` returns and records each service's state in `states`.
+    False when nothing came."""
+    events = stack.events(timeout)
+    for ev in events:
         kind = ev["kind"]
         if kind == "log":
             printer.line(ev["service"], ev["text"])
         elif kind == "state":
             state = ev["state"]
+            states[ev["service"]] = state
             if state == "starting" and verbose and ev.get("reason"):
                 printer.line(ev["service"], f"[corral] run: {ev['reason']}")
             elif state in ("ready", "failed", "exited", "stopped", "backoff", "unhealthy") or verbose:
@@ -75,7 +81,19 @@ def _print_events(stack: Any, printer: _Printer, verbose: bool, timeout: float) 
                 printer.line(ev["service"], f"[corral] {state}{detail}")
         elif kind == "dropped":
             printer.out.write(f"[corral] {ev['count']} log lines dropped (output too fast)\n")
+            # What was dropped may include state changes: read them afresh, once.
+            states.update({r["name"]: r["state"] for r in stack.status()})
     printer.flush()
+    return bool(events)
+
+
+def _drain(stack: Any, printer: _Printer, verbose: bool, states: dict[str, str]) -> None:
+    """Prints every event still queued, however many (one events() call returns at most
+    4,096). The first call after a close may come back empty with more still queued (the
+    engine re-subscribes then), so it takes two empty answers in a row to be done."""
+    empty = 0
+    while empty < 2:
+        empty = 0 if _print_events(stack, printer, verbose, 0, states) else empty + 1
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
@@ -88,16 +106,21 @@ def _cmd_up(args: argparse.Namespace) -> int:
             raise ConfigError(f"unknown service '{name}' (services: {', '.join(stack.services)})",
                               file=path)
     printer = _Printer(list(stack.services), sys.stdout)
-    stop_requested = threading.Event()
-
     signals = [0]
 
     def on_signal(signum: int, frame: object) -> None:
         signals[0] += 1
-        stop_requested.set()
+        if signals[0] == 1:
+            # Begin the stop right here: its state events (or, with nothing running, the
+            # close itself) end the wait in events(). Raising instead could lose the events
+            # that the call had just returned.
+            stack._post_close()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     stack.events(0)  # subscribe before anything runs, so no line is missed
+    # Everything below is driven by the event stream: the states come from state events,
+    # so an idle `corral up` sleeps in events() instead of polling status().
+    states = {r["name"]: r["state"] for r in stack.status()}
     outcome: dict[str, BaseException | None] = {}
 
     def start() -> None:
@@ -111,19 +134,24 @@ def _cmd_up(args: argparse.Namespace) -> int:
     starter.start()
     code = 0
     try:
-        while not stop_requested.is_set():
-            _print_events(stack, printer, args.verbose, 0.1)
+        while not signals[0]:
+            # While the start runs, its end is not an event: look for it every 0.1 s.
+            # Afterwards only events matter, and the wait is as long as they take.
+            wait = 0.1 if starter.is_alive() else 0 if "error" in outcome else math.inf
+            _print_events(stack, printer, args.verbose, wait, states)
+            if signals[0]:
+                break  # a stop asked for; the start that it interrupts is no failure
             if "error" in outcome:
                 error = outcome.pop("error")
                 if error is not None:
-                    _print_events(stack, printer, args.verbose, 0)
+                    _drain(stack, printer, args.verbose, states)
                     sys.stderr.write(f"corral: {error}\n")
                     code = 1
                     break
                 sys.stderr.write(f"corral: stack ready ({len(stack)} services); Ctrl+C to stop\n")
                 sys.stderr.flush()
-            if "error" not in outcome and not starter.is_alive() and _all_settled(stack):
-                failed = [r["name"] for r in stack.status() if r["state"] == "failed"]
+            if not starter.is_alive() and "error" not in outcome and _all_settled(states):
+                failed = [name for name, state in states.items() if state == "failed"]
                 sys.stderr.write("corral: every service has ended"
                                  + (f"; failed: {', '.join(failed)}\n" if failed else "\n"))
                 code = 1 if failed else 0
@@ -135,21 +163,22 @@ def _cmd_up(args: argparse.Namespace) -> int:
         stopper.start()
         killed = False
         while stopper.is_alive():
-            _print_events(stack, printer, args.verbose, 0.1)
+            _print_events(stack, printer, args.verbose, 0.1, states)
             if signals[0] >= 2 and not killed:
                 # A second Ctrl+C, as with docker compose: no more grace periods.
                 sys.stderr.write("corral: killing\n")
                 killed = True
                 stack.kill()
+        _drain(stack, printer, args.verbose, states)
         for s, handler in previous.items():
             signal.signal(s, handler)
     return code
 
 
-def _all_settled(stack: Any) -> bool:
+def _all_settled(states: dict[str, str]) -> bool:
     # Once the start is over, a service still pending was not asked for (`up SERVICE`) or
     # waits on one that ended: nothing more will happen by itself.
-    return all(r["state"] in ("stopped", "exited", "failed", "pending") for r in stack.status())
+    return all(state in ("stopped", "exited", "failed", "pending") for state in states.values())
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

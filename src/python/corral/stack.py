@@ -3,7 +3,11 @@
 A `Stack` collects service specs (``add`` or ``Stack.load``); the first ``start`` hands them
 to the engine, which owns the processes from then on. Every blocking call here waits with
 the GIL released, in short slices so that Ctrl+C interrupts it; the ``async_*`` twins run
-the same call in a worker thread so an event loop is never blocked.
+the same call in a thread of their own (never the event loop's default executor, which
+long waits would starve), so an event loop is never blocked.
+
+A `Service` keeps only a weak reference to its `Stack`: a stack nobody references any more
+is closed (in the background, without blocking the thread that dropped it).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import contextlib
 import functools
 import os
 import signal as _signal
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -45,6 +50,7 @@ _OPTIONS = frozenset(
     name for name in _code.co_varnames[_code.co_argcount:_code.co_argcount + _code.co_kwonlyargcount]
     if not name.startswith("_"))
 _LOG_TAIL = 20
+_LIVE = frozenset(("starting", "ready", "unhealthy", "stopping", "backoff"))
 
 
 def _shell(command: list[str] | str) -> list[str]:
@@ -120,17 +126,38 @@ def _expand_replicas(specs: list[ServiceSpec]) -> list[tuple[str, ServiceSpec]]:
     return out
 
 
+class _Native:
+    """The native stack handle, shared by a Stack and its Services. Services reach the Stack
+    itself only through a weak reference, so there is no Stack <-> Service cycle: the last
+    reference to a Stack going away closes it at once, not at some later garbage collection."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self) -> None:
+        self.handle: Any = None
+
+
 class Service:
     """One service of a stack. Reading an attribute asks the engine, so it is always current."""
 
     def __init__(self, stack: Stack, spec: ServiceSpec) -> None:
-        self._stack = stack
+        self._stack_ref = weakref.ref(stack)
+        self._native = stack._native
         self.spec = spec
         self.name = spec.name
 
+    @property
+    def _stack(self) -> Stack:
+        stack = self._stack_ref()
+        if stack is None:
+            raise StackClosed(f"service '{self.name}': its stack is closed (no reference to it was kept)")
+        return stack
+
     # -- state ------------------------------------------------------------------------------
     def _row(self) -> dict[str, Any]:
-        core = self._stack._core_or_none()
+        # The handle outlives a dropped Stack while a Service is kept: its last states and
+        # lines can still be read.
+        core = self._native.handle
         if core is None:
             return {"name": self.name, "state": "pending", "pid": None, "restarts": 0,
                     "exit_code": None, "ports": {}, "reason": ""}
@@ -180,7 +207,7 @@ class Service:
 
     def log_records(self, tail: int | None = None) -> list[tuple[float, str, str, int]]:
         """Lines as (wall time, "stdout" | "stderr", text, sequence number)."""
-        core = self._stack._core_or_none()
+        core = self._native.handle
         if core is None:
             return []
         return core.logs(self.name, -1 if tail is None else int(tail))  # type: ignore[no-any-return]
@@ -256,18 +283,43 @@ def _signal_number(sig: int | str) -> int:
 
 
 async def _in_thread(fn: Callable[..., _T], *args: Any) -> _T:
+    """Runs `fn(*args)` in a new thread of its own and awaits its result. Not the loop's
+    default executor: it has a few workers, and 20 waits for a log line would leave nothing
+    for `getaddrinfo` and the like. A thread per call cannot starve another call; each one
+    is blocked in the engine, not computing."""
     import asyncio  # only async callers pay for it
 
-    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # the awaiting task was cancelled
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, error = fn(*args), None
+        except BaseException as exc:  # handed to the awaiting task, raised there
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name=f"corral-{getattr(fn, '__name__', 'call')}", daemon=True).start()
+    return await future
 
 
 def _close_handle(handle: Any, pid: int) -> None:
-    """Finalizer: stop everything a collected (or never closed) stack still runs."""
+    """Finalizer: stop everything a collected (or never closed) stack still runs. It may run
+    on any thread (the one that dropped the last reference, or the garbage collector's), so
+    it only posts the close; the engine finishes it and `_engine` releases the handle."""
     if not _engine.owned_here(pid):
         _engine.orphan(handle)  # inherited across fork: not ours to stop
         return
-    with contextlib.suppress(BaseException):
-        handle.close(None)
+    _engine.close_in_background(handle)
 
 
 class Stack:
@@ -283,10 +335,17 @@ class Stack:
         self.file: str | None = None
         self._specs: dict[str, ServiceSpec] = {}
         self._services: dict[str, Service] = {}
-        self._handle: Any = None
+        self._native = _Native()
+        # Two first starts at once (threads, or asyncio.gather of async_start) must share
+        # one native stack, not run every service twice.
+        self._create_lock = threading.Lock()
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._closed = False
         self._pid = os.getpid()
+
+    @property
+    def _handle(self) -> Any:
+        return self._native.handle
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
@@ -363,12 +422,27 @@ class Stack:
     def _core(self) -> Any:
         if self._closed:
             raise StackClosed(f"stack '{self.name or 'corral'}' is closed")
-        if self._handle is None:
-            spec = self._core_spec()
-            self._handle = _engine.engine().create_stack(spec)
-            self._finalizer = weakref.finalize(self, _close_handle, self._handle, self._pid)
-            _engine.register(self)
+        if self._handle is not None:
+            return self._handle
+        with self._create_lock:
+            if self._closed:
+                raise StackClosed(f"stack '{self.name or 'corral'}' is closed")
+            if self._handle is None:
+                spec = self._core_spec()
+                # One running stack per name in this process: an earlier one with the same
+                # name is closed (in IPython, a re-run cell) or this one is refused.
+                _engine.claim_name(self)
+                handle = _engine.engine().create_stack(spec)
+                self._finalizer = weakref.finalize(self, _close_handle, handle, self._pid)
+                self._native.handle = handle
+                _engine.register(self)
         return self._handle
+
+    def _running(self) -> bool:
+        """Open, with a service that has (or is about to have) a process."""
+        if self._handle is None or self._closed:
+            return False
+        return any(r["state"] in _LIVE for r in self._handle.status())
 
     def _core_or_none(self) -> Any:
         # A closed stack still answers status and logs questions: its last states and lines
@@ -464,15 +538,26 @@ class Stack:
         """Stops everything and releases ports and private directories. Idempotent."""
         if self._closed:
             return
-        if self._handle is not None and not _engine.owned_here(self._pid):
+        if not _engine.owned_here(self._pid):
             self._closed = True  # inherited across fork: the parent owns those processes
             return
-        if self._handle is not None:
-            if self._handle.close(wait_timeout(timeout)) is None:
-                raise Timeout(f"stack did not stop within {timeout}s")
-            if self._finalizer is not None:
-                self._finalizer.detach()
+        if self._handle is None:
+            # A first start may be creating the native stack right now: then close that one.
+            with self._create_lock:
+                if self._handle is None:
+                    self._closed = True
+                    return
+        if self._handle.close(wait_timeout(timeout)) is None:
+            raise Timeout(f"stack did not stop within {timeout}s")
+        if self._finalizer is not None:
+            self._finalizer.detach()
         self._closed = True
+
+    def _post_close(self) -> None:
+        """Begins closing and returns at once (close() then waits for the end). Safe in a
+        signal handler: it only posts to the engine."""
+        if self._handle is not None and not self._closed and _engine.owned_here(self._pid):
+            self._handle.close(0.0)
 
     # -- observation ------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
@@ -504,8 +589,13 @@ class Stack:
         return "" if self._handle is None or self._closed else str(self._handle.prometheus())
 
     def events(self, timeout: float = 0.0) -> list[dict[str, Any]]:
-        """Log lines and state changes since the previous call (the first call subscribes)."""
-        return self._core().events(timeout)  # type: ignore[no-any-return]
+        """Log lines and state changes since the previous call (the first call subscribes).
+        Waits up to `timeout` seconds (``math.inf``: until something happens) for at least
+        one; Ctrl+C interrupts the wait. A closed stack still hands out what was queued."""
+        handle = self._handle if self._closed else self._core()
+        if handle is None:
+            return []
+        return handle.events(timeout)  # type: ignore[no-any-return]
 
     # -- context managers -------------------------------------------------------------------
     def __enter__(self) -> Stack:

@@ -19,8 +19,9 @@ struct LogLine {
   std::string text;           // without the newline
 };
 
-// Splits a byte stream into lines. Lines longer than `max_line` are cut into pieces of
-// that size, so one runaway line cannot grow memory without bound.
+// Splits a byte stream into lines. Lines longer than `max_line` bytes are cut into pieces
+// of at most that size (on a UTF-8 character boundary), so one runaway line cannot grow
+// memory without bound and no character is split in two.
 class LineSplitter {
  public:
   explicit LineSplitter(std::size_t max_line = 16 * 1024) : max_line_(max_line) {}
@@ -35,10 +36,18 @@ class LineSplitter {
       } else {
         std::size_t room = max_line_ - partial_.size();
         if (chunk.size() > room) {
-          partial_.append(chunk.substr(0, room));
-          emit(std::string_view(partial_));
-          partial_.clear();
-          data.remove_prefix(room);
+          // Cut where a character starts, so neither piece holds half of one.
+          std::size_t cut = char_boundary(chunk, max_line_);
+          if (cut >= partial_.size()) {
+            std::size_t take = cut - partial_.size();
+            partial_.append(chunk.substr(0, take));
+            emit(std::string_view(partial_));
+            partial_.clear();
+            data.remove_prefix(take);
+          } else {  // the character began in an earlier read
+            emit(std::string_view(partial_).substr(0, cut));
+            partial_.erase(0, cut);
+          }
           continue;
         }
         partial_.append(chunk);
@@ -59,6 +68,24 @@ class LineSplitter {
   }
 
  private:
+  // Where to cut the line partial_ + chunk (longer than `cut` bytes) at most `cut` bytes in:
+  // `cut` itself, or up to 3 bytes earlier when a UTF-8 sequence would straddle it. Bytes
+  // that are not valid UTF-8 are cut anywhere (they decode to U+FFFD either way), and a
+  // piece is never empty.
+  std::size_t char_boundary(std::string_view chunk, std::size_t cut) const {
+    auto byte = [&](std::size_t i) {
+      return static_cast<unsigned char>(i < partial_.size() ? partial_[i] : chunk[i - partial_.size()]);
+    };
+    auto continuation = [](unsigned char b) { return (b & 0xC0) == 0x80; };
+    if (!continuation(byte(cut))) return cut;
+    for (std::size_t back = 1; back <= 3 && back < cut; ++back) {
+      unsigned char b = byte(cut - back);
+      if (continuation(b)) continue;
+      std::size_t len = b >= 0xF8 ? 1 : b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
+      return len > back ? cut - back : cut;
+    }
+    return cut;
+  }
   static std::string_view strip_cr(std::string_view s) {
     if (!s.empty() && s.back() == '\r') s.remove_suffix(1);
     return s;
