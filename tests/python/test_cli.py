@@ -213,3 +213,20 @@ stop_timeout = 600
             assert re.search(r"stubborn \| \[corral\] stopped \(exit code -9\)", out)
         finally:
             proc.kill()
+
+
+def test_up_is_lossless_when_the_terminal_is_slower_than_the_services(tmp_path, helper):
+    # 300,000 lines (about 28 MB of events, more than the 16 MiB queue) while the reader
+    # of corral up's output starts late: the services must wait, not lose lines.
+    n = 300_000
+    path = tmp_path / "corral.toml"
+    path.write_text(f'[services.burst]\ncommand = ["{helper}", "lines", "{n}", "a-line-of-output"]\n')
+    with subprocess.Popen([sys.executable, "-m", "corral", "up", "-f", str(path)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as up:
+        time.sleep(2)  # a slow reader, not a synchronisation: nothing waits for this
+        out, err = up.communicate(timeout=240)
+    assert up.returncode == 0, err
+    got = [line for line in out.splitlines() if "a-line-of-output " in line]
+    assert len(got) == n, (len(got), err[-500:])
+    assert got[-1].endswith(f"a-line-of-output {n - 1}")
+    assert "dropped" not in err

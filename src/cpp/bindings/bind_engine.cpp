@@ -176,6 +176,9 @@ void register_engine(py::module_& m) {
           py::arg("name"), py::arg("tail") = -1)
       .def("signal",
            [](Stack& s, const std::string& name, int sig) { return without_gil([&] { return s.signal(name, sig); }); })
+      // The first subscriber decides: lossy (a reader that falls behind loses the oldest log
+      // lines) or lossless (the engine stops reading the services' pipes instead).
+      .def("subscribe", [](Stack& s, bool lossless) { s.subscribe(lossless); }, py::arg("lossless") = false)
       .def(
           "events",
           [](Stack& s, double timeout, std::size_t max) {

@@ -117,7 +117,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
             stack._post_close()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    stack.events(0)  # subscribe before anything runs, so no line is missed
+    # Subscribe before anything runs, so no line is missed; lossless: when the terminal is
+    # slower than the services, they wait for it instead of their lines being dropped.
+    stack._subscribe(lossless=True)
     # Everything below is driven by the event stream: the states come from state events,
     # so an idle `corral up` sleeps in events() instead of polling status().
     states = {r["name"]: r["state"] for r in stack.status()}

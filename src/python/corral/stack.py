@@ -588,6 +588,12 @@ class Stack:
         """The metrics in the Prometheus text exposition format."""
         return "" if self._handle is None or self._closed else str(self._handle.prometheus())
 
+    def _subscribe(self, lossless: bool) -> None:
+        """Starts the event stream before anything runs. Lossless (for `corral up`): when
+        the reader falls behind, the services are slowed down (their output is left unread)
+        instead of losing lines. The first subscription decides."""
+        self._core().subscribe(lossless)
+
     def events(self, timeout: float = 0.0) -> list[dict[str, Any]]:
         """Log lines and state changes since the previous call (the first call subscribes).
         Waits up to `timeout` seconds (``math.inf``: until something happens) for at least
