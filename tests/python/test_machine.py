@@ -78,7 +78,8 @@ def test_the_same_name_twice_in_one_request(make_stack, helper):
 def test_a_stop_overtaken_by_a_start_completes(make_stack, helper):
     stack = make_stack()
     # Slow to stop: TERM is trapped, so the stop waits for the SIGKILL after 2 s.
-    stack.add("web", [helper, "ignore", "TERM", "pause"], stop_timeout=2)
+    stack.add("web", [helper, "ignore", "TERM", "print", "armed", "pause"], stop_timeout=2,
+              ready=corral.LogCheck("^armed$"))
     stack.start(timeout=30)
     done = threading.Event()
     stop_thread = threading.Thread(target=lambda: (stack.stop("web", timeout=60), done.set()))

@@ -147,12 +147,24 @@ bool Stack::signal(const std::string& name, int sig) {
 }
 
 std::vector<ProcessSample> Stack::sample() {
+  // A running service's processes were all created since its start request: with the
+  // oldest pid clock of the running ones, only newer pids need reading.
+  std::optional<procfs::PidClock> since;
+  bool bounded = true;
   auto groups = engine_->impl().call([&] {
     std::vector<std::pair<std::string, pid_t>> out;
-    for (const auto& s : state_->services) out.emplace_back(s->spec.name, s->proc.pid);
+    for (const auto& s : state_->services) {
+      out.emplace_back(s->spec.name, s->proc.pid);
+      if (!s->proc.full()) continue;
+      if (!s->sweep_since) bounded = false;
+      else if (!since || s->sweep_since->forks < since->forks) since = s->sweep_since;
+    }
     return out;
   });
-  return sample_groups(groups);
+  std::function<bool(pid_t)> candidate;
+  if (bounded && since)
+    if (auto range = procfs::pids_since(*since)) candidate = [r = *range](pid_t p) { return procfs::in_pid_range(p, r); };
+  return sample_groups(groups, candidate);
 }
 
 void Stack::subscribe(bool lossless) { state_->events.subscribe(lossless); }

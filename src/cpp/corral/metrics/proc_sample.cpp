@@ -31,7 +31,8 @@ int count_fds(pid_t pid) {
 
 }  // namespace
 
-std::vector<ProcessSample> sample_groups(const std::vector<std::pair<std::string, pid_t>>& groups) {
+std::vector<ProcessSample> sample_groups(const std::vector<std::pair<std::string, pid_t>>& groups,
+                                         const std::function<bool(pid_t)>& candidate) {
   std::vector<ProcessSample> out(groups.size());
   std::unordered_map<pid_t, std::size_t> by_group;
   for (std::size_t i = 0; i < groups.size(); ++i) {
@@ -48,6 +49,7 @@ std::vector<ProcessSample> sample_groups(const std::vector<std::pair<std::string
   char buf[1024];
   while (auto* e = ::readdir(proc)) {
     if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    if (candidate && !candidate(static_cast<pid_t>(std::atol(e->d_name)))) continue;
     std::snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
     if (read_small(path, buf, sizeof buf) <= 0) continue;
     // The command name may contain spaces and parentheses: fields start after the last ')'.

@@ -14,7 +14,10 @@
 namespace corral {
 
 // One sample per (service, leader pid); a pid of 0 gives an empty sample.
-std::vector<ProcessSample> sample_groups(const std::vector<std::pair<std::string, pid_t>>& groups);
+// `candidate`, when given, says which pids can belong to a group (see procfs::pids_since):
+// only those are read, not the machine's thousands of older processes.
+std::vector<ProcessSample> sample_groups(const std::vector<std::pair<std::string, pid_t>>& groups,
+                                         const std::function<bool(pid_t)>& candidate = {});
 
 // A process that carries `marker` ("CORRAL_STACK=<id>") in its environment.
 struct MarkedProcess {
