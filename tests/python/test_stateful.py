@@ -1,0 +1,542 @@
+"""A randomized stateful test of the service machine (issue 6).
+
+Hypothesis drives random sequences of requests (start, stop, restart, close), SIGKILLs and
+other signals, the services' own crashes and readiness deadlines, one call at a time or two
+at once from two threads, against a small stack of real processes (the helper program), and
+checks after every step what must always hold:
+
+- every call returns within its deadline (a Timeout fails the test);
+- no child of this process is left a zombie;
+- no orphan: every process carrying the stack's marker (CORRAL_STACK in its environment)
+  is in the process group of a running service of an open stack;
+- states agree with processes: a starting/ready/unhealthy/stopping service has a live pid,
+  any other has none, and no earlier process of a service is still alive;
+- once a stop or a close has returned, nothing of what it stopped is left running.
+
+The engine finishes some work after a call returns (an exit is noticed through a pidfd, a
+group member dies a little after its leader), so the step checks wait for the first
+consistent snapshot, with a generous deadline; the checks right after a stop or a close do
+not wait. bench/stateful.py runs the same machine for longer:
+CORRAL_STATEFUL_EXAMPLES and CORRAL_STATEFUL_STEPS set its size.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+
+import corral
+
+CALL_TIMEOUT = 60.0  # what every call is given: generous for a loaded 2-core machine
+SETTLE = 30.0  # how long the engine may take to catch up with what a step did
+RUNNING = frozenset({"starting", "ready", "unhealthy", "stopping"})
+# Where a stop leaves a service: settled, or still pending if the stack never started.
+DOWN = frozenset({"stopped", "exited", "failed", "pending"})
+NAMES = ("db", "api", "flaky", "never")
+DEPENDENCIES = {"db": (), "api": ("db",), "flaky": ("db",), "never": ()}
+# For debugging a failure: CORRAL_STATEFUL_SHRINK=0 reports the first failing sequence as
+# it happened (shrinking replays it, and what an earlier example left behind can mislead).
+SHRINK = os.environ.get("CORRAL_STATEFUL_SHRINK", "1") != "0"
+# CORRAL_STATEFUL_TRACE=1 prints every call's outcome and every failed check to stderr as it
+# happens (with -s), which tells more than the replayed example when a failure is timing.
+TRACE = os.environ.get("CORRAL_STATEFUL_TRACE", "0") != "0"
+EXAMPLES = int(os.environ.get("CORRAL_STATEFUL_EXAMPLES", "12"))
+STEPS = int(os.environ.get("CORRAL_STATEFUL_STEPS", "12"))
+
+# -- /proc -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Proc:
+    """One process as /proc shows it. (pid, start time) names it even if the pid is
+    recycled (pid_max may be as low as 32768 on a busy machine)."""
+
+    pid: int
+    state: str
+    pgid: int
+    start: int
+
+    @property
+    def live(self) -> bool:
+        return self.state not in "ZX"
+
+
+def _proc(pid: int) -> Proc | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return Proc(pid, fields[0], int(fields[2]), int(fields[19]))
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _marker(pid: int) -> tuple[str, str] | None:
+    """(CORRAL_STACK, CORRAL_SERVICE) from the environment of `pid`, if it has them."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            data = f.read()
+    except OSError:  # gone, or another user's
+        return None
+    found = {}
+    for item in data.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep and key in (b"CORRAL_STACK", b"CORRAL_SERVICE"):
+            found[key] = value.decode(errors="replace")
+    if b"CORRAL_STACK" not in found:
+        return None
+    return found[b"CORRAL_STACK"], found.get(b"CORRAL_SERVICE", "")
+
+
+@dataclass(frozen=True)
+class Marked:
+    proc: Proc
+    stack: str  # the stack's id: "<name>-<owner pid>-<n>"
+    service: str
+
+
+def _marked(prefix: str) -> list[Marked]:
+    """Every live process whose CORRAL_STACK starts with `prefix`."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        mark = _marker(int(entry))
+        if mark is None or not mark[0].startswith(prefix):
+            continue
+        proc = _proc(int(entry))
+        if proc is not None and proc.live:
+            out.append(Marked(proc, *mark))
+    return out
+
+
+def _pending(pid: int) -> set[int]:
+    """The signals pending for `pid` (its threads' and the process's)."""
+    mask = 0
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("SigPnd:", "ShdPnd:")):
+                    mask |= int(line.split()[1], 16)
+    except OSError:
+        return set()
+    return {n + 1 for n in range(64) if mask >> n & 1}
+
+
+def _describe(pid: int) -> str:
+    """What a failure message says about a process: its state, parent, group and command."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return f"pid {pid} (gone)"
+    return f"pid {pid} state {fields[0]} ppid {fields[1]} pgid {fields[2]}: {command}"
+
+
+def _zombie_children() -> set[tuple[int, int]]:
+    """(pid, start time) of every child of this process that is a zombie."""
+    out = set()
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                children = f.read().split()
+        except OSError:
+            continue
+        for child in children:
+            proc = _proc(int(child))
+            if proc is not None and proc.state == "Z":
+                out.add((proc.pid, proc.start))
+    return out
+
+
+# -- calls ---------------------------------------------------------------------------------------
+
+
+def _concurrently(*calls: Callable[[], object]) -> list[BaseException | None]:
+    """Runs the calls at once, one thread each; returns what each raised. A call that does
+    not return within its deadline fails the test (a hang is what this looks for)."""
+    barrier = threading.Barrier(len(calls))
+    raised: list[BaseException | None] = [None] * len(calls)
+
+    def run(i: int, call: Callable[[], object]) -> None:
+        try:
+            barrier.wait(CALL_TIMEOUT)
+            call()
+        except BaseException as e:  # handed to the test thread
+            raised[i] = e
+
+    threads = [threading.Thread(target=run, args=(i, c), daemon=True) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    end = time.monotonic() + CALL_TIMEOUT + 30
+    for t in threads:
+        t.join(max(0.0, end - time.monotonic()))
+    stuck = [i for i, t in enumerate(threads) if t.is_alive()]
+    assert not stuck, f"calls {stuck} did not return within {CALL_TIMEOUT + 30}s"
+    return raised
+
+
+def _trace(message: str) -> None:
+    if TRACE:
+        print(f"stateful: {message}", file=sys.stderr, flush=True)
+
+
+def _judge(what: str, exc: BaseException | None, allowed: tuple[type[BaseException], ...] = ()) -> None:
+    """Re-raises `exc` unless it is one of `allowed`; a Timeout is never allowed."""
+    _trace(f"{what}: {exc!r}")
+    if exc is None:
+        return
+    if isinstance(exc, corral.Timeout):
+        raise AssertionError(f"{what}: timed out ({exc})") from exc
+    if not isinstance(exc, allowed):
+        raise exc
+
+
+def _closure(names: Iterable[str]) -> set[str]:
+    """The services a start of `names` starts (all of them when none are named)."""
+    out: set[str] = set()
+    todo = list(names) or list(NAMES)
+    while todo:
+        n = todo.pop()
+        if n not in out:
+            out.add(n)
+            todo.extend(DEPENDENCIES[n])
+    return out
+
+
+# -- the machine ---------------------------------------------------------------------------------
+
+names_strategy = st.lists(st.sampled_from(NAMES), max_size=3)  # empty: all; repeats on purpose
+op_strategy = st.tuples(st.sampled_from(["start", "stop", "restart", "kill"]), names_strategy)
+DEADLY = {signal.SIGKILL, signal.SIGUSR1, signal.SIGTERM}  # the helper traps none of them
+
+
+class StackMachine(RuleBasedStateMachine):
+    """Services (the helper program, see tests/helper/corral_helper.c):
+    db     an HTTP server with a liveness check (a SIGSTOP makes it unhealthy, and the
+           policy restarts it); it forks a grandchild into its group first.
+    api    depends on db being ready; ignores SIGTERM, so a stop ends in SIGKILL after
+           a short stop_timeout.
+    flaky  depends on db being started; exits by itself after a short random time, under
+           a random restart policy (and dies of SIGUSR1 or SIGTERM like the others).
+    never  its readiness never comes: a start of it ends at its short start_timeout.
+    """
+
+    helper = ""  # set by the test
+    serial = 0  # stacks made so far, for unique names
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: corral.Stack | None = None
+        self.prefix = ""  # the marker prefix of the open stack's processes
+        # Every process each service has been seen with: none but the current may live.
+        self.seen: dict[str, set[tuple[int, int]]] = {n: set() for n in NAMES}
+        self.baseline_zombies = _zombie_children()  # not ours: left by whatever ran before
+        self.all_prefix = f"stateful-{os.getpid()}-"
+        self.config: dict[str, object] = {}
+
+    # -- the stack -------------------------------------------------------------------------------
+    @initialize(
+        life=st.sampled_from([0.05, 0.2, 0.5, 1.5]),
+        flaky_policy=st.sampled_from(["on-failure", "always"]),
+        flaky_limit=st.sampled_from([None, 0, 2]),
+        never_timeout=st.sampled_from([0.1, 0.3]),
+        never_policy=st.sampled_from(["no", "always"]),
+    )
+    def open_stack(self, life: float, flaky_policy: str, flaky_limit: int | None, never_timeout: float,
+                   never_policy: str) -> None:
+        self.config = dict(life=life, flaky_policy=flaky_policy, flaky_limit=flaky_limit,
+                           never_timeout=never_timeout, never_policy=never_policy)
+        self._open()
+
+    def _open(self) -> None:
+        StackMachine.serial += 1
+        # The name goes into the marker (CORRAL_STACK=<name>-<owner pid>-<n>): unique per
+        # stack, so a process left by an earlier stack is told apart from the open one's.
+        name = f"stateful-{os.getpid()}-{StackMachine.serial}"
+        self.prefix = f"{name}-"
+        self.seen = {n: set() for n in NAMES}
+        c = self.config
+        h = self.helper
+        stack = corral.Stack(name=name)
+        _trace(f"open {name} {self.config}")
+        stack.add("db", [h, "pid", "grandchild", "1000", "http", "{{port.http}}"], ports=["http"],
+                  ready=corral.HttpCheck("/", port="http", start_timeout=CALL_TIMEOUT),
+                  health=corral.HttpCheck("/", port="http", interval=0.2, timeout=1.0, retries=2),
+                  restart=corral.Restart("on-failure", backoff=0.05, max_backoff=0.2))
+        stack.add("api", [h, "pid", "ignore", "TERM", "print", "up", "pause"], depends_on={"db": "ready"},
+                  ready=corral.LogCheck("^up$", start_timeout=CALL_TIMEOUT), stop_timeout=0.3)
+        stack.add("flaky", [h, "pid", "sleep", str(c["life"]), "exit", "3"], depends_on={"db": "started"},
+                  restart=corral.Restart(str(c["flaky_policy"]), backoff=0.05, max_backoff=0.2,
+                                         max_restarts=c["flaky_limit"]))  # type: ignore[arg-type]
+        stack.add("never", [h, "pid", "pause"], restart=str(c["never_policy"]),
+                  ready=corral.LogCheck("^never printed$", start_timeout=float(c["never_timeout"])))  # type: ignore[arg-type]
+        self.stack = stack
+
+    def _close(self, calls: tuple[Callable[[], object], ...] = ()) -> list[BaseException | None]:
+        assert self.stack is not None
+        stack = self.stack
+        raised = _concurrently(lambda: stack.close(timeout=CALL_TIMEOUT), *calls)
+        _judge("close", raised[0])
+        # Nothing waits here: when close returns, everything it stopped must be gone.
+        left = _marked(self.prefix)
+        assert not left, f"running after close: {[(m.service, _describe(m.proc.pid)) for m in left]}"
+        self._assert_seen_dead(NAMES)
+        zombies = _zombie_children() - self.baseline_zombies
+        assert not zombies, f"zombie children after close: {zombies}"
+        for row in stack.status():
+            assert row["state"] not in RUNNING and row["pid"] is None, f"after close: {row}"
+        self.stack = None
+        return raised[1:]
+
+    def teardown(self) -> None:
+        if self.stack is not None:
+            self._close()
+
+    # -- requests --------------------------------------------------------------------------------
+    def _call(self, op: str, names: list[str]) -> Callable[[], object]:
+        stack = self.stack
+        assert stack is not None
+        if op == "start":
+            return lambda: stack.start(*names, timeout=CALL_TIMEOUT)
+        if op == "stop":
+            return lambda: stack.stop(*names, timeout=CALL_TIMEOUT)
+        if op == "restart":
+            return lambda: stack.restart(names[0] if names else "db", timeout=CALL_TIMEOUT)
+        return lambda: stack.kill(*names)
+
+    @rule(names=names_strategy)
+    def start(self, names: list[str]) -> None:
+        (exc,) = _concurrently(self._call("start", names))
+        _judge(f"start{tuple(names)}", exc, (corral.StartError,))
+        closure = _closure(names)
+        if "never" in closure:
+            # Its readiness cannot come: the start must fail at its deadline.
+            assert isinstance(exc, corral.StartError), "a start of 'never' succeeded"
+        elif exc is None and "api" in closure:
+            # Nothing else acts on api (it never exits by itself): ready is where it stays.
+            assert self.stack is not None
+            assert self.stack["api"].state == "ready", self.stack.status()
+
+    @rule(names=names_strategy)
+    def stop(self, names: list[str]) -> None:
+        (exc,) = _concurrently(self._call("stop", names))
+        _judge(f"stop{tuple(names)}", exc)
+        self._assert_stopped(names or NAMES)
+
+    @rule(name=st.sampled_from(NAMES))
+    def restart(self, name: str) -> None:
+        (exc,) = _concurrently(self._call("restart", [name]))
+        _judge(f"restart({name})", exc, (corral.StartError,))
+        if name == "never":
+            assert isinstance(exc, corral.StartError), "a restart of 'never' succeeded"
+
+    @rule(names=names_strategy)
+    def kill(self, names: list[str]) -> None:
+        assert self.stack is not None
+        before = {n: self.stack[n].pid for n in set(names or NAMES)}
+        self.stack.kill(*names)
+        _trace(f"kill{tuple(names)}")
+        for n, pid in before.items():
+            if pid is not None:
+                self._wait_pid_changed(n, pid)
+
+    @rule(name=st.sampled_from(NAMES),
+          sig=st.sampled_from([signal.SIGTERM, signal.SIGSTOP, signal.SIGCONT, signal.SIGUSR1, signal.SIGKILL]))
+    def send_signal(self, name: str, sig: signal.Signals) -> None:
+        assert self.stack is not None
+        svc = self.stack[name]
+        pid = svc.pid
+        proc = None if pid is None else _proc(pid)
+        if pid is None or proc is None:
+            return
+        stopped = proc.state == "T"  # a stopped process keeps TERM and USR1 pending
+        deadly = DEADLY - ({signal.SIGTERM} if name == "api" else set())  # api ignores TERM
+        pending = _pending(pid) & deadly
+        sent = svc.signal(sig)
+        _trace(f"signal {name} {sig!r}: {sent}")
+        if not sent:
+            return
+        if sig == signal.SIGKILL or (not stopped and sig in deadly) or (stopped and sig == signal.SIGCONT and pending):
+            # It dies: let the engine see that before the next step, so that the step's
+            # expectations are about a known state.
+            self._wait_pid_changed(name, pid)
+
+    def _touch(self) -> None:
+        # Two first requests at once on a fresh Stack make two engine stacks (a known
+        # defect: test_two_concurrent_first_starts_run_each_service_once); one request
+        # first keeps the random runs looking for other defects. Remove this once that
+        # test passes.
+        assert self.stack is not None
+        self.stack["db"].signal(0)
+
+    @rule(first=op_strategy, second=op_strategy)
+    def concurrently(self, first: tuple[str, list[str]], second: tuple[str, list[str]]) -> None:
+        # Two requests at once, e.g. a start and a stop of the same service: each completes
+        # (with its result, or superseded), whatever the interleaving.
+        self._touch()
+        raised = _concurrently(self._call(*first), self._call(*second))
+        for (op, names), exc in zip((first, second), raised):
+            _judge(f"{op}{tuple(names)} (concurrent)", exc, (corral.StartError,))
+
+    @rule()
+    def close(self) -> None:
+        self._close()
+        self._open()
+
+    @rule(other=op_strategy)
+    def close_during(self, other: tuple[str, list[str]]) -> None:
+        # A request racing a close completes too: done, failed, or "the stack is closed".
+        self._touch()
+        (exc,) = self._close((self._call(*other),))
+        _judge(f"{other[0]}{tuple(other[1])} during close", exc, (corral.CorralError,))
+        self._open()
+
+    # -- what must hold --------------------------------------------------------------------------
+    @invariant()
+    def consistent(self) -> None:
+        end = time.monotonic() + SETTLE
+        while True:
+            problem = self._inconsistency()
+            if problem is None:
+                return
+            if time.monotonic() > end:
+                _trace(f"FAILED: {problem}")
+                raise AssertionError(f"still inconsistent after {SETTLE}s: {problem}")
+            time.sleep(0.02)  # polling for the engine to catch up, bounded by SETTLE
+
+    def _inconsistency(self) -> str | None:
+        """What is wrong right now, or None. Looks at the processes between two status
+        snapshots and gives up (to be asked again) when anything moved meanwhile."""
+        assert self.stack is not None
+        rows = self._rows()
+        marked = _marked(self.all_prefix)
+        zombies = _zombie_children() - self.baseline_zombies
+        if self._rows() != rows:
+            return "the states moved while looking"
+        for name, (state, pid) in rows.items():
+            if state in RUNNING:
+                proc = None if pid is None else _proc(pid)
+                if pid is None or proc is None or not proc.live:
+                    return f"{name} is {state} but its process {pid} is not alive"
+                mark = _marker(pid)
+                if mark is None or not mark[0].startswith(self.prefix) or mark[1] != name:
+                    return f"{name} is {state} with pid {pid}, which is not its process"
+                self.seen[name].add((pid, proc.start))
+            elif pid is not None:
+                return f"{name} is {state} but has pid {pid}"
+        if zombies:
+            return f"zombie children: {sorted(zombies)}"
+        for m in marked:
+            if not m.stack.startswith(self.prefix):
+                return f"pid {m.proc.pid} of the closed stack {m.stack} still runs: {_describe(m.proc.pid)}"
+            state, pid = rows.get(m.service, ("?", None))
+            if state not in RUNNING or m.proc.pgid != pid:
+                return (f"orphan: pid {m.proc.pid} of {m.service} (group {m.proc.pgid}) while {m.service} is "
+                        f"{state} (pid {pid}): {_describe(m.proc.pid)}")
+        for name, (state, pid) in rows.items():
+            for old, start in self.seen[name]:
+                proc = _proc(old)
+                if old != pid and proc is not None and proc.start == start and proc.live:
+                    return f"an earlier process of {name}, pid {old}, is still alive"
+        return None
+
+    def _rows(self) -> dict[str, tuple[str, int | None]]:
+        assert self.stack is not None
+        return {r["name"]: (r["state"], r["pid"]) for r in self.stack.status()}
+
+    def _assert_stopped(self, names: Iterable[str]) -> None:
+        # Right after the stop returned: no waiting, nothing of theirs may be left.
+        rows = self._rows()
+        for name in set(names):
+            state, pid = rows[name]
+            assert state in DOWN and pid is None, f"{name} is {state} (pid {pid}) after its stop returned"
+        left = [m for m in _marked(self.prefix) if m.service in set(names)]
+        assert not left, f"running after their stop returned: {[(m.service, _describe(m.proc.pid)) for m in left]}"
+        self._assert_seen_dead(names)
+
+    def _assert_seen_dead(self, names: Iterable[str]) -> None:
+        for name in set(names):
+            for pid, start in self.seen[name]:
+                proc = _proc(pid)
+                assert proc is None or proc.start != start or not proc.live, f"{name}'s pid {pid} is alive"
+
+    def _wait_pid_changed(self, name: str, pid: int) -> None:
+        assert self.stack is not None
+        svc = self.stack[name]
+        end = time.monotonic() + SETTLE
+        while svc.pid == pid:
+            assert time.monotonic() < end, f"{name}: the death of pid {pid} went unnoticed for {SETTLE}s"
+            time.sleep(0.01)  # polling for the engine to notice the exit, bounded by SETTLE
+
+
+def test_random_sequences(helper: str) -> None:
+    StackMachine.helper = helper
+    run_state_machine_as_test(
+        StackMachine,
+        settings=settings(max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, database=None,
+                          suppress_health_check=list(HealthCheck), print_blob=True,
+                          phases=list(Phase) if SHRINK else [Phase.explicit, Phase.reuse, Phase.generate]),
+    )
+
+
+def test_the_checks_can_fail(helper: str) -> None:
+    # The checks themselves must see a process outside any service: one started by hand
+    # with the marker of a stack of this test is an orphan to them.
+    StackMachine.helper = helper
+    machine = StackMachine()
+    machine.open_stack(life=0.5, flaky_policy="no", flaky_limit=None, never_timeout=0.1, never_policy="no")
+    marker = f"{machine.prefix}1"
+    env = {**os.environ, "CORRAL_STACK": marker, "CORRAL_SERVICE": "db"}
+    with subprocess.Popen([helper, "pause"], env=env) as p:
+        try:
+            assert machine._inconsistency() is not None and "orphan" in str(machine._inconsistency())
+        finally:
+            p.kill()
+            p.wait()
+    assert machine._inconsistency() is None
+    machine.teardown()
+
+
+@pytest.mark.xfail(strict=True, reason="two concurrent first requests on a fresh Stack each create an engine "
+                   "stack (Stack._core has no lock): every service runs twice and close() stops one copy")
+def test_two_concurrent_first_starts_run_each_service_once(helper: str) -> None:
+    # Found by test_random_sequences (two restarts at once on a fresh stack). The race is
+    # in Stack._core(), so it is not certain on one try; ten tries make missing it
+    # (a false pass) practically impossible while the defect is there.
+    duplicated = []
+    for attempt in range(10):
+        name = f"twice-{os.getpid()}-{attempt}"
+        stack = corral.Stack(name=name)
+        stack.add("a", [helper, "pause"])
+        raised = _concurrently(lambda: stack.start(timeout=CALL_TIMEOUT), lambda: stack.start(timeout=CALL_TIMEOUT))
+        for exc in raised:
+            _judge("start", exc)
+        running = len(_marked(f"{name}-"))
+        stack.close(timeout=CALL_TIMEOUT)
+        left = len(_marked(f"{name}-"))
+        # The copy close() did not stop goes when its Stack is collected: do that before
+        # asserting, so a failure leaves nothing behind.
+        del stack
+        gc.collect()
+        if running != 1 or left:
+            duplicated.append((attempt, running, left))
+    assert not _marked(f"twice-{os.getpid()}-")
+    assert not duplicated, f"(attempt, processes of 'a' while started, left after close): {duplicated}"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    pytest.main([__file__, "-q"])
