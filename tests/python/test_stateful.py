@@ -22,6 +22,7 @@ CORRAL_STATEFUL_EXAMPLES and CORRAL_STATEFUL_STEPS set its size.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
@@ -52,8 +53,8 @@ SHRINK = os.environ.get("CORRAL_STATEFUL_SHRINK", "1") != "0"
 # CORRAL_STATEFUL_TRACE=1 prints every call's outcome and every failed check to stderr as it
 # happens (with -s), which tells more than the replayed example when a failure is timing.
 TRACE = os.environ.get("CORRAL_STATEFUL_TRACE", "0") != "0"
-EXAMPLES = int(os.environ.get("CORRAL_STATEFUL_EXAMPLES", "12"))
-STEPS = int(os.environ.get("CORRAL_STATEFUL_STEPS", "12"))
+EXAMPLES = int(os.environ.get("CORRAL_STATEFUL_EXAMPLES", "15"))
+STEPS = int(os.environ.get("CORRAL_STATEFUL_STEPS", "15"))
 
 # -- /proc -------------------------------------------------------------------------------------
 
@@ -65,19 +66,28 @@ class Proc:
 
     pid: int
     state: str
+    ppid: int
     pgid: int
+    sid: int
     start: int
 
     @property
     def live(self) -> bool:
         return self.state not in "ZX"
 
+    @property
+    def escaped(self) -> bool:
+        """It left its service's session (setsid) and is no child of ours: what the
+        helper's `escape` step makes. A service's own leader is a session leader too,
+        but our child."""
+        return self.sid == self.pid and self.ppid != os.getpid()
+
 
 def _proc(pid: int) -> Proc | None:
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return Proc(pid, fields[0], int(fields[2]), int(fields[19]))
+        return Proc(pid, fields[0], int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19]))
     except (OSError, IndexError, ValueError):
         return None
 
@@ -221,13 +231,19 @@ def _closure(names: Iterable[str]) -> set[str]:
 
 names_strategy = st.lists(st.sampled_from(NAMES), max_size=3)  # empty: all; repeats on purpose
 op_strategy = st.tuples(st.sampled_from(["start", "stop", "restart", "kill"]), names_strategy)
+# A known defect: a process that escaped its service's group outlives the run that made it
+# when that run ends by itself (test_an_escaped_process_goes_with_the_run_that_made_it).
+# Until that test passes, the step checks let such escapees be; stops and close still
+# must sweep them. Set this to False once it passes.
+ESCAPEES_OUTLIVE_THEIR_RUN = True
 DEADLY = {signal.SIGKILL, signal.SIGUSR1, signal.SIGTERM}  # the helper traps none of them
 
 
 class StackMachine(RuleBasedStateMachine):
     """Services (the helper program, see tests/helper/corral_helper.c):
     db     an HTTP server with a liveness check (a SIGSTOP makes it unhealthy, and the
-           policy restarts it); it forks a grandchild into its group first.
+           policy restarts it); it forks a grandchild into its group first, and one
+           that escapes it (double fork and setsid).
     api    depends on db being ready; ignores SIGTERM, so a stop ends in SIGKILL after
            a short stop_timeout.
     flaky  depends on db being started; exits by itself after a short random time, under
@@ -255,11 +271,12 @@ class StackMachine(RuleBasedStateMachine):
         flaky_limit=st.sampled_from([None, 0, 2]),
         never_timeout=st.sampled_from([0.1, 0.3]),
         never_policy=st.sampled_from(["no", "always"]),
+        first=st.sampled_from([(), ("db",), ("api", "flaky")]),
     )
     def open_stack(self, life: float, flaky_policy: str, flaky_limit: int | None, never_timeout: float,
-                   never_policy: str) -> None:
+                   never_policy: str, first: tuple[str, ...] = ()) -> None:
         self.config = dict(life=life, flaky_policy=flaky_policy, flaky_limit=flaky_limit,
-                           never_timeout=never_timeout, never_policy=never_policy)
+                           never_timeout=never_timeout, never_policy=never_policy, first=first)
         self._open()
 
     def _open(self) -> None:
@@ -273,7 +290,7 @@ class StackMachine(RuleBasedStateMachine):
         h = self.helper
         stack = corral.Stack(name=name)
         _trace(f"open {name} {self.config}")
-        stack.add("db", [h, "pid", "grandchild", "1000", "http", "{{port.http}}"], ports=["http"],
+        stack.add("db", [h, "pid", "escape", "1000", "grandchild", "1000", "http", "{{port.http}}"], ports=["http"],
                   ready=corral.HttpCheck("/", port="http", start_timeout=CALL_TIMEOUT),
                   health=corral.HttpCheck("/", port="http", interval=0.2, timeout=1.0, retries=2),
                   restart=corral.Restart("on-failure", backoff=0.05, max_backoff=0.2))
@@ -285,6 +302,12 @@ class StackMachine(RuleBasedStateMachine):
         stack.add("never", [h, "pid", "pause"], restart=str(c["never_policy"]),
                   ready=corral.LogCheck("^never printed$", start_timeout=float(c["never_timeout"])))  # type: ignore[arg-type]
         self.stack = stack
+        # Most sequences begin with some services up, so that signals and kills have
+        # something to hit (and a fresh, never started stack is tried too).
+        first = tuple(c.get("first", ()))  # type: ignore[call-overload]
+        if first:
+            (exc,) = _concurrently(self._call("start", list(first)))
+            _judge(f"first start{first}", exc, (corral.StartError,))
 
     def _close(self, calls: tuple[Callable[[], object], ...] = ()) -> list[BaseException | None]:
         assert self.stack is not None
@@ -444,9 +467,12 @@ class StackMachine(RuleBasedStateMachine):
             if not m.stack.startswith(self.prefix):
                 return f"pid {m.proc.pid} of the closed stack {m.stack} still runs: {_describe(m.proc.pid)}"
             state, pid = rows.get(m.service, ("?", None))
-            if state not in RUNNING or m.proc.pgid != pid:
-                return (f"orphan: pid {m.proc.pid} of {m.service} (group {m.proc.pgid}) while {m.service} is "
-                        f"{state} (pid {pid}): {_describe(m.proc.pid)}")
+            if state in RUNNING and m.proc.pgid == pid:
+                continue  # in its service's process group
+            if m.proc.escaped and (state in RUNNING or ESCAPEES_OUTLIVE_THEIR_RUN):
+                continue  # escaped the group of a run (of this service) that is still going
+            return (f"orphan: pid {m.proc.pid} of {m.service} (group {m.proc.pgid}) while {m.service} is "
+                    f"{state} (pid {pid}): {_describe(m.proc.pid)}")
         for name, (state, pid) in rows.items():
             for old, start in self.seen[name]:
                 proc = _proc(old)
@@ -487,6 +513,8 @@ def test_random_sequences(helper: str) -> None:
     StackMachine.helper = helper
     run_state_machine_as_test(
         StackMachine,
+        # Hypothesis tries many one-step sequences otherwise, each a stack for nothing.
+        _min_steps=min(STEPS, 5),
         settings=settings(max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, database=None,
                           suppress_health_check=list(HealthCheck), print_blob=True,
                           phases=list(Phase) if SHRINK else [Phase.explicit, Phase.reuse, Phase.generate]),
@@ -536,6 +564,29 @@ def test_two_concurrent_first_starts_run_each_service_once(helper: str) -> None:
             duplicated.append((attempt, running, left))
     assert not _marked(f"twice-{os.getpid()}-")
     assert not duplicated, f"(attempt, processes of 'a' while started, left after close): {duplicated}"
+
+
+@pytest.mark.xfail(strict=True, reason="a process that escaped its service's group outlives the run that made it "
+                   "when the run ends by itself: only a stop or close sweeps escapees, so a crash loop piles "
+                   "them up")
+def test_an_escaped_process_goes_with_the_run_that_made_it(helper: str) -> None:
+    stack = corral.Stack(name=f"escapee-{os.getpid()}")
+    svc = stack.add("a", [helper, "escape", "300", "exit", "3"])
+    try:
+        with contextlib.suppress(corral.StartError):  # ready at exec, but its exit may come first
+            stack.start(timeout=CALL_TIMEOUT)
+        stack.wait("a", "exited", timeout=CALL_TIMEOUT)
+        escaped = _proc(int(svc.wait_for_log("^escaped ", timeout=CALL_TIMEOUT).split()[1]))
+        assert escaped is not None and escaped.escaped
+        # The run is over (reaped, its group killed): what it left behind should go with it,
+        # as its group members did. 5 s is far more than a sweep takes.
+        end = time.monotonic() + 5
+        while (now := _proc(escaped.pid)) is not None and now.start == escaped.start and now.live:
+            assert time.monotonic() < end, f"the escapee of an exited run still runs: {_describe(escaped.pid)}"
+            time.sleep(0.01)  # polling for it to die, bounded by `end`
+    finally:
+        stack.close(timeout=CALL_TIMEOUT)
+    assert not _marked(f"escapee-{os.getpid()}-")
 
 
 if __name__ == "__main__":  # pragma: no cover
