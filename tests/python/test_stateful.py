@@ -53,8 +53,8 @@ SHRINK = os.environ.get("CORRAL_STATEFUL_SHRINK", "1") != "0"
 # CORRAL_STATEFUL_TRACE=1 prints every call's outcome and every failed check to stderr as it
 # happens (with -s), which tells more than the replayed example when a failure is timing.
 TRACE = os.environ.get("CORRAL_STATEFUL_TRACE", "0") != "0"
-EXAMPLES = int(os.environ.get("CORRAL_STATEFUL_EXAMPLES", "15"))
-STEPS = int(os.environ.get("CORRAL_STATEFUL_STEPS", "15"))
+EXAMPLES = int(os.environ.get("CORRAL_STATEFUL_EXAMPLES", "10"))
+STEPS = int(os.environ.get("CORRAL_STATEFUL_STEPS", "12"))
 
 # -- /proc -------------------------------------------------------------------------------------
 
@@ -201,7 +201,19 @@ def _concurrently(*calls: Callable[[], object]) -> list[BaseException | None]:
 
 def _trace(message: str) -> None:
     if TRACE:
-        print(f"stateful: {message}", file=sys.stderr, flush=True)
+        print(f"stateful {time.monotonic():.3f}: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Config:
+    """What a sequence draws once: how its services behave (see StackMachine)."""
+
+    life: float = 0.5  # how long flaky runs before it exits
+    flaky_policy: str = "on-failure"
+    flaky_limit: int | None = None
+    never_timeout: float = 0.1  # never's readiness deadline
+    never_policy: str = "no"
+    first: tuple[str, ...] = ()  # what the sequence starts before its first step
 
 
 def _judge(what: str, exc: BaseException | None, allowed: tuple[type[BaseException], ...] = ()) -> None:
@@ -236,6 +248,7 @@ op_strategy = st.tuples(st.sampled_from(["start", "stop", "restart", "kill"]), n
 # Until that test passes, the step checks let such escapees be; stops and close still
 # must sweep them. Set this to False once it passes.
 ESCAPEES_OUTLIVE_THEIR_RUN = True
+SIGNALS = [signal.SIGTERM, signal.SIGSTOP, signal.SIGCONT, signal.SIGUSR1, signal.SIGKILL]
 DEADLY = {signal.SIGKILL, signal.SIGUSR1, signal.SIGTERM}  # the helper traps none of them
 
 
@@ -260,9 +273,10 @@ class StackMachine(RuleBasedStateMachine):
         self.prefix = ""  # the marker prefix of the open stack's processes
         # Every process each service has been seen with: none but the current may live.
         self.seen: dict[str, set[tuple[int, int]]] = {n: set() for n in NAMES}
+        self.restarts = dict.fromkeys(NAMES, 0)  # a service's count never goes down
         self.baseline_zombies = _zombie_children()  # not ours: left by whatever ran before
         self.all_prefix = f"stateful-{os.getpid()}-"
-        self.config: dict[str, object] = {}
+        self.config = Config()
 
     # -- the stack -------------------------------------------------------------------------------
     @initialize(
@@ -275,8 +289,7 @@ class StackMachine(RuleBasedStateMachine):
     )
     def open_stack(self, life: float, flaky_policy: str, flaky_limit: int | None, never_timeout: float,
                    never_policy: str, first: tuple[str, ...] = ()) -> None:
-        self.config = dict(life=life, flaky_policy=flaky_policy, flaky_limit=flaky_limit,
-                           never_timeout=never_timeout, never_policy=never_policy, first=first)
+        self.config = Config(life, flaky_policy, flaky_limit, never_timeout, never_policy, first)
         self._open()
 
     def _open(self) -> None:
@@ -286,28 +299,29 @@ class StackMachine(RuleBasedStateMachine):
         name = f"stateful-{os.getpid()}-{StackMachine.serial}"
         self.prefix = f"{name}-"
         self.seen = {n: set() for n in NAMES}
+        self.restarts = dict.fromkeys(NAMES, 0)
         c = self.config
         h = self.helper
         stack = corral.Stack(name=name)
         _trace(f"open {name} {self.config}")
-        stack.add("db", [h, "pid", "escape", "1000", "grandchild", "1000", "http", "{{port.http}}"], ports=["http"],
+        stack.add("db", [h, "pid", "escape", "1000", "grandchild", "1000", "http", "{{port.http}}"],
+                  ports=["http"],
                   ready=corral.HttpCheck("/", port="http", start_timeout=CALL_TIMEOUT),
                   health=corral.HttpCheck("/", port="http", interval=0.2, timeout=1.0, retries=2),
                   restart=corral.Restart("on-failure", backoff=0.05, max_backoff=0.2))
         stack.add("api", [h, "pid", "ignore", "TERM", "print", "up", "pause"], depends_on={"db": "ready"},
                   ready=corral.LogCheck("^up$", start_timeout=CALL_TIMEOUT), stop_timeout=0.3)
-        stack.add("flaky", [h, "pid", "sleep", str(c["life"]), "exit", "3"], depends_on={"db": "started"},
-                  restart=corral.Restart(str(c["flaky_policy"]), backoff=0.05, max_backoff=0.2,
-                                         max_restarts=c["flaky_limit"]))  # type: ignore[arg-type]
-        stack.add("never", [h, "pid", "pause"], restart=str(c["never_policy"]),
-                  ready=corral.LogCheck("^never printed$", start_timeout=float(c["never_timeout"])))  # type: ignore[arg-type]
+        stack.add("flaky", [h, "pid", "sleep", str(c.life), "exit", "3"], depends_on={"db": "started"},
+                  restart=corral.Restart(c.flaky_policy, backoff=0.05, max_backoff=0.2,
+                                         max_restarts=c.flaky_limit))
+        stack.add("never", [h, "pid", "pause"], restart=c.never_policy,
+                  ready=corral.LogCheck("^never printed$", start_timeout=c.never_timeout))
         self.stack = stack
         # Most sequences begin with some services up, so that signals and kills have
         # something to hit (and a fresh, never started stack is tried too).
-        first = tuple(c.get("first", ()))  # type: ignore[call-overload]
-        if first:
-            (exc,) = _concurrently(self._call("start", list(first)))
-            _judge(f"first start{first}", exc, (corral.StartError,))
+        if c.first:
+            (exc,) = _concurrently(self._call("start", list(c.first)))
+            _judge(f"first start{c.first}", exc, (corral.StartError,))
 
     def _close(self, calls: tuple[Callable[[], object], ...] = ()) -> list[BaseException | None]:
         assert self.stack is not None
@@ -377,8 +391,7 @@ class StackMachine(RuleBasedStateMachine):
             if pid is not None:
                 self._wait_pid_changed(n, pid)
 
-    @rule(name=st.sampled_from(NAMES),
-          sig=st.sampled_from([signal.SIGTERM, signal.SIGSTOP, signal.SIGCONT, signal.SIGUSR1, signal.SIGKILL]))
+    @rule(name=st.sampled_from(NAMES), sig=st.sampled_from(SIGNALS))
     def send_signal(self, name: str, sig: signal.Signals) -> None:
         assert self.stack is not None
         svc = self.stack[name]
@@ -393,7 +406,8 @@ class StackMachine(RuleBasedStateMachine):
         _trace(f"signal {name} {sig!r}: {sent}")
         if not sent:
             return
-        if sig == signal.SIGKILL or (not stopped and sig in deadly) or (stopped and sig == signal.SIGCONT and pending):
+        woken = stopped and sig == signal.SIGCONT and pending
+        if sig == signal.SIGKILL or (not stopped and sig in deadly) or woken:
             # It dies: let the engine see that before the next step, so that the step's
             # expectations are about a known state.
             self._wait_pid_changed(name, pid)
@@ -412,7 +426,7 @@ class StackMachine(RuleBasedStateMachine):
         # (with its result, or superseded), whatever the interleaving.
         self._touch()
         raised = _concurrently(self._call(*first), self._call(*second))
-        for (op, names), exc in zip((first, second), raised):
+        for (op, names), exc in zip((first, second), raised, strict=True):
             _judge(f"{op}{tuple(names)} (concurrent)", exc, (corral.StartError,))
 
     @rule()
@@ -445,11 +459,18 @@ class StackMachine(RuleBasedStateMachine):
         """What is wrong right now, or None. Looks at the processes between two status
         snapshots and gives up (to be asked again) when anything moved meanwhile."""
         assert self.stack is not None
-        rows = self._rows()
+        full = {r["name"]: r for r in self.stack.status()}
+        rows = {name: (r["state"], r["pid"]) for name, r in full.items()}
         marked = _marked(self.all_prefix)
         zombies = _zombie_children() - self.baseline_zombies
         if self._rows() != rows:
             return "the states moved while looking"
+        for name, r in full.items():
+            if r["restarts"] < self.restarts[name]:
+                return f"{name}'s restart count went down from {self.restarts[name]}: {r}"
+            self.restarts[name] = r["restarts"]
+            if r["state"] == "exited" and r["exit_code"] is None:
+                return f"{name} exited without an exit code: {r}"
         for name, (state, pid) in rows.items():
             if state in RUNNING:
                 proc = None if pid is None else _proc(pid)
@@ -473,7 +494,7 @@ class StackMachine(RuleBasedStateMachine):
                 continue  # escaped the group of a run (of this service) that is still going
             return (f"orphan: pid {m.proc.pid} of {m.service} (group {m.proc.pgid}) while {m.service} is "
                     f"{state} (pid {pid}): {_describe(m.proc.pid)}")
-        for name, (state, pid) in rows.items():
+        for name, (_, pid) in rows.items():
             for old, start in self.seen[name]:
                 proc = _proc(old)
                 if old != pid and proc is not None and proc.start == start and proc.live:
@@ -491,7 +512,8 @@ class StackMachine(RuleBasedStateMachine):
             state, pid = rows[name]
             assert state in DOWN and pid is None, f"{name} is {state} (pid {pid}) after its stop returned"
         left = [m for m in _marked(self.prefix) if m.service in set(names)]
-        assert not left, f"running after their stop returned: {[(m.service, _describe(m.proc.pid)) for m in left]}"
+        left_now = [(m.service, _describe(m.proc.pid)) for m in left]
+        assert not left, f"left after their stop returned: {left_now}"
         self._assert_seen_dead(names)
 
     def _assert_seen_dead(self, names: Iterable[str]) -> None:
@@ -539,6 +561,25 @@ def test_the_checks_can_fail(helper: str) -> None:
     machine.teardown()
 
 
+def _start_twice(helper: str, attempt: int) -> tuple[int, int, int] | None:
+    """Two first starts at once on a fresh stack: (attempt, processes while started, left
+    after close) when that ran the service more than once, else None."""
+    name = f"twice-{os.getpid()}-{attempt}"
+    stack = corral.Stack(name=name)
+    stack.add("a", [helper, "pause"])
+    def start() -> None:
+        stack.start(timeout=CALL_TIMEOUT)
+
+    for exc in _concurrently(start, start):
+        _judge("start", exc)
+    running = len(_marked(f"{name}-"))
+    stack.close(timeout=CALL_TIMEOUT)
+    left = len(_marked(f"{name}-"))
+    # The copy close() did not stop goes when the Stack is collected, before the test
+    # asserts, so a failure leaves nothing behind.
+    return (attempt, running, left) if running != 1 or left else None
+
+
 @pytest.mark.xfail(strict=True, reason="two concurrent first requests on a fresh Stack each create an engine "
                    "stack (Stack._core has no lock): every service runs twice and close() stops one copy")
 def test_two_concurrent_first_starts_run_each_service_once(helper: str) -> None:
@@ -547,28 +588,17 @@ def test_two_concurrent_first_starts_run_each_service_once(helper: str) -> None:
     # (a false pass) practically impossible while the defect is there.
     duplicated = []
     for attempt in range(10):
-        name = f"twice-{os.getpid()}-{attempt}"
-        stack = corral.Stack(name=name)
-        stack.add("a", [helper, "pause"])
-        raised = _concurrently(lambda: stack.start(timeout=CALL_TIMEOUT), lambda: stack.start(timeout=CALL_TIMEOUT))
-        for exc in raised:
-            _judge("start", exc)
-        running = len(_marked(f"{name}-"))
-        stack.close(timeout=CALL_TIMEOUT)
-        left = len(_marked(f"{name}-"))
-        # The copy close() did not stop goes when its Stack is collected: do that before
-        # asserting, so a failure leaves nothing behind.
-        del stack
-        gc.collect()
-        if running != 1 or left:
-            duplicated.append((attempt, running, left))
+        found = _start_twice(helper, attempt)
+        gc.collect()  # the copy close() did not stop goes with its Stack (which is in a cycle)
+        if found:
+            duplicated.append(found)
     assert not _marked(f"twice-{os.getpid()}-")
     assert not duplicated, f"(attempt, processes of 'a' while started, left after close): {duplicated}"
 
 
-@pytest.mark.xfail(strict=True, reason="a process that escaped its service's group outlives the run that made it "
-                   "when the run ends by itself: only a stop or close sweeps escapees, so a crash loop piles "
-                   "them up")
+@pytest.mark.xfail(strict=True, reason="a process that escaped its service's group outlives the run that "
+                   "made it when the run ends by itself: only a stop or close sweeps escapees, so a crash "
+                   "loop piles them up")
 def test_an_escaped_process_goes_with_the_run_that_made_it(helper: str) -> None:
     stack = corral.Stack(name=f"escapee-{os.getpid()}")
     svc = stack.add("a", [helper, "escape", "300", "exit", "3"])
@@ -582,7 +612,7 @@ def test_an_escaped_process_goes_with_the_run_that_made_it(helper: str) -> None:
         # as its group members did. 5 s is far more than a sweep takes.
         end = time.monotonic() + 5
         while (now := _proc(escaped.pid)) is not None and now.start == escaped.start and now.live:
-            assert time.monotonic() < end, f"the escapee of an exited run still runs: {_describe(escaped.pid)}"
+            assert time.monotonic() < end, f"the escapee of an ended run still runs: {_describe(escaped.pid)}"
             time.sleep(0.01)  # polling for it to die, bounded by `end`
     finally:
         stack.close(timeout=CALL_TIMEOUT)
