@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -249,6 +250,8 @@ op_strategy = st.tuples(st.sampled_from(["start", "stop", "restart", "kill"]), n
 # must sweep them. Set this to False once it passes.
 ESCAPEES_OUTLIVE_THEIR_RUN = True
 SIGNALS = [signal.SIGTERM, signal.SIGSTOP, signal.SIGCONT, signal.SIGUSR1, signal.SIGKILL]
+# (service, state) -> how many step checks saw it, for the trace's summary.
+SEEN_STATES: Counter[tuple[str, str]] = Counter()
 DEADLY = {signal.SIGKILL, signal.SIGUSR1, signal.SIGTERM}  # the helper traps none of them
 
 
@@ -449,6 +452,9 @@ class StackMachine(RuleBasedStateMachine):
         while True:
             problem = self._inconsistency()
             if problem is None:
+                assert self.stack is not None
+                for row in self.stack.status():
+                    SEEN_STATES[row["name"], row["state"]] += 1
                 return
             if time.monotonic() > end:
                 _trace(f"FAILED: {problem}")
@@ -533,6 +539,7 @@ class StackMachine(RuleBasedStateMachine):
 
 def test_random_sequences(helper: str) -> None:
     StackMachine.helper = helper
+    SEEN_STATES.clear()
     run_state_machine_as_test(
         StackMachine,
         # Hypothesis tries many one-step sequences otherwise, each a stack for nothing.
@@ -541,23 +548,33 @@ def test_random_sequences(helper: str) -> None:
                           suppress_health_check=list(HealthCheck), print_blob=True,
                           phases=list(Phase) if SHRINK else [Phase.explicit, Phase.reuse, Phase.generate]),
     )
+    # What the sequences reached, to see that the machine is exercised (with --trace).
+    for name in NAMES:
+        seen = sorted((state, n) for (svc, state), n in SEEN_STATES.items() if svc == name)
+        _trace(f"{name} seen in: " + ", ".join(f"{state} {n}" for state, n in seen))
 
 
 def test_the_checks_can_fail(helper: str) -> None:
-    # The checks themselves must see a process outside any service: one started by hand
-    # with the marker of a stack of this test is an orphan to them.
+    # The step checks must see what they look for: a process carrying the open stack's
+    # marker outside any service is an orphan, an unreaped child a zombie.
     StackMachine.helper = helper
     machine = StackMachine()
     machine.open_stack(life=0.5, flaky_policy="no", flaky_limit=None, never_timeout=0.1, never_policy="no")
-    marker = f"{machine.prefix}1"
-    env = {**os.environ, "CORRAL_STACK": marker, "CORRAL_SERVICE": "db"}
+    assert machine._inconsistency() is None
+    env = {**os.environ, "CORRAL_STACK": f"{machine.prefix}1", "CORRAL_SERVICE": "db"}
     with subprocess.Popen([helper, "pause"], env=env) as p:
         try:
-            assert machine._inconsistency() is not None and "orphan" in str(machine._inconsistency())
+            assert "orphan" in str(machine._inconsistency())
         finally:
             p.kill()
             p.wait()
-    assert machine._inconsistency() is None
+    with subprocess.Popen([helper, "exit", "0"]) as p:
+        end = time.monotonic() + SETTLE
+        while (proc := _proc(p.pid)) is None or proc.state != "Z":
+            assert time.monotonic() < end, "the child did not exit"
+            time.sleep(0.01)  # polling for its exit, bounded by SETTLE
+        assert "zombie" in str(machine._inconsistency())
+    assert machine._inconsistency() is None  # Popen's exit reaped it
     machine.teardown()
 
 
@@ -567,6 +584,7 @@ def _start_twice(helper: str, attempt: int) -> tuple[int, int, int] | None:
     name = f"twice-{os.getpid()}-{attempt}"
     stack = corral.Stack(name=name)
     stack.add("a", [helper, "pause"])
+
     def start() -> None:
         stack.start(timeout=CALL_TIMEOUT)
 
