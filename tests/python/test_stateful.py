@@ -215,6 +215,7 @@ class Config:
     never_timeout: float = 0.1  # never's readiness deadline
     never_policy: str = "no"
     first: tuple[str, ...] = ()  # what the sequence starts before its first step
+    db_policy: str = "on-failure"  # with "no", an unhealthy db stays so (until SIGCONT)
 
 
 def _judge(what: str, exc: BaseException | None, allowed: tuple[type[BaseException], ...] = ()) -> None:
@@ -258,7 +259,7 @@ DEADLY = {signal.SIGKILL, signal.SIGUSR1, signal.SIGTERM}  # the helper traps no
 class StackMachine(RuleBasedStateMachine):
     """Services (the helper program, see tests/helper/corral_helper.c):
     db     an HTTP server with a liveness check (a SIGSTOP makes it unhealthy, and the
-           policy restarts it); it forks a grandchild into its group first, and one
+           policy, when it has one, restarts it); it forks a grandchild into its group first, and one
            that escapes it (double fork and setsid).
     api    depends on db being ready; ignores SIGTERM, so a stop ends in SIGKILL after
            a short stop_timeout.
@@ -289,10 +290,11 @@ class StackMachine(RuleBasedStateMachine):
         never_timeout=st.sampled_from([0.1, 0.3]),
         never_policy=st.sampled_from(["no", "always"]),
         first=st.sampled_from([(), ("db",), ("api", "flaky")]),
+        db_policy=st.sampled_from(["on-failure", "no"]),
     )
     def open_stack(self, life: float, flaky_policy: str, flaky_limit: int | None, never_timeout: float,
-                   never_policy: str, first: tuple[str, ...] = ()) -> None:
-        self.config = Config(life, flaky_policy, flaky_limit, never_timeout, never_policy, first)
+                   never_policy: str, first: tuple[str, ...] = (), db_policy: str = "on-failure") -> None:
+        self.config = Config(life, flaky_policy, flaky_limit, never_timeout, never_policy, first, db_policy)
         self._open()
 
     def _open(self) -> None:
@@ -310,8 +312,8 @@ class StackMachine(RuleBasedStateMachine):
         stack.add("db", [h, "pid", "escape", "1000", "grandchild", "1000", "http", "{{port.http}}"],
                   ports=["http"],
                   ready=corral.HttpCheck("/", port="http", start_timeout=CALL_TIMEOUT),
-                  health=corral.HttpCheck("/", port="http", interval=0.2, timeout=1.0, retries=2),
-                  restart=corral.Restart("on-failure", backoff=0.05, max_backoff=0.2))
+                  health=corral.HttpCheck("/", port="http", interval=0.1, timeout=0.5, retries=1),
+                  restart=corral.Restart(c.db_policy, backoff=0.05, max_backoff=0.2))
         stack.add("api", [h, "pid", "ignore", "TERM", "print", "up", "pause"], depends_on={"db": "ready"},
                   ready=corral.LogCheck("^up$", start_timeout=CALL_TIMEOUT), stop_timeout=0.3)
         stack.add("flaky", [h, "pid", "sleep", str(c.life), "exit", "3"], depends_on={"db": "started"},
@@ -414,6 +416,22 @@ class StackMachine(RuleBasedStateMachine):
             # It dies: let the engine see that before the next step, so that the step's
             # expectations are about a known state.
             self._wait_pid_changed(name, pid)
+
+    @rule()
+    def freeze_db(self) -> None:
+        # A SIGSTOPped server fails its liveness check: db turns unhealthy, and under a
+        # restart policy is stopped and started again. (send_signal may do the same, but
+        # rarely; this makes every sequence likely to go through `unhealthy`.)
+        assert self.stack is not None
+        svc = self.stack["db"]
+        pid = svc.pid
+        if pid is None or svc.state != "ready" or not svc.signal(signal.SIGSTOP):
+            return
+        _trace("freeze db")
+        end = time.monotonic() + SETTLE
+        while svc.state == "ready" and svc.pid == pid:
+            assert time.monotonic() < end, f"a frozen db stayed ready for {SETTLE}s: {svc.status()}"
+            time.sleep(0.01)  # polling for the liveness check to fail, bounded by SETTLE
 
     def _touch(self) -> None:
         # Two first requests at once on a fresh Stack make two engine stacks (a known
