@@ -249,7 +249,7 @@ op_strategy = st.tuples(st.sampled_from(["start", "stop", "restart", "kill"]), n
 # when that run ends by itself (test_an_escaped_process_goes_with_the_run_that_made_it).
 # Until that test passes, the step checks let such escapees be; stops and close still
 # must sweep them. Set this to False once it passes.
-ESCAPEES_OUTLIVE_THEIR_RUN = True
+ESCAPEES_OUTLIVE_THEIR_RUN = False
 SIGNALS = [signal.SIGTERM, signal.SIGSTOP, signal.SIGCONT, signal.SIGUSR1, signal.SIGKILL]
 # (service, state) -> how many step checks saw it, for the trace's summary.
 SEEN_STATES: Counter[tuple[str, str]] = Counter()
@@ -433,19 +433,10 @@ class StackMachine(RuleBasedStateMachine):
             assert time.monotonic() < end, f"a frozen db stayed ready for {SETTLE}s: {svc.status()}"
             time.sleep(0.01)  # polling for the liveness check to fail, bounded by SETTLE
 
-    def _touch(self) -> None:
-        # Two first requests at once on a fresh Stack make two engine stacks (a known
-        # defect: test_two_concurrent_first_starts_run_each_service_once); one request
-        # first keeps the random runs looking for other defects. Remove this once that
-        # test passes.
-        assert self.stack is not None
-        self.stack["db"].signal(0)
-
     @rule(first=op_strategy, second=op_strategy)
     def concurrently(self, first: tuple[str, list[str]], second: tuple[str, list[str]]) -> None:
         # Two requests at once, e.g. a start and a stop of the same service: each completes
         # (with its result, or superseded), whatever the interleaving.
-        self._touch()
         raised = _concurrently(self._call(*first), self._call(*second))
         for (op, names), exc in zip((first, second), raised, strict=True):
             _judge(f"{op}{tuple(names)} (concurrent)", exc, (corral.StartError,))
@@ -458,7 +449,6 @@ class StackMachine(RuleBasedStateMachine):
     @rule(other=op_strategy)
     def close_during(self, other: tuple[str, list[str]]) -> None:
         # A request racing a close completes too: done, failed, or "the stack is closed".
-        self._touch()
         (exc,) = self._close((self._call(*other),))
         _judge(f"{other[0]}{tuple(other[1])} during close", exc, (corral.CorralError,))
         self._open()
@@ -616,8 +606,6 @@ def _start_twice(helper: str, attempt: int) -> tuple[int, int, int] | None:
     return (attempt, running, left) if running != 1 or left else None
 
 
-@pytest.mark.xfail(strict=True, reason="two concurrent first requests on a fresh Stack each create an engine "
-                   "stack (Stack._core has no lock): every service runs twice and close() stops one copy")
 def test_two_concurrent_first_starts_run_each_service_once(helper: str) -> None:
     # Found by test_random_sequences (two restarts at once on a fresh stack). The race is
     # in Stack._core(), so it is not certain on one try; ten tries make missing it
@@ -632,9 +620,6 @@ def test_two_concurrent_first_starts_run_each_service_once(helper: str) -> None:
     assert not duplicated, f"(attempt, processes of 'a' while started, left after close): {duplicated}"
 
 
-@pytest.mark.xfail(strict=True, reason="a process that escaped its service's group outlives the run that "
-                   "made it when the run ends by itself: only a stop or close sweeps escapees, so a crash "
-                   "loop piles them up")
 def test_an_escaped_process_goes_with_the_run_that_made_it(helper: str) -> None:
     stack = corral.Stack(name=f"escapee-{os.getpid()}")
     svc = stack.add("a", [helper, "escape", "300", "exit", "3"])

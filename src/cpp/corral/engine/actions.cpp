@@ -279,6 +279,15 @@ void Engine::Impl::on_exit(StackState& st, Svc& s) {
   s.ports_contested = false;
   for (auto& l : s.leases)
     if (!l.reclaim_socket()) s.ports_contested = true;
+  // A run that ended by itself (or at its deadline) takes what escaped its group with it,
+  // as its group went with it; the window of the next run starts now. (A stop sweeps when
+  // the whole request is done.)
+  if (s.state != State::stopping && s.sweep_since) {
+    if (auto now = procfs::pid_clock()) {
+      sweep_run(st, s, *s.sweep_since, *now);
+      s.sweep_since = now;
+    }
+  }
   // The slot is empty. What the exit means depends on what the service was doing.
   if (s.state == State::stopping) {
     dispatch(st, s, Event::exit_stopped);

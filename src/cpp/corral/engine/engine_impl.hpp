@@ -210,6 +210,9 @@ struct Engine::Impl {
                     const std::shared_ptr<Pending<Outcome>>& result, std::shared_ptr<Pending<Outcome>> hold = {});
   void request_close(const std::shared_ptr<StackState>& st, const std::shared_ptr<Pending<Outcome>>& done);
   void sweep_escapees(const std::shared_ptr<StackState>& st, std::vector<std::size_t> only, std::function<void()> then);
+  void sweep_run(StackState& st, Svc& s, procfs::PidClock since, procfs::PidClock upto);
+  void post_sweep_lines(const std::shared_ptr<StackState>& st, std::vector<std::pair<std::string, std::string>> lines,
+                        std::function<void()> then);
   void finish_close(const std::shared_ptr<StackState>& st);
   void kill_all() noexcept;
 

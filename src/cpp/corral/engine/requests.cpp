@@ -271,6 +271,43 @@ void Engine::Impl::request_stop(StackState& st, const std::vector<std::string>& 
 // stack's marker in their environment: find them, kill them through a pidfd (re-checked,
 // so a recycled pid is never signalled), and say so in the service's log. `only`: the
 // services to clean up after. `then` runs on the engine thread when it is done.
+namespace {
+
+struct SweepResult {
+  std::vector<std::pair<std::string, std::string>> lines;  // service, log line
+  bool found = false;
+};
+
+// One look at /proc: kills (through a re-checked pidfd) every process that carries
+// `marker` and belongs to one of `names` (service, last process group), among the
+// `candidate` pids; waits until they are gone.
+SweepResult kill_marked(const std::string& marker, const std::vector<std::pair<std::string, pid_t>>& names,
+                        const std::function<bool(pid_t)>& candidate) {
+  SweepResult r;
+  std::vector<Fd> dying;
+  for (const auto& m : find_marked(marker, candidate)) {
+    auto named = std::find_if(names.begin(), names.end(), [&](const auto& n) { return n.first == m.service; });
+    if (named == names.end()) continue;
+    int fd = static_cast<int>(::syscall(SYS_pidfd_open, m.pid, 0));
+    if (fd < 0) continue;
+    Fd pidfd(fd);
+    if (!has_marker(m.pid, marker)) continue;  // the pid we hold may have been recycled
+    ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
+    r.found = true;
+    // Members of the service's own group were SIGKILLed with it and are only still
+    // dying; the others had escaped it.
+    if (procfs::process_group(m.pid) != named->second)
+      r.lines.emplace_back(m.service, fmt::format("corral: killed pid {} ({}), which had escaped the service's "
+                                                  "process group", m.pid, m.command));
+    dying.push_back(std::move(pidfd));
+  }
+  // Done when they are gone, not when they were told to go.
+  wait_gone(dying, 2.0);
+  return r;
+}
+
+}  // namespace
+
 void Engine::Impl::sweep_escapees(const std::shared_ptr<StackState>& st, std::vector<std::size_t> only,
                                   std::function<void()> then) {
   std::string marker = "CORRAL_STACK=" + st->id;
@@ -288,45 +325,53 @@ void Engine::Impl::sweep_escapees(const std::shared_ptr<StackState>& st, std::ve
   }
   if (unbounded) since.reset();
   chores.post([this, st, marker, names = std::move(names), since, unbounded, then = std::move(then)] {
-    std::vector<std::pair<std::string, std::string>> killed;  // service, line
-    std::vector<Fd> dying;
+    std::vector<std::pair<std::string, std::string>> lines;
     // An escapee that keeps forking makes new marked processes while we look: look again
     // until a pass finds nothing (each pass kills what it finds, so the tree stops growing).
     for (int pass = 0; pass < 8; ++pass) {
       // Only processes created since the services started can be theirs: with thousands of
       // older processes on the machine, only the new ones' environments are read.
-      std::optional<std::pair<pid_t, pid_t>> range;
-      if (since && !unbounded) range = procfs::pids_since(*since);
       std::function<bool(pid_t)> candidate;
-      if (range) candidate = [r = *range](pid_t pid) { return procfs::in_pid_range(pid, r); };
-      bool found = false;
-      for (const auto& m : find_marked(marker, candidate)) {
-        auto named = std::find_if(names.begin(), names.end(), [&](const auto& n) { return n.first == m.service; });
-        if (named == names.end()) continue;
-        int fd = static_cast<int>(::syscall(SYS_pidfd_open, m.pid, 0));
-        if (fd < 0) continue;
-        Fd pidfd(fd);
-        if (!has_marker(m.pid, marker)) continue;  // the pid we hold may have been recycled
-        ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
-        found = true;
-        // Members of the service's own group were SIGKILLed with it and are only still
-        // dying; the others had escaped it.
-        if (procfs::process_group(m.pid) != named->second)
-          killed.emplace_back(m.service, fmt::format("corral: killed pid {} ({}), which had escaped the service's "
-                                                     "process group", m.pid, m.command));
-        dying.push_back(std::move(pidfd));
-      }
-      if (!found) break;
-      // The stop is done when they are gone, not when they were told to go.
-      wait_gone(dying, 2.0);
+      if (since && !unbounded)
+        if (auto range = procfs::pids_since(*since))
+          candidate = [r = *range](pid_t pid) { return procfs::in_pid_range(pid, r); };
+      auto r = kill_marked(marker, names, candidate);
+      lines.insert(lines.end(), r.lines.begin(), r.lines.end());
+      if (!r.found) break;
     }
-    asio::post(io, [this, st, killed = std::move(killed), then] {
-      for (const auto& [name, line] : killed) {
-        auto it = st->index.find(name);
-        if (it != st->index.end()) record_line(*st, *st->services[it->second], Stream::err, line);
-      }
-      then();
-    });
+    post_sweep_lines(st, std::move(lines), then);
+  });
+}
+
+void Engine::Impl::sweep_run(StackState& st, Svc& s, procfs::PidClock since, procfs::PidClock upto) {
+  // What the run left behind was created after `since` and before its exit (`upto`): the
+  // next run's processes, created later, are out of that range, so they are safe even if
+  // the next run starts before this sweep is done. Without a bounded range (pids may have
+  // wrapped round), nothing is swept here: the stop or close sweeps it.
+  char max[32];
+  if (procfs::read_small("/proc/sys/kernel/pid_max", max, sizeof max) <= 0) return;
+  long pid_max = std::atol(max);
+  if (pid_max <= 1000 || upto.forks < since.forks ||
+      upto.forks - since.forks >= static_cast<std::uint64_t>(pid_max - 1000))
+    return;
+  auto self = st.shared_from_this();
+  std::string marker = "CORRAL_STACK=" + st.id;
+  std::vector<std::pair<std::string, pid_t>> names{{s.spec.name, s.last_pid}};
+  std::pair<pid_t, pid_t> range{since.last_pid, upto.last_pid};
+  chores.post([this, self, marker, names = std::move(names), range] {
+    auto r = kill_marked(marker, names, [range](pid_t pid) { return procfs::in_pid_range(pid, range); });
+    post_sweep_lines(self, std::move(r.lines), [] {});
+  });
+}
+
+void Engine::Impl::post_sweep_lines(const std::shared_ptr<StackState>& st,
+                                    std::vector<std::pair<std::string, std::string>> lines, std::function<void()> then) {
+  asio::post(io, [this, st, lines = std::move(lines), then = std::move(then)] {
+    for (const auto& [name, line] : lines) {
+      auto it = st->index.find(name);
+      if (it != st->index.end()) record_line(*st, *st->services[it->second], Stream::err, line);
+    }
+    then();
   });
 }
 
