@@ -598,7 +598,11 @@ def _start_twice(helper: str, attempt: int) -> tuple[int, int, int] | None:
 
     for exc in _concurrently(start, start):
         _judge("start", exc)
-    running = len(_marked(f"{name}-"))
+    # Right after an exec /proc/PID/environ may still read empty for a moment: wait for the
+    # marker to show, then count.
+    end = time.monotonic() + SETTLE
+    while not (running := len(_marked(f"{name}-"))) and time.monotonic() < end:
+        time.sleep(0.01)  # polling /proc, bounded by SETTLE
     stack.close(timeout=CALL_TIMEOUT)
     left = len(_marked(f"{name}-"))
     # The copy close() did not stop goes when the Stack is collected, before the test
