@@ -282,10 +282,10 @@ struct SweepResult {
 // `marker` and belongs to one of `names` (service, last process group), among the
 // `candidate` pids; waits until they are gone.
 SweepResult kill_marked(const std::string& marker, const std::vector<std::pair<std::string, pid_t>>& names,
-                        const std::function<bool(pid_t)>& candidate) {
+                        const std::optional<std::pair<pid_t, pid_t>>& range) {
   SweepResult r;
   std::vector<Fd> dying;
-  for (const auto& m : find_marked(marker, candidate)) {
+  for (const auto& m : find_marked(marker, range)) {
     auto named = std::find_if(names.begin(), names.end(), [&](const auto& n) { return n.first == m.service; });
     if (named == names.end()) continue;
     int fd = static_cast<int>(::syscall(SYS_pidfd_open, m.pid, 0));
@@ -331,11 +331,9 @@ void Engine::Impl::sweep_escapees(const std::shared_ptr<StackState>& st, std::ve
     for (int pass = 0; pass < 8; ++pass) {
       // Only processes created since the services started can be theirs: with thousands of
       // older processes on the machine, only the new ones' environments are read.
-      std::function<bool(pid_t)> candidate;
-      if (since && !unbounded)
-        if (auto range = procfs::pids_since(*since))
-          candidate = [r = *range](pid_t pid) { return procfs::in_pid_range(pid, r); };
-      auto r = kill_marked(marker, names, candidate);
+      std::optional<std::pair<pid_t, pid_t>> range;
+      if (since && !unbounded) range = procfs::pids_since(*since);
+      auto r = kill_marked(marker, names, range);
       lines.insert(lines.end(), r.lines.begin(), r.lines.end());
       if (!r.found) break;
     }
@@ -359,7 +357,7 @@ void Engine::Impl::sweep_run(StackState& st, Svc& s, procfs::PidClock since, pro
   std::vector<std::pair<std::string, pid_t>> names{{s.spec.name, s.last_pid}};
   std::pair<pid_t, pid_t> range{since.last_pid, upto.last_pid};
   chores.post([this, self, marker, names = std::move(names), range] {
-    auto r = kill_marked(marker, names, [range](pid_t pid) { return procfs::in_pid_range(pid, range); });
+    auto r = kill_marked(marker, names, range);
     post_sweep_lines(self, std::move(r.lines), [] {});
   });
 }

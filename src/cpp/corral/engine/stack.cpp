@@ -161,10 +161,9 @@ std::vector<ProcessSample> Stack::sample() {
     }
     return out;
   });
-  std::function<bool(pid_t)> candidate;
-  if (bounded && since)
-    if (auto range = procfs::pids_since(*since)) candidate = [r = *range](pid_t p) { return procfs::in_pid_range(p, r); };
-  return sample_groups(groups, candidate);
+  std::optional<std::pair<pid_t, pid_t>> range;
+  if (bounded && since) range = procfs::pids_since(*since);
+  return sample_groups(groups, range);
 }
 
 void Stack::subscribe(bool lossless) { state_->events.subscribe(lossless); }

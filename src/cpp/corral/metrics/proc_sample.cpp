@@ -32,7 +32,7 @@ int count_fds(pid_t pid) {
 }  // namespace
 
 std::vector<ProcessSample> sample_groups(const std::vector<std::pair<std::string, pid_t>>& groups,
-                                         const std::function<bool(pid_t)>& candidate) {
+                                         const std::optional<std::pair<pid_t, pid_t>>& range) {
   std::vector<ProcessSample> out(groups.size());
   std::unordered_map<pid_t, std::size_t> by_group;
   for (std::size_t i = 0; i < groups.size(); ++i) {
@@ -43,18 +43,14 @@ std::vector<ProcessSample> sample_groups(const std::vector<std::pair<std::string
   if (by_group.empty()) return out;
   static const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
   static const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-  DIR* proc = ::opendir("/proc");
-  if (!proc) return out;
   char path[300];
   char buf[1024];
-  while (auto* e = ::readdir(proc)) {
-    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-    if (candidate && !candidate(static_cast<pid_t>(std::atol(e->d_name)))) continue;
-    std::snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-    if (read_small(path, buf, sizeof buf) <= 0) continue;
+  procfs::for_each_pid_in(range, [&](pid_t pid) {
+    std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    if (read_small(path, buf, sizeof buf) <= 0) return false;
     // The command name may contain spaces and parentheses: fields start after the last ')'.
     char* p = std::strrchr(buf, ')');
-    if (!p) continue;
+    if (!p) return false;
     // Fields from 3 (state) on; pgrp is field 5, utime 14, stime 15, threads 20, rss 24.
     char* fields[24] = {};
     int k = 3;
@@ -63,18 +59,18 @@ std::vector<ProcessSample> sample_groups(const std::vector<std::pair<std::string
     char* save = nullptr;
     for (char* t = ::strtok_r(p + 2, " ", &save); t && k <= 24; t = ::strtok_r(nullptr, " ", &save))
       fields[k++ - 3] = t;
-    if (k <= 24) continue;
+    if (k <= 24) return false;
     pid_t pgrp = static_cast<pid_t>(std::atol(fields[5 - 3]));
     auto it = by_group.find(pgrp);
-    if (it == by_group.end()) continue;
+    if (it == by_group.end()) return false;
     auto& s = out[it->second];
     s.processes += 1;
     s.cpu_seconds += static_cast<double>(std::atoll(fields[14 - 3]) + std::atoll(fields[15 - 3])) / ticks;
     s.threads += std::atoi(fields[20 - 3]);
     s.rss_bytes += static_cast<std::uint64_t>(std::atoll(fields[24 - 3])) * page;
-    s.open_fds += count_fds(static_cast<pid_t>(std::atol(e->d_name)));
-  }
-  ::closedir(proc);
+    s.open_fds += count_fds(pid);
+    return false;
+  });
   return out;
 }
 
@@ -100,12 +96,12 @@ bool has_marker(pid_t pid, const std::string& marker, std::string* service) {
   return marked;
 }
 
-std::vector<MarkedProcess> find_marked(const std::string& marker, const std::function<bool(pid_t)>& candidate) {
+std::vector<MarkedProcess> find_marked(const std::string& marker, const std::optional<std::pair<pid_t, pid_t>>& range) {
   std::vector<MarkedProcess> out;
   const pid_t self = ::getpid();
-  procfs::for_each_pid([&](pid_t pid) {
+  procfs::for_each_pid_in(range, [&](pid_t pid) {
     MarkedProcess m;
-    if (pid == self || (candidate && !candidate(pid)) || !has_marker(pid, marker, &m.service)) return false;
+    if (pid == self || !has_marker(pid, marker, &m.service)) return false;
     m.pid = pid;
     m.command = procfs::comm(pid);
     out.push_back(std::move(m));

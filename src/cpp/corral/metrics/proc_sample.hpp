@@ -4,7 +4,7 @@
 
 #include <sys/types.h>
 
-#include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,10 +14,10 @@
 namespace corral {
 
 // One sample per (service, leader pid); a pid of 0 gives an empty sample.
-// `candidate`, when given, says which pids can belong to a group (see procfs::pids_since):
+// `range`, when given, holds every pid that can belong to a group (see procfs::pids_since):
 // only those are read, not the machine's thousands of older processes.
 std::vector<ProcessSample> sample_groups(const std::vector<std::pair<std::string, pid_t>>& groups,
-                                         const std::function<bool(pid_t)>& candidate = {});
+                                         const std::optional<std::pair<pid_t, pid_t>>& range = std::nullopt);
 
 // A process that carries `marker` ("CORRAL_STACK=<id>") in its environment.
 struct MarkedProcess {
@@ -28,9 +28,9 @@ struct MarkedProcess {
 
 // Every process (readable by us) whose environment holds `marker` exactly: the services'
 // descendants inherit it, even those that left the process group (double fork + setsid).
-// `candidate`, when given, says which pids are worth opening (see procfs::pids_since).
+// `range`, when given, holds every pid worth opening (see procfs::pids_since).
 std::vector<MarkedProcess> find_marked(const std::string& marker,
-                                       const std::function<bool(pid_t)>& candidate = {});
+                                       const std::optional<std::pair<pid_t, pid_t>>& range = std::nullopt);
 bool has_marker(pid_t pid, const std::string& marker, std::string* service = nullptr);
 
 // Prometheus text exposition of per-service state and samples.

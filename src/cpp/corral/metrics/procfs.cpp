@@ -62,6 +62,32 @@ std::optional<std::pair<pid_t, pid_t>> pids_since(const PidClock& since) {
   return std::pair{since.last_pid, now->last_pid};
 }
 
+void for_each_pid_in(const std::optional<std::pair<pid_t, pid_t>>& range, const std::function<bool(pid_t)>& f) {
+  constexpr long walk_limit = 1024;  // pids to try one by one before listing /proc is cheaper
+  if (range) {
+    char buf[32];
+    long max = read_small("/proc/sys/kernel/pid_max", buf, sizeof buf) > 0 ? std::atol(buf) : 0;
+    auto [after, upto] = *range;
+    long span = after <= upto ? upto - after : (max - after) + upto;
+    if (max > 0 && span >= 0 && span <= walk_limit) {
+      char path[48], status[2048];
+      for (long i = 1; i <= span; ++i) {
+        long pid = after + i;
+        if (pid > max) pid -= max;
+        std::snprintf(path, sizeof path, "/proc/%ld/status", pid);
+        if (read_small(path, status, sizeof status) <= 0) continue;
+        // Thread ids have /proc entries too (not listed, but reachable): only processes,
+        // whose thread-group id is their own, count.
+        const char* tgid = std::strstr(status, "\nTgid:");
+        if (!tgid || std::atol(tgid + 6) != pid) continue;
+        if (f(static_cast<pid_t>(pid))) return;
+      }
+      return;
+    }
+  }
+  for_each_pid([&](pid_t pid) { return (!range || in_pid_range(pid, *range)) && f(pid); });
+}
+
 bool in_pid_range(pid_t pid, std::pair<pid_t, pid_t> range) noexcept {
   auto [after, upto] = range;
   return after <= upto ? (pid > after && pid <= upto) : (pid > after || pid <= upto);
