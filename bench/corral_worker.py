@@ -359,11 +359,12 @@ def case_stop1(corral, a):
 def case_crashloop(corral, a):
     """Issue 6: `Stack.status()` from the main thread while `n` services crash-loop
     (exit 1 at once, restart="always" with a fixed small backoff): the engine thread is as
-    busy as it gets, and status() must still answer quickly."""
+    busy as it gets, and status() must still answer quickly. With `jitter` 0 the services,
+    started together, crash and respawn in lockstep: the worst case for a waiting call."""
     _warm(corral)
     b = a["backoff"]
     s = _stack(corral, "bench", a["n"], [a["helper"], "exit", "1"],
-               restart=corral.Restart("always", backoff=b, max_backoff=b, jitter=0.0))
+               restart=corral.Restart("always", backoff=b, max_backoff=b, jitter=a["jitter"]))
     # Every service becomes ready at exec and crashes right after: start() may see a
     # crash before the last one is ready. The loop is what is measured, not the start.
     with contextlib.suppress(corral.CorralError):

@@ -69,18 +69,21 @@ def bench_stop_noise(r, ws, cfg: dict) -> dict:
     runs: dict[str, list] = {"quiet": [], "crowd": []}
     for rep in range(cfg["stop1_reps"]):
         q = r.corral("stop1", argv=sleep, cycles=cfg["stop1_cycles"])
+        listdir_q = _listdir_proc_s()
         crowd = Crowd(ws.sleep, cfg["stop1_noise"])
         try:
             c = r.corral("stop1", argv=sleep, cycles=cfg["stop1_cycles"])
+            listdir_c = _listdir_proc_s()
         finally:
             crowd.close()
         for key, x in (("quiet", q), ("crowd", c)):
             runs[key].append({"stop": _median(x["stop"]), "start": _median(x["start"]),
-                              "stop_p90": _pct(x["stop"], 0.9)})
+                              "stop_p90": _pct(x["stop"], 0.9),
+                              "listdir_proc": listdir_q if key == "quiet" else listdir_c})
         _say(f"  stop one, rep {rep + 1}: {runs['quiet'][-1]['stop'] * 1e3:.2f} ms quiet, "
              f"{runs['crowd'][-1]['stop'] * 1e3:.2f} ms with {cfg['stop1_noise']} processes")
-    out = {k: {m: _median([x[m] for x in v]) for m in ("stop", "start", "stop_p90")} | {"runs": v}
-           for k, v in runs.items()}
+    figures = ("stop", "start", "stop_p90", "listdir_proc")
+    out = {k: {m: _median([x[m] for x in v]) for m in figures} | {"runs": v} for k, v in runs.items()}
     out["ratio"] = _median([c["stop"] / q["stop"] for q, c in zip(runs["quiet"], runs["crowd"], strict=True)])
     out["ratio_cycle"] = _median([(c["stop"] + c["start"]) / (q["stop"] + q["start"])
                                   for q, c in zip(runs["quiet"], runs["crowd"], strict=True)])
@@ -89,18 +92,33 @@ def bench_stop_noise(r, ws, cfg: dict) -> dict:
 
 
 def bench_crashloop(r, ws, cfg: dict) -> dict:
-    runs = []
-    for rep in range(cfg["crash_reps"]):
-        c = r.corral("crashloop", helper=str(ws.helper), n=cfg["crash_n"], backoff=cfg["crash_backoff"],
-                     calls=cfg["crash_calls"])
-        xs = c["status_ns"]
-        runs.append({"p50": _pct(xs, 0.5), "p99": _pct(xs, 0.99), "max": max(xs),
-                     "restarts_per_s": c["restarts_per_s"], "owner_cpu_share": c["owner_cpu_share"]})
-        _say(f"  status under a crash loop, rep {rep + 1}: p50 {runs[-1]['p50'] / 1e6:.3f} ms, "
-             f"p99 {runs[-1]['p99'] / 1e6:.3f} ms, {c['restarts_per_s']:.0f} restarts/s")
-    out = {k: _median([x[k] for x in runs]) for k in runs[0]}
-    return out | {"n": cfg["crash_n"], "backoff": cfg["crash_backoff"], "calls": cfg["crash_calls"],
-                  "runs": runs}
+    """status() under a crash loop, with the default jitter (0.1, what restart="always"
+    gives) and with none (every service respawns in the same instant, in lockstep)."""
+    out = {}
+    for jitter in cfg["crash_jitters"]:
+        runs = []
+        for rep in range(cfg["crash_reps"]):
+            c = r.corral("crashloop", helper=str(ws.helper), n=cfg["crash_n"], backoff=cfg["crash_backoff"],
+                         jitter=jitter, calls=cfg["crash_calls"])
+            xs = c["status_ns"]
+            runs.append({"p50": _pct(xs, 0.5), "p99": _pct(xs, 0.99), "max": max(xs),
+                         "restarts_per_s": c["restarts_per_s"], "owner_cpu_share": c["owner_cpu_share"]})
+            _say(f"  status under a crash loop, jitter {jitter:g}, rep {rep + 1}: "
+                 f"p50 {runs[-1]['p50'] / 1e6:.3f} ms, p99 {runs[-1]['p99'] / 1e6:.3f} ms, {c['restarts_per_s']:.0f} restarts/s")
+        out[str(jitter)] = {k: _median([x[k] for x in runs]) for k in runs[0]} | {
+            "jitter": jitter, "runs": runs}
+    return out | {"n": cfg["crash_n"], "backoff": cfg["crash_backoff"], "calls": cfg["crash_calls"]}
+
+
+def _listdir_proc_s(k: int = 20) -> float:
+    """Median time of one os.listdir("/proc"): what a walk of every pid on the machine
+    costs before it opens anything."""
+    ts = []
+    for _ in range(k):
+        t = time.perf_counter()
+        os.listdir("/proc")
+        ts.append(time.perf_counter() - t)
+    return _median(ts)
 
 
 # ---- corral up, idle -------------------------------------------------------------------------------
@@ -207,7 +225,8 @@ def up_idle_once(ws, env: dict, n: int, seconds: float, settle: float) -> dict:
             p.wait()
         reader.join(timeout=10)
     return {"cpu": cpu1 - cpu0, "wakeups": sw1 - sw0, "cpu_ticks": ticks1 - ticks0,
-            "watcher_cpu": wcpu1 - wcpu0, "watcher_wakeups": wsw1 - wsw0, "threads": threads, "startup": startup,
+            "watcher_cpu": wcpu1 - wcpu0, "watcher_wakeups": wsw1 - wsw0, "threads": threads,
+            "startup": startup,
             "wakeups_by_thread": {k: v - per0.get(k, 0) for k, v in per1.items()},
             "exit_code": p.returncode}
 
