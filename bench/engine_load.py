@@ -104,7 +104,8 @@ def bench_crashloop(r, ws, cfg: dict) -> dict:
             runs.append({"p50": _pct(xs, 0.5), "p99": _pct(xs, 0.99), "max": max(xs),
                          "restarts_per_s": c["restarts_per_s"], "owner_cpu_share": c["owner_cpu_share"]})
             _say(f"  status under a crash loop, jitter {jitter:g}, rep {rep + 1}: "
-                 f"p50 {runs[-1]['p50'] / 1e6:.3f} ms, p99 {runs[-1]['p99'] / 1e6:.3f} ms, {c['restarts_per_s']:.0f} restarts/s")
+                 f"p50 {runs[-1]['p50'] / 1e6:.3f} ms, p99 {runs[-1]['p99'] / 1e6:.3f} ms, "
+                 f"{c['restarts_per_s']:.0f} restarts/s")
         out[str(jitter)] = {k: _median([x[k] for x in runs]) for k in runs[0]} | {
             "jitter": jitter, "runs": runs}
     return out | {"n": cfg["crash_n"], "backoff": cfg["crash_backoff"], "calls": cfg["crash_calls"]}
