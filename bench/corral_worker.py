@@ -331,28 +331,106 @@ def case_status(corral, a):
     return {"status_ns": per, "state_ns": one}
 
 
+def case_stop1(corral, a):
+    """Issue 6: what one service's stop (and its start again) costs. A small stack of
+    `sleep`s; `cycles` times `stop("one")` then `start("one")`, each timed. The bench runs
+    this with and without thousands of unrelated processes on the machine."""
+    _warm(corral)
+    s = _stack(corral, "bench", a.get("n", 3), a["argv"])
+    s.add("one", list(a["argv"]))
+    s.start()
+    for _ in range(a.get("warmup", 3)):
+        s.stop("one")
+        s.start("one")
+    stops, starts = [], []
+    for _ in range(a["cycles"]):
+        t0 = time.perf_counter()
+        s.stop("one")
+        t1 = time.perf_counter()
+        s.start("one")
+        t2 = time.perf_counter()
+        stops.append(t1 - t0)
+        starts.append(t2 - t1)
+    assert s["one"].state == "ready", s["one"].state
+    s.close()
+    return {"stop": stops, "start": starts}
+
+
+def case_crashloop(corral, a):
+    """Issue 6: `Stack.status()` from the main thread while `n` services crash-loop
+    (exit 1 at once, restart="always" with a fixed small backoff): the engine thread is as
+    busy as it gets, and status() must still answer quickly. With `jitter` 0 the services,
+    started together, crash and respawn in lockstep: the worst case for a waiting call."""
+    _warm(corral)
+    b = a["backoff"]
+    s = _stack(corral, "bench", a["n"], [a["helper"], "exit", "1"],
+               restart=corral.Restart("always", backoff=b, max_backoff=b, jitter=a["jitter"]))
+    # Every service becomes ready at exec and crashes right after: start() may see a
+    # crash before the last one is ready. The loop is what is measured, not the start.
+    with contextlib.suppress(corral.CorralError):
+        s.start(timeout=60)
+    time.sleep(a.get("settle", 0.5))
+    r0, c0, t0 = sum(r["restarts"] for r in s.status()), _rusage_cpu(), time.perf_counter()
+    per = []
+    for _ in range(a["calls"]):
+        t = time.perf_counter_ns()
+        rows = s.status()
+        per.append(time.perf_counter_ns() - t)
+    t1, c1 = time.perf_counter(), _rusage_cpu()
+    r1 = sum(r["restarts"] for r in rows)
+    s.close()
+    return {"status_ns": per, "restarts_per_s": (r1 - r0) / (t1 - t0), "seconds": t1 - t0,
+            "owner_cpu_share": (c1 - c0) / (t1 - t0)}
+
+
 def case_logs(corral, a):
     """A service writing `bytes` of 100-byte lines as fast as it can; lines/s captured, by
-    the engine's clocks: from the spawn to the last line."""
+    the engine's clocks: from the spawn to the last line. With `subscribe`, the main thread
+    drains `events()` meanwhile; with `tick_backoff` too, a second service crash-loops
+    during the flood, and its state events are counted against its restarts (a state
+    event must never be dropped, however many log lines flood the queue)."""
     _warm(corral)
     s = corral.Stack("bench")
     s.add("flood", [a["helper"], "flood", str(a["bytes"])])
+    tick = a.get("tick_backoff")
+    if tick is not None:
+        b = float(tick)
+        s.add("tick", [a["helper"], "exit", "1"],
+              restart=corral.Restart("always", backoff=b, max_backoff=b, jitter=0.0))
     sub = a.get("subscribe", False)
     got = 0
+    dropped = 0
+    tick_states: list[str] = []
     if sub:
         s.events(0)
     t0 = time.perf_counter()
-    s.start()
+    s.start("flood")
+    if tick is not None:
+        s.start("tick")
     if sub:  # a consumer draining the event stream, like `corral up` printing logs
-        while True:
-            evs = s.events(0.5)
-            got += sum(1 for e in evs if e["kind"] == "log")
-            if any(e["kind"] == "state" and e["state"] == "exited" for e in evs):
-                break
+        done = False
+        while not done:
+            for e in s.events(0.5):
+                if e["kind"] == "log":
+                    got += 1
+                elif e["kind"] == "dropped":
+                    dropped += e["count"]
+                elif e["kind"] == "state" and e["service"] == "tick":
+                    tick_states.append(e["state"])
+                elif e["kind"] == "state" and e["state"] == "exited":
+                    done = True
     s.wait("flood", "exited", timeout=120)
     t1 = time.perf_counter()
     row = s.status()[0]
     last = s["flood"].log_records(tail=1)
+    tick_restarts = None
+    if tick is not None:
+        s.stop("tick")
+        tick_restarts = s["tick"].restarts
+        deadline = time.monotonic() + 60
+        while sub and "stopped" not in tick_states[-1:] and time.monotonic() < deadline:
+            tick_states += [e["state"] for e in s.events(0.5)
+                            if e["kind"] == "state" and e["service"] == "tick"]
     s.close()
     span = last[0][0] - row["started_at"] if last else float("nan")
     return {
@@ -362,6 +440,9 @@ def case_logs(corral, a):
         "wall": t1 - t0,
         "lines_per_s": row["log_lines"] / span,
         "events_seen": got,
+        "events_dropped": dropped,
+        "tick_restarts": tick_restarts,
+        "tick_states": tick_states,
     }
 
 

@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import engine_load as _load  # noqa: E402
 import peers as _peers  # noqa: E402
 
 SUBJECTS = ("corral", "floor", "supervisord", "s6", "runit", "pm2")
@@ -62,6 +63,18 @@ def settings(quick: bool) -> dict:
             claims=100,
             per=10,
             supervisord_default_n=None,
+            stop1_noise=200,
+            stop1_cycles=5,
+            stop1_reps=1,
+            crash_n=10,
+            crash_backoff=0.05,
+            crash_jitters=[0.1],
+            crash_calls=100,
+            crash_reps=1,
+            tick_backoff=0.05,
+            up_n=20,
+            up_seconds=1.0,
+            up_reps=1,
             settle=0.2,
             stop_settle=0.1,
             quick=True,
@@ -87,6 +100,18 @@ def settings(quick: bool) -> dict:
         claims=1000,
         per=10,
         supervisord_default_n=500,
+        stop1_noise=5000,
+        stop1_cycles=40,
+        stop1_reps=5,
+        crash_n=100,
+        crash_backoff=0.05,
+        crash_jitters=[0.1, 0.0],
+        crash_calls=2000,
+        crash_reps=3,
+        tick_backoff=0.02,
+        up_n=2000,
+        up_seconds=20.0,
+        up_reps=3,
         settle=1.0,
         stop_settle=0.5,  # between "all ready" and the stop (not timed), for every subject
     )
@@ -261,7 +286,10 @@ def release_engine(build_dir: Path, source: Path = REPO) -> Path:
             stdout=subprocess.DEVNULL,
         )
     say(f"building the Release engine (ninja -C {build_dir})")
-    subprocess.run(["ninja", "-C", build_dir], check=True, stdout=subprocess.DEVNULL)
+    # At most 2 jobs: the bench shares small machines, and a build at ninja's default
+    # (cores + 2) would disturb whatever else runs there.
+    jobs = str(min(2, os.cpu_count() or 1))
+    subprocess.run(["ninja", "-C", build_dir, "-j", jobs], check=True, stdout=subprocess.DEVNULL)
     pkg = build_dir / "pkg" / "corral"
     if pkg.exists():
         shutil.rmtree(pkg)
@@ -629,8 +657,22 @@ def bench_status(r: Runner, ws: Workspace, cfg: dict) -> dict:
     }
 
 
+def _cat_pipe(helper: Path, size: int) -> dict:
+    """`helper flood SIZE | cat > /dev/null`: the same writer, read by cat through a pipe
+    (timed from before the spawns to both exits, as the floor's reader is)."""
+    t0 = time.perf_counter()
+    w = subprocess.Popen([str(helper), "flood", str(size)], stdout=subprocess.PIPE)
+    c = subprocess.Popen(["cat"], stdin=w.stdout, stdout=subprocess.DEVNULL)
+    assert w.stdout is not None
+    w.stdout.close()
+    w.wait()
+    c.wait()
+    secs = time.perf_counter() - t0
+    return {"seconds": secs, "lines_per_s": size / 100 / secs, "lines": size // 100}
+
+
 def bench_logs(r: Runner, ws: Workspace, cfg: dict, peers: list[str]) -> dict:
-    res = {"floor": [], "corral": [], "corral_subscribed": []} | {p: [] for p in peers}
+    res = {"floor": [], "cat": [], "corral": [], "corral_subscribed": []} | {p: [] for p in peers}
     alone = []
     size = cfg["log_bytes"]
     prog = {"flood": [str(ws.helper), "flood", str(size)]}
@@ -650,9 +692,15 @@ def bench_logs(r: Runner, ws: Workspace, cfg: dict, peers: list[str]) -> dict:
         f = r.floor("logs", cfg["log_bytes"], ws.helper)
         res["floor"].append(f)
         alone.append(f["writer_alone"])
+        res["cat"].append(_cat_pipe(ws.helper, size))
         res["corral"].append(r.corral("logs", helper=str(ws.helper), bytes=cfg["log_bytes"]))
-        res["corral_subscribed"].append(
-            r.corral("logs", helper=str(ws.helper), bytes=cfg["log_bytes"], subscribe=True)
+        sub = r.corral("logs", helper=str(ws.helper), bytes=cfg["log_bytes"], subscribe=True,
+                       tick_backoff=cfg["tick_backoff"])
+        res["corral_subscribed"].append(sub)
+        say(
+            f"  logs: corral {res['corral'][-1]['lines_per_s'] / 1e6:.2f} M/s, with events() "
+            f"{sub['lines_per_s'] / 1e6:.2f} M/s, cat {res['cat'][-1]['lines_per_s'] / 1e6:.2f} M/s; "
+            f"tick: {sub['tick_restarts']} restarts, {len(sub['tick_states'])} state events"
         )
     out = {
         k: {
@@ -662,7 +710,17 @@ def bench_logs(r: Runner, ws: Workspace, cfg: dict, peers: list[str]) -> dict:
         }
         for k, v in res.items()
     }
-    out["corral_subscribed"]["events_seen"] = median([x["events_seen"] for x in res["corral_subscribed"]])
+    subs = res["corral_subscribed"]
+    out["corral_subscribed"] |= {
+        "events_seen": median([x["events_seen"] for x in subs]),
+        "events_dropped": median([x["events_dropped"] for x in subs]),
+        # every crash cycle of the ticking service is (ready,) backoff, starting: its
+        # state events, counted, against the ones its restarts imply
+        "state_check": [_tick_check(x["tick_states"], x["tick_restarts"]) for x in subs],
+    }
+    out["corral_ratio_to_cat"] = median(
+        [c["lines_per_s"] / k["lines_per_s"] for c, k in zip(res["corral"], res["cat"], strict=True)]
+    )
     out["writer_alone"] = median(alone)
     out["bytes"] = cfg["log_bytes"]
     return out
@@ -946,6 +1004,65 @@ def build_rows(R: dict, peers: list[str], skipped: dict) -> tuple[list, list]:
                 "higher is better",
             )
         )
+    if "logs" in R and "cat" in R["logs"]:
+        rows.append(
+            (
+                "log capture: `flood | cat > /dev/null`, lines/s",
+                "lps",
+                {"floor": R["logs"]["cat"]["lines_per_s"]},
+                "the same writer read by cat through a pipe",
+            )
+        )
+    if "stop1" in R:
+        x = R["stop1"]
+        for what in ("stop", "start"):
+            rows.append(
+                (
+                    f"{what} one service of 4, quiet machine",
+                    "s",
+                    {"corral": x["quiet"][what]},
+                    "",
+                )
+            )
+            rows.append(
+                (
+                    f"{what} one service of 4, with {x['noise']} unrelated processes",
+                    "s",
+                    {"corral": x["crowd"][what]},
+                    "",
+                )
+            )
+    if "crashloop" in R:
+        x = R["crashloop"]
+        for j in [k for k in x if isinstance(x[k], dict)]:
+            for q in ("p50", "p99"):
+                rows.append(
+                    (
+                        f"status of {x['n']} crash-looping services (backoff {x['backoff']:g} s, "
+                        f"jitter {x[j]['jitter']:g}), {q}",
+                        "ms",
+                        {"corral": x[j][q] / 1e9},
+                        f"{x[j]['restarts_per_s']:.0f} restarts/s" if q == "p50" else "",
+                    )
+                )
+    if "upidle" in R:
+        x = R["upidle"]
+        rows.append(
+            (
+                f"`corral up`, {x['n']} idle services, CPU in {x['seconds']:.0f} s",
+                "cpu",
+                {"corral": x["cpu"]},
+                f"death watcher: {fmt(x['watcher_cpu'], 'cpu')}",
+            )
+        )
+        rows.append(
+            (
+                f"`corral up`, {x['n']} idle services, wake-ups in {x['seconds']:.0f} s",
+                "int",
+                {"corral": x["wakeups"]},
+                f"all threads; death watcher: {x['watcher_wakeups']:.0f}",
+            )
+        )
     if "ports" in R:
         p = R["ports"]
         rows.append(
@@ -1007,6 +1124,74 @@ def targets(R: dict) -> list[tuple[str, str, bool | None]]:
                 f"in-process status of {s['n']} services under 1 ms",
                 f"p50 {s['p50'] / 1e6:.3f} ms, p99 {s['p99'] / 1e6:.3f} ms",
                 s["p99"] < 1e6,
+            )
+        )
+    out += issue6_targets(R)
+    return out
+
+
+def _tick_check(states: list[str], restarts: int | None) -> dict:
+    """The crash-looping service's state events against its restart count: each restart is
+    one `backoff` (the exit) and one `starting` (the respawn), each exec one `ready`; the
+    stop at the end adds `stopping`/`stopped`. Any missing event shows up in the counts."""
+    counts = {k: states.count(k) for k in ("starting", "ready", "backoff")}
+    restarts = restarts or 0
+    ok = counts["starting"] == restarts + 1 and counts["backoff"] >= restarts and bool(states)
+    return {"restarts": restarts, "events": len(states), "counts": counts, "ok": ok}
+
+
+def issue6_targets(R: dict) -> list[tuple[str, str, bool | None]]:
+    """The performance targets of issue 6 (the service machine), beyond start/stop at every
+    N (in targets() above)."""
+    out = []
+    if "stop1" in R:
+        x = R["stop1"]
+        out.append(
+            (
+                f"stop one service with {x['noise']} unrelated processes within 1.2× of without",
+                f"{x['crowd']['stop'] * 1e3:.2f} vs {x['quiet']['stop'] * 1e3:.2f} ms, "
+                f"{x['ratio']:.2f}× (paired median)",
+                x["ratio"] <= 1.2,
+            )
+        )
+    if "crashloop" in R:
+        x = R["crashloop"]
+        for j in [k for k in x if isinstance(x[k], dict)]:
+            y = x[j]
+            out.append(
+                (
+                    f"status() p99 under 1 ms while {x['n']} services crash-loop (jitter {y['jitter']:g})",
+                    f"p50 {y['p50'] / 1e6:.3f} ms, p99 {y['p99'] / 1e6:.3f} ms "
+                    f"({y['restarts_per_s']:.0f} restarts/s)",
+                    y["p99"] < 1e6,
+                )
+            )
+    if "logs" in R and "cat" in R["logs"]:
+        lg = R["logs"]
+        x = lg["corral_ratio_to_cat"]
+        out.append(("log capture at least half of `cat > /dev/null`'s rate", f"{x:.2f}× cat (paired median)",
+                     x >= 0.5))
+        sub = lg["corral_subscribed"]["lines_per_s"]
+        out.append(
+            ("log capture with one events() consumer at least 3 M lines/s", fmt(sub, "lps"), sub >= 3e6)
+        )
+        checks = lg["corral_subscribed"]["state_check"]
+        seen = sum(c["events"] for c in checks)
+        out.append(
+            (
+                "no state event dropped under the flood (crash-looping service beside it)",
+                f"{seen} state events for {sum(c['restarts'] for c in checks)} restarts; "
+                f"{sum(not c['ok'] for c in checks)} of {len(checks)} runs short",
+                all(c["ok"] for c in checks),
+            )
+        )
+    if "upidle" in R:
+        x = R["upidle"]
+        out.append(
+            (
+                f"`corral up` with {x['n']} idle services uses no CPU (under 1 ms in {x['seconds']:.0f} s)",
+                f"{x['cpu'] * 1e3:.1f} ms CPU, {x['wakeups']:.0f} wake-ups",
+                x["cpu"] < 0.001,
             )
         )
     return out
@@ -1086,7 +1271,8 @@ def main() -> int:
     ap.add_argument(
         "--only",
         default=None,
-        help="comma-separated cases: startstop,restart,exitlat,chain,idle,mem,status,logs,ports",
+        help="comma-separated cases: startstop,restart,exitlat,chain,idle,mem,status,logs,ports,"
+        "stop1,crashloop,upidle",
     )
     ap.add_argument(
         "--source",
@@ -1171,6 +1357,9 @@ def main() -> int:
         ("status", lambda: bench_status(r, ws, cfg)),
         ("logs", lambda: bench_logs(r, ws, cfg, peers)),
         ("ports", lambda: bench_ports(r, ws, cfg)),
+        ("stop1", lambda: _load.bench_stop_noise(r, ws, cfg)),
+        ("crashloop", lambda: _load.bench_crashloop(r, ws, cfg)),
+        ("upidle", lambda: _load.bench_up_idle(r, ws, cfg)),
     ]
     for name, fn in cases:
         if only and name not in only:
