@@ -262,6 +262,12 @@ def release_engine(build_dir: Path, source: Path = REPO) -> Path:
 
     ext = sysconfig.get_config_var("EXT_SUFFIX")
     so = build_dir / "src" / "cpp" / "bindings" / f"_core{ext}"
+    # A build directory configured from another checkout (a worktree, a clone) would build
+    # that checkout's engine, not this one's: start it again.
+    cache = build_dir / "CMakeCache.txt"
+    if cache.exists() and f"CMAKE_HOME_DIRECTORY:INTERNAL={Path(source).resolve()}\n" not in cache.read_text():
+        say(f"{build_dir} was configured from another checkout: configuring it again")
+        shutil.rmtree(build_dir)
     if not (build_dir / "build.ninja").exists():
         say(f"configuring a Release engine in {build_dir} (first run only)")
         pybind11_dir = subprocess.run(
