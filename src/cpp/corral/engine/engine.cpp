@@ -93,6 +93,10 @@ std::unique_ptr<Stack> Engine::create_stack(StackSpec spec) {
     for (std::size_t i = 0; i < st->spec.services.size(); ++i) {
       st->services.push_back(std::make_unique<Svc>(impl.io, st->spec.services[i], i));
       st->index.emplace(st->spec.services[i].name, i);
+      st->log_counters.push_back(std::make_unique<std::atomic<std::uint64_t>[]>(2));
+      ServiceStatus row;
+      row.name = st->spec.services[i].name;
+      st->status_snapshot.push_back(std::move(row));
     }
     impl.stacks.push_back(st);
     return std::unique_ptr<Stack>(new Stack(shared_from_this(), st));

@@ -93,7 +93,24 @@ void Engine::Impl::notify_waiters(Svc& s) {
 
 // After any change of `s`: dependents may start (or fail), dependencies may stop, and
 // waiters may be satisfied. Event-driven: no polling tick anywhere.
+void Engine::Impl::publish_status(StackState& st, const Svc& s) {
+  ServiceStatus r;
+  r.name = s.spec.name;
+  r.state = s.state;
+  r.pid = s.proc.pid;
+  r.restarts = s.restarts;
+  r.exit_code = s.exit_code;
+  r.ports = s.ports;
+  r.reason = s.reason;
+  r.started_at = s.started_wall;
+  r.ready_at = s.ready_wall;
+  std::lock_guard lock(st.status_mutex);
+  st.status_snapshot[s.index] = std::move(r);
+}
+
 void Engine::Impl::changed(StackState& st, Svc& s) {
+  // The snapshot first: a caller woken by a waiter below reads it at once.
+  publish_status(st, s);
   // Waiters first: when a failure cascades, the start request names its root cause.
   notify_waiters(s);
   for (auto d : st.graph.dependents(s.index)) try_start(st, *st.services[d]);
@@ -197,7 +214,10 @@ void Engine::Impl::request_start(StackState& st, const std::vector<std::string>&
   for (std::size_t i = 0; i < mask.size(); ++i)
     if (mask[i]) targets.push_back(i);
   // Every port first, so that {{other.port.x}} resolves whatever the spawn order.
-  for (auto i : targets) ensure_ports(*st.services[i]);
+  for (auto i : targets) {
+    ensure_ports(*st.services[i]);
+    publish_status(st, *st.services[i]);
+  }
   // One reading of the pid clock for the whole request bounds what the sweep at the next
   // stop has to look at.
   std::optional<procfs::PidClock> clock;
@@ -444,6 +464,7 @@ void Engine::Impl::kill_all() noexcept {
         ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(s->proc.pidfd->native_handle()), &info, WEXITED);
         if (watcher) watcher->unwatch(s->proc.pid);
         s->proc.pid = 0;
+        publish_status(*st, *s);
       }
     try {
       std::string marker = "CORRAL_STACK=" + st->id;

@@ -103,34 +103,30 @@ std::shared_ptr<Pending<Outcome>> Stack::wait_log(const std::string& name, const
 }
 
 namespace {
-ServiceStatus status_of(const Svc& s) {
+// From the snapshot the engine publishes: no round trip to the engine thread.
+ServiceStatus row_of(const StackState& st, std::size_t i) {
   ServiceStatus r;
-  r.name = s.spec.name;
-  r.state = s.state;
-  r.pid = s.proc.pid;
-  r.restarts = s.restarts;
-  r.exit_code = s.exit_code;
-  r.ports = s.ports;
-  r.reason = s.reason;
-  r.started_at = s.started_wall;
-  r.ready_at = s.ready_wall;
-  r.log_lines = s.logs.next_seq();
-  r.log_dropped = s.logs.dropped();
+  {
+    std::lock_guard lock(st.status_mutex);
+    r = st.status_snapshot[i];
+  }
+  r.log_lines = st.log_counters[i][0].load(std::memory_order_relaxed);
+  r.log_dropped = st.log_counters[i][1].load(std::memory_order_relaxed);
   return r;
 }
 }  // namespace
 
 std::vector<ServiceStatus> Stack::status() {
-  return engine_->impl().call([&] {
-    std::vector<ServiceStatus> out;
-    out.reserve(state_->services.size());
-    for (const auto& s : state_->services) out.push_back(status_of(*s));
-    return out;
-  });
+  std::vector<ServiceStatus> out;
+  out.reserve(state_->status_snapshot.size());
+  for (std::size_t i = 0; i < state_->status_snapshot.size(); ++i) out.push_back(row_of(*state_, i));
+  return out;
 }
 
 ServiceStatus Stack::status(const std::string& name) {
-  return engine_->impl().call([&] { return status_of(state_->at(name)); });
+  auto it = state_->index.find(name);
+  if (it == state_->index.end()) throw Error(fmt::format("stack '{}' has no service '{}'", state_->spec.name, name));
+  return row_of(*state_, it->second);
 }
 
 std::vector<LogLine> Stack::logs(const std::string& name, long tail) {
