@@ -57,25 +57,13 @@ void Engine::Impl::run_action(StackState& st, Svc& s, Action a, const std::strin
       break;
     case Action::kill: signal_group(s, SIGKILL); break;
     case Action::abort:
-      stop_checks(s);
-      end_budget(s);
-      s.want_up = false;
-      s.timer.cancel();
+      settle(s);
       signal_group(s, SIGKILL);
       break;
+    // A stop of a service without a process and an end for good clean up alike.
     case Action::cancel:
-      stop_checks(s);
-      end_budget(s);
-      s.want_up = false;
-      s.timer.cancel();
-      break;
+    case Action::settle: settle(s); break;
     case Action::schedule_restart: schedule_restart(st, s); break;
-    case Action::settle:
-      stop_checks(s);
-      end_budget(s);
-      s.want_up = false;
-      s.timer.cancel();
-      break;
     case Action::stopped:
       end_budget(s);
       s.timer.cancel();
@@ -88,6 +76,14 @@ void Engine::Impl::run_action(StackState& st, Svc& s, Action a, const std::strin
       }
       break;
   }
+}
+
+// Nothing more is wanted of this run: checks, start budget and timers off, no start pending.
+void Engine::Impl::settle(Svc& s) {
+  stop_checks(s);
+  end_budget(s);
+  s.want_up = false;
+  s.timer.cancel();
 }
 
 void Engine::Impl::stop_checks(Svc& s) {

@@ -234,6 +234,7 @@ struct Engine::Impl {
   void arm_kill_timer(StackState& st, Svc& s);
   void schedule_restart(StackState& st, Svc& s);
   void end_budget(Svc& s);
+  void settle(Svc& s);
   void stop_checks(Svc& s);
   void arm_exit(StackState& st, Svc& s);
   void on_exit(StackState& st, Svc& s);
