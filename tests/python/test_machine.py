@@ -395,8 +395,27 @@ def test_an_escapee_that_keeps_forking_does_not_survive_close(helper):
                 f"os.execv({helper!r}, [{helper!r}, 'pause'])")
     svc = stack.add("svc", [sys.executable, "-c", launcher])
     stack.start(timeout=30)
-    with open(f"/proc/{svc.pid}/environ", "rb") as f:
-        marker = next(v for v in f.read().split(b"\0") if v.startswith(b"CORRAL_STACK="))
-    wait_until(lambda: len(_marked(marker)) >= 2, 30, "the evader")
+
+    def marker_of(pid: int) -> bytes | None:
+        # Right after an exec /proc/PID/environ may still read empty for a moment.
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return next((v for v in f.read().split(b"\0") if v.startswith(b"CORRAL_STACK=")), None)
+
+    wait_until(lambda: marker_of(svc.pid) is not None, 30, "the service's environment")
+    marker = marker_of(svc.pid)
+    assert marker is not None
+    def evaders() -> list[int]:
+        out = []
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"os.setsid()" in f.read() and alive(int(pid)):
+                        out.append(int(pid))
+            except (OSError, ValueError):
+                pass
+        return out
+
+    wait_until(lambda: bool(evaders()), 30, "the evader")
     stack.close(timeout=60)
     assert _marked(marker) == []
+    assert evaders() == []

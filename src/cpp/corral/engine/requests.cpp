@@ -321,6 +321,21 @@ SweepResult kill_marked(const std::string& marker, const std::vector<std::pair<s
                                                   "process group", m.pid, m.command));
     dying.push_back(std::move(pidfd));
   }
+  // The members of each service's last process group were SIGKILLed at its exit, but die
+  // asynchronously, and a dying process's environment may no longer be readable: wait for
+  // them by their group too, so nothing of the service is still running when this returns.
+  procfs::for_each_pid_in(range, [&](pid_t pid) {
+    pid_t group = procfs::process_group(pid);
+    if (group <= 0 || std::none_of(names.begin(), names.end(), [&](const auto& n) { return n.second == group; }))
+      return false;
+    int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (fd < 0) return false;
+    Fd pidfd(fd);
+    if (procfs::process_group(pid) != group) return false;  // recycled meanwhile
+    ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
+    dying.push_back(std::move(pidfd));
+    return false;
+  });
   // Done when they are gone, not when they were told to go.
   wait_gone(dying, 2.0);
   return r;
