@@ -381,16 +381,11 @@ void Engine::Impl::sweep_run(StackState& st, Svc& s, procfs::PidClock since, pro
   // next run's processes, created later, are out of that range, so they are safe even if
   // the next run starts before this sweep is done. Without a bounded range (pids may have
   // wrapped round), nothing is swept here: the stop or close sweeps it.
-  char max[32];
-  if (procfs::read_small("/proc/sys/kernel/pid_max", max, sizeof max) <= 0) return;
-  long pid_max = std::atol(max);
-  if (pid_max <= 1000 || upto.forks < since.forks ||
-      upto.forks - since.forks >= static_cast<std::uint64_t>(pid_max - 1000))
-    return;
+  auto range = procfs::pids_between(since, upto);
+  if (!range) return;
   auto self = st.shared_from_this();
   std::string marker = "CORRAL_STACK=" + st.id;
   std::vector<std::pair<std::string, pid_t>> names{{s.spec.name, s.last_pid}};
-  std::pair<pid_t, pid_t> range{since.last_pid, upto.last_pid};
   chores.post([this, self, marker, names = std::move(names), range] {
     auto r = kill_marked(marker, names, range);
     post_sweep_lines(self, std::move(r.lines), [] {});

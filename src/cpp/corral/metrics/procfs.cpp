@@ -51,22 +51,29 @@ std::optional<PidClock> pid_clock() {
   return c;
 }
 
+long pid_max() {
+  char buf[32];
+  return read_small("/proc/sys/kernel/pid_max", buf, sizeof buf) > 0 ? std::atol(buf) : 0;
+}
+
+std::optional<std::pair<pid_t, pid_t>> pids_between(const PidClock& since, const PidClock& upto) {
+  long max = pid_max();
+  // After a wrap, pids start again above the 300 reserved ones; keep a margin.
+  if (max <= 1000 || upto.forks < since.forks || upto.forks - since.forks >= static_cast<std::uint64_t>(max - 1000))
+    return std::nullopt;
+  return std::pair{since.last_pid, upto.last_pid};
+}
+
 std::optional<std::pair<pid_t, pid_t>> pids_since(const PidClock& since) {
   auto now = pid_clock();
-  char buf[64];
-  if (!now || read_small("/proc/sys/kernel/pid_max", buf, sizeof buf) <= 0) return std::nullopt;
-  long max = std::atol(buf);
-  // After a wrap, pids start again above the 300 reserved ones; keep a margin.
-  if (max <= 1000 || now->forks < since.forks || now->forks - since.forks >= static_cast<std::uint64_t>(max - 1000))
-    return std::nullopt;
-  return std::pair{since.last_pid, now->last_pid};
+  if (!now) return std::nullopt;
+  return pids_between(since, *now);
 }
 
 void for_each_pid_in(const std::optional<std::pair<pid_t, pid_t>>& range, const std::function<bool(pid_t)>& f) {
   constexpr long walk_limit = 1024;  // pids to try one by one before listing /proc is cheaper
   if (range) {
-    char buf[32];
-    long max = read_small("/proc/sys/kernel/pid_max", buf, sizeof buf) > 0 ? std::atol(buf) : 0;
+    long max = pid_max();
     auto [after, upto] = *range;
     long span = after <= upto ? upto - after : (max - after) + upto;
     if (max > 0 && span >= 0 && span <= walk_limit) {

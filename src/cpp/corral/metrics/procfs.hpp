@@ -37,6 +37,9 @@ std::optional<PidClock> pid_clock();
 // A predicate for "created after `since` (and before now)", or nullopt when that cannot be
 // told (a reading failed, or so many forks happened that the pids may have wrapped round).
 std::optional<std::pair<pid_t, pid_t>> pids_since(const PidClock& since);
+// The same between two readings already taken.
+std::optional<std::pair<pid_t, pid_t>> pids_between(const PidClock& since, const PidClock& upto);
+long pid_max();  // 0 when it cannot be read
 bool in_pid_range(pid_t pid, std::pair<pid_t, pid_t> range) noexcept;
 
 // Calls f(pid) for every process in /proc whose pid lies in `range` (all when nullopt);
