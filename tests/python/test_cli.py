@@ -230,3 +230,37 @@ def test_up_is_lossless_when_the_terminal_is_slower_than_the_services(tmp_path, 
     assert len(got) == n, (len(got), err[-500:])
     assert got[-1].endswith(f"a-line-of-output {n - 1}")
     assert "dropped" not in err
+
+
+def _wakeups(pid: int) -> dict[str, int]:
+    """Voluntary context switches per thread: how often each one went to sleep."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                out[tid] = next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
+        except (OSError, StopIteration):
+            pass
+    return out
+
+
+def test_up_sleeps_while_the_stack_is_idle(tmp_path, helper):
+    # The main thread used to wait for events in 50 ms slices (to let Ctrl+C through):
+    # 20 wake-ups a second with nothing happening. Now every thread sleeps until an event,
+    # a signal or the end of a request, and Ctrl+C still works (checked at the end).
+    path = write_stack(tmp_path, helper)
+    with subprocess.Popen([sys.executable, "-m", "corral", "up", "-f", str(path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            _read_until(proc.stderr, r"stack ready")
+            _read_until(proc.stdout, r"^api +\| \[corral\] ready")
+            before = _wakeups(proc.pid)
+            time.sleep(3)  # a measurement window, not a synchronisation
+            after = _wakeups(proc.pid)
+            woke = {tid: after[tid] - before.get(tid, 0) for tid in after}
+            assert sum(woke.values()) < 10, woke  # was 60: the main thread alone
+            proc.send_signal(signal.SIGINT)
+            _, err = _rest(proc)
+            assert proc.returncode == 0, err
+        finally:
+            proc.kill()
