@@ -138,6 +138,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
         if name not in stack:
             raise ConfigError(f"unknown service '{name}' (services: {', '.join(stack.services)})",
                               file=path)
+    if args.exit_code_from is not None and args.exit_code_from not in stack:
+        raise ConfigError(f"--exit-code-from: unknown service '{args.exit_code_from}' "
+                          f"(services: {', '.join(stack.services)})", file=path)
+    # As with docker compose: --exit-code-from implies --abort-on-exit.
+    abort_on_exit = args.abort_on_exit or args.exit_code_from is not None
     printer = _Printer(list(stack.services), sys.stdout)
     wake = _Wakeup()
     signals = [0]
@@ -195,7 +200,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
                     code = 1
                     break  # the reason is printed last, after the stop's events
                 sys.stderr.write(f"corral: stack ready ({len(stack)} services); Ctrl+C to stop\n")
+                for line in _port_lines(stack.status()):
+                    sys.stderr.write(f"  {line}\n")
                 sys.stderr.flush()
+            if abort_on_exit and (ended_one := _first_ended(stack, states, "starter" not in ended)) is not None:
+                name, exit_code = ended_one
+                sys.stderr.write(f"corral: {name} ended (exit code {exit_code}); stopping the stack\n")
+                code = _shell_code(exit_code)
+                break
             # The reader's states may lag behind the engine (a "pending" not yet replaced by
             # "ready"): they only say when to look at the engine's own.
             if ("starter" in ended and "error" not in outcome and _all_settled(dict(states))
@@ -233,10 +245,41 @@ def _cmd_up(args: argparse.Namespace) -> int:
         _drain(stack, printer, args.verbose, states)
         if error is not None:
             sys.stderr.write(f"corral: {error}\n")
+        if args.exit_code_from is not None and error is None:
+            code = _shell_code(next((r["exit_code"] for r in stack.status()
+                                     if r["name"] == args.exit_code_from), None))
         for s, handler in previous.items():
             signal.signal(s, handler)
         wake.close()
     return code
+
+
+def _port_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """`api: http=41233 admin=41234`, one line per service that has ports."""
+    width = max((len(r["name"]) for r in rows if r["ports"]), default=0)
+    return [f"{r['name'] + ':':<{width + 1}} " + " ".join(f"{k}={v}" for k, v in sorted(r["ports"].items()))
+            for r in rows if r["ports"]]
+
+
+def _first_ended(stack: Any, states: dict[str, str], starting: bool) -> tuple[str, int | None] | None:
+    """The first service that has ended by itself for good, with its exit code; checked
+    against the engine, as the reader's states may lag behind. While the start runs only
+    `exited` counts: a failure then is the start's to report, with its reason."""
+    ends = ("exited",) if starting else ("exited", "failed")
+    if not any(state in ends for state in states.values()):
+        return None
+    for row in stack.status():
+        if row["state"] in ends:
+            return row["name"], row["exit_code"]
+    return None
+
+
+def _shell_code(exit_code: int | None) -> int:
+    """A service's exit as a process exit status: its code, 128+N for a signal N (as a
+    shell reports it), 1 when it never ran."""
+    if exit_code is None:
+        return 1
+    return 128 - exit_code if exit_code < 0 else exit_code
 
 
 def _all_settled(states: dict[str, str]) -> bool:
@@ -273,12 +316,19 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="corral", description="Supervise a stack of local processes.")
+    p.add_argument("--version", action="version", version=f"corral {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start the stack in the foreground and stream its logs")
     up.add_argument("-f", "--file", help="config file (default: corral.toml or corral.yaml here)")
     up.add_argument("-v", "--verbose", action="store_true", help="show each command as it is run")
+    up.add_argument("--abort-on-exit", action="store_true",
+                    help="stop the whole stack as soon as one service ends by itself, and exit with its code")
+    up.add_argument("--exit-code-from", metavar="SERVICE",
+                    help="exit with SERVICE's exit code (implies --abort-on-exit)")
     up.add_argument("services", nargs="*", metavar="SERVICE", help="only these (and their dependencies)")
     up.set_defaults(func=_cmd_up)
 
