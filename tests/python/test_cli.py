@@ -238,7 +238,8 @@ def _wakeups(pid: int) -> dict[str, int]:
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/status") as f:
-                out[tid] = next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
+                out[tid] = next(int(line.split()[1]) for line in f
+                                if line.startswith("voluntary_ctxt_switches"))
         except (OSError, StopIteration):
             pass
     return out

@@ -200,10 +200,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
                     code = 1
                     break  # the reason is printed last, after the stop's events
                 sys.stderr.write(f"corral: stack ready ({len(stack)} services); Ctrl+C to stop\n")
-                for line in _port_lines(stack.status()):
-                    sys.stderr.write(f"  {line}\n")
+                if any(stack[name].spec.ports for name in stack.services):
+                    for line in _port_lines(stack.status()):
+                        sys.stderr.write(f"  {line}\n")
                 sys.stderr.flush()
-            if abort_on_exit and (ended_one := _first_ended(stack, states, "starter" not in ended)) is not None:
+            starting = "starter" not in ended
+            if abort_on_exit and (ended_one := _first_ended(stack, states, starting)) is not None:
                 name, exit_code = ended_one
                 sys.stderr.write(f"corral: {name} ended (exit code {exit_code}); stopping the stack\n")
                 code = _shell_code(exit_code)

@@ -74,9 +74,10 @@ SERVICE_KEYS = (
     "stop_timeout",
     "replicas",
     "log_lines",
+    "env_file",
 )
 
-_TOP_KEYS = ("name", "services")
+_TOP_KEYS = ("name", "services", "env_file")
 # Names end up in templates ({{db.port.main}}), file and socket names, log prefixes and
 # Prometheus labels: ASCII only, no '/', no quotes or control characters, not '.' or '..',
 # and short enough that `name-10000` still fits in a socket path (108 bytes).
@@ -145,6 +146,7 @@ def make_service(
     stop_timeout: float = 10.0,
     replicas: int = 1,
     log_lines: int = 10000,
+    env_file: str | os.PathLike[str] | list[str | os.PathLike[str]] | None = None,
     _file: str | None = None,
 ) -> ServiceSpec:
     """Validates the options of one service and returns its normalised spec.
@@ -159,7 +161,8 @@ def make_service(
             name=valid_name,
             command=_keyed("command", _command, command),
             ports=port_names,
-            env=_keyed("env", _env, env),
+            # Variables of the env files first (in order), then `env`: explicit wins.
+            env={**_keyed("env_file", _env_files, env_file), **_keyed("env", _env, env)},
             cwd=_keyed("cwd", _cwd, cwd),
             depends_on=_keyed("depends_on", _depends_on, depends_on, valid_name),
             ready=_keyed("ready", _service_check, ready, port_names),
@@ -233,7 +236,15 @@ def load_file(
         )
     text = _read_text(file)
     data = _parse_toml(text, file) if suffix == ".toml" else _parse_yaml(text, file)
-    config = parse_config(data, file=file, environ=environ)
+    # As in docker compose, a .env beside the file feeds ${VAR}; the environment wins.
+    from .envfile import dotenv_beside
+
+    try:
+        dotenv = dotenv_beside(file)
+    except ConfigError as err:
+        err._add_context(file=file)
+        raise
+    config = parse_config(data, file=file, environ={**dotenv, **(os.environ if environ is None else environ)})
     base = os.path.dirname(os.path.abspath(file))
     try:
         # The file's directory becomes the services' working directory: the engine can
@@ -272,6 +283,9 @@ def _parse_config(data: Any, environ: Mapping[str, str], file: str | None) -> St
         _known_key(key, _TOP_KEYS, allow_extension=True)
     data = {k: _expand(v, environ, (k,)) for k, v in data.items() if not k.startswith("x-")}
     name = _keyed("name", _stack_name, data.get("name"))
+    # A file's relative env_file paths mean "next to the file", as in docker compose.
+    base = os.path.dirname(os.path.abspath(file)) if file else os.getcwd()
+    stack_env = _keyed("env_file", _env_files, data.get("env_file"), base)
     services = data.get("services")
     if services is None:
         raise ConfigError("missing: a config needs a 'services' table", key="services")
@@ -279,12 +293,14 @@ def _parse_config(data: Any, environ: Mapping[str, str], file: str | None) -> St
         raise ConfigError(f"expected a table of services, got {_show(services)}", key="services")
     if not services:
         raise ConfigError("expected at least one service, got an empty table", key="services")
-    specs = [_service_from_table(svc, table) for svc, table in services.items()]
+    specs = [_service_from_table(svc, table, base) for svc, table in services.items()]
+    for spec in specs:  # the stack's env files under each service's own variables
+        spec.env = {**stack_env, **spec.env}
     _check_dependencies(specs)
     return StackConfig(name=name, services=specs, file=file)
 
 
-def _service_from_table(name: Any, table: Any) -> ServiceSpec:
+def _service_from_table(name: Any, table: Any, base: str) -> ServiceSpec:
     if not isinstance(name, str):
         raise ConfigError(f"expected service names to be strings, got {_show(name)}",
                           key="services")
@@ -300,6 +316,12 @@ def _service_from_table(name: Any, table: Any) -> ServiceSpec:
         raise
     options = dict(table)
     command = options.pop("command")
+    if options.get("env_file") is not None:
+        try:
+            options["env_file"] = _env_file_paths(options["env_file"], base)
+        except ConfigError as err:
+            err._add_context(service=name, key="env_file")
+            raise
     return make_service(name, command, **options)
 
 
@@ -662,6 +684,30 @@ def _env(value: object) -> dict[str, str]:
         _utf8(name, "a variable name")
         result[name] = _keyed(name, _env_value, item)
     return result
+
+
+def _env_file_paths(value: object, base: str | None = None) -> list[str]:
+    """`env_file`: one path or a list of them, made absolute against `base` when given."""
+    items = value if isinstance(value, list) else [value]
+    paths = []
+    for item in items:
+        if not isinstance(item, (str, os.PathLike)) or not os.fspath(item):
+            raise ConfigError(f"expected a path or a list of paths, got {_show(value)}")
+        path = os.path.expanduser(os.fspath(item))
+        paths.append(os.path.join(base, path) if base is not None and not os.path.isabs(path) else path)
+    return paths
+
+
+def _env_files(value: object, base: str | None = None) -> dict[str, str]:
+    """The variables of `env_file` (later files win), read now."""
+    if value is None:
+        return {}
+    from .envfile import read_env_file
+
+    merged: dict[str, str] = {}
+    for path in _env_file_paths(value, base):
+        merged.update(read_env_file(path))
+    return merged
 
 
 def _env_value(value: object) -> str:
