@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import corral
-from conftest import python_script
+from conftest import python_script, wait_until
 from corral.errors import ConfigError
 from corral.spec import SERVICE_KEYS, parse_config
 
@@ -534,9 +534,16 @@ def test_owner_environment_that_is_not_utf8(make_stack, helper, monkeypatch):
     stack = make_stack()
     stack.add("svc", [helper, "pause"])
     stack.start(timeout=60)
-    with open(f"/proc/{stack['svc'].pid}/environ", "rb") as f:
-        environ = f.read().split(b"\0")
-    assert b"CORRAL_TEST_LATIN1=caf\xe9" in environ  # passed on unchanged
+    pid = stack["svc"].pid
+
+    def environ() -> list[bytes]:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read().split(b"\0")
+
+    # `ready` comes once the exec has begun (the vfork parent resumes when the child's
+    # memory is replaced); the kernel shows the new environment a moment later.
+    wait_until(lambda: environ() != [b""], what="the service's environment to be readable")
+    assert b"CORRAL_TEST_LATIN1=caf\xe9" in environ()  # passed on unchanged
 
 
 def test_environ_values_that_are_not_strings():

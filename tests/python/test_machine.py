@@ -281,6 +281,10 @@ def test_metrics_from_many_threads_at_once_agree(make_stack, helper):
     for i in range(3):
         stack.add(f"s{i}", [helper, "pause"])
     stack.start(timeout=30)
+    # A service is ready once its exec has begun (no ready check): for a moment after, the
+    # kernel still shows the old memory map as empty (RSS 0). Wait out that moment first.
+    wait_until(lambda: all(r["rss_bytes"] > 0 for r in stack.metrics().values()),
+               what="every service's exec to finish")
     bad: list[object] = []
 
     def sample() -> None:

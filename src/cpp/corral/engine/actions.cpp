@@ -22,7 +22,12 @@ bool Engine::Impl::dispatch(StackState& st, Svc& s, Event ev, std::string why, s
   State before = s.state;
   s.state = next->next;
   if (!why.empty()) s.reason = std::move(why);
-  if (s.state != before) publish_state(st, s, detail);
+  if (s.state != before) {
+    // The snapshot before the event: whoever sees the event and then reads status() must
+    // find at least this state there (changed() publishes it again after the action).
+    publish_status(st, s);
+    publish_state(st, s, detail);
+  }
   run_action(st, s, next->action, detail);
   changed(st, s);
   return true;
