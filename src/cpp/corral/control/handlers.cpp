@@ -84,6 +84,46 @@ Reply timeout_reply(double timeout) {
   return reply(json_response(504, body));
 }
 
+// wait: until the service is in a state; wait_log: until one of its lines matches a regex
+// (the engine's ECMAScript matcher, as Service.wait_for_log). Neither changes anything.
+asio::awaitable<Reply> wait_for(ControlServer::Core& core, const Route& r, const json::object& body, double limit) {
+  auto& stack = core.stack;
+  std::shared_ptr<Pending<Outcome>> p;
+  if (r.action == "wait") {
+    auto it = body.find("state");
+    std::optional<State> state = State::ready;
+    if (it != body.end()) {
+      state = it->value().is_string() ? state_from_string(std::string(it->value().as_string())) : std::nullopt;
+      if (!state) co_return error(400, "\"state\" must be the name of a state");
+    }
+    p = stack.wait_state(r.service, *state);
+  } else {
+    auto it = body.find("regex");
+    if (it == body.end() || !it->value().is_string()) co_return error(400, "\"regex\" must be a string");
+    std::uint64_t from = 0;
+    if (auto n = body.find("new_only"); n != body.end() && n->value().is_bool() && n->value().as_bool()) {
+      auto last = stack.logs(r.service, 1);
+      from = last.empty() ? 0 : last.back().seq + 1;
+    }
+    try {
+      p = stack.wait_log(r.service, std::string(it->value().as_string()), from);
+    } catch (const ConfigError& e) {
+      co_return error(400, e.what());
+    }
+  }
+  if (!co_await core.await_ready(p, limit)) co_return timeout_reply(limit);
+  const Outcome& o = p->get();
+  json::object out;
+  out["ok"] = o.ok;
+  if (o.ok) {
+    if (r.action == "wait_log") out["line"] = valid_utf8(o.message);
+    co_return reply(json_response(200, out));
+  }
+  out["error"] = valid_utf8(o.message);
+  out["service"] = o.service;
+  co_return reply(json_response(409, out));
+}
+
 asio::awaitable<Reply> service_action(ControlServer::Core& core, const Route& r, const json::object& body) {
   auto& stack = core.stack;
   if (r.action == "signal") {
@@ -100,6 +140,7 @@ asio::awaitable<Reply> service_action(ControlServer::Core& core, const Route& r,
   auto timeout = seconds_field(body, "timeout");
   if (timeout && *timeout < 0) co_return error(400, "\"timeout\" must be a number of seconds >= 0");
   double limit = timeout.value_or(-1);
+  if (r.action == "wait" || r.action == "wait_log") co_return co_await wait_for(core, r, body, limit);
   bool wait = true;
   if (auto it = body.find("wait"); it != body.end()) {
     if (!it->value().is_bool()) co_return error(400, "\"wait\" must be true or false");
@@ -236,6 +277,30 @@ asio::awaitable<Reply> handle(ControlServer::Core& core, const Request& req, boo
         res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
         res.body() = prometheus_text(core.stack.name(), core.stack.status(), core.stack.sample());
         co_return reply(std::move(res));
+      }
+      case Endpoint::metrics_json: {
+        json::object services;
+        auto rows = core.stack.status();
+        for (const auto& x : core.stack.sample()) {
+          json::object o;
+          o["pid"] = x.pid > 0 ? json::value(x.pid) : json::value(nullptr);
+          o["processes"] = x.processes;
+          o["cpu_seconds"] = x.cpu_seconds;
+          o["rss_bytes"] = x.rss_bytes;
+          o["open_fds"] = x.open_fds;
+          o["threads"] = x.threads;
+          for (const auto& row : rows)
+            if (row.name == x.service) {
+              o["state"] = std::string(to_string(row.state));
+              o["restarts"] = row.restarts;
+              o["log_lines"] = row.log_lines;
+              o["log_dropped"] = row.log_dropped;
+            }
+          services[x.service] = std::move(o);
+        }
+        json::object out;
+        out["services"] = std::move(services);
+        co_return reply(json_response(200, out));
       }
       case Endpoint::openapi: {
         Response res{http::status::ok, 11};

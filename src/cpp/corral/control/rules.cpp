@@ -119,11 +119,13 @@ Routed route(std::string_view method, const Target& t) {
   if (s.size() == 3 && s[1] == "stack" && s[2] == "stop") return want("POST", {Endpoint::stack_stop, {}, {}});
   if (s.size() == 2 && s[1] == "services") return want("GET", {Endpoint::services, {}, {}});
   if (s.size() == 2 && s[1] == "events") return want("GET", {Endpoint::events, {}, {}});
+  if (s.size() == 2 && s[1] == "metrics") return want("GET", {Endpoint::metrics_json, {}, {}});
   if (s.size() == 2 && s[1] == "openapi.json") return want("GET", {Endpoint::openapi, {}, {}});
   if (s.size() >= 3 && s[1] == "services") {
     if (s.size() == 3) return want("GET", {Endpoint::service, s[2], {}});
     if (s.size() == 4 && s[3] == "logs") return want("GET", {Endpoint::service_logs, s[2], {}});
-    if (s.size() == 4 && (s[3] == "start" || s[3] == "stop" || s[3] == "restart" || s[3] == "signal"))
+    if (s.size() == 4 && (s[3] == "start" || s[3] == "stop" || s[3] == "restart" || s[3] == "signal" ||
+                           s[3] == "wait" || s[3] == "wait_log"))
       return want("POST", {Endpoint::service_action, s[2], s[3]});
   }
   return {std::nullopt, 404};

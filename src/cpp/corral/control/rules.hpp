@@ -26,10 +26,11 @@ enum class Endpoint {
   stack_stop,     // POST /v1/stack/stop
   services,       // GET  /v1/services
   service,        // GET  /v1/services/{name}
-  service_action, // POST /v1/services/{name}/start|stop|restart|signal
+  service_action, // POST /v1/services/{name}/start|stop|restart|signal|wait|wait_log
   service_logs,   // GET  /v1/services/{name}/logs
   events,         // GET  /v1/events
-  metrics,        // GET  /metrics
+  metrics,        // GET  /metrics (Prometheus text)
+  metrics_json,   // GET  /v1/metrics
   openapi,        // GET  /v1/openapi.json
 };
 struct Route {
