@@ -17,6 +17,7 @@ never taken for the owner.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -80,6 +81,7 @@ def _remove(*paths: str | None) -> None:
                 os.unlink(p)
 
 
+@functools.cache
 def _openapi_text() -> str:
     path = os.path.join(os.path.dirname(__file__), "openapi.json")
     try:
@@ -132,16 +134,18 @@ def serve(handle: Any, name: str | None, file: str | None, *, tcp: bool = False,
     def start(path: str) -> Any:
         return _core.ControlServer(handle, path, tcp=tcp, tcp_port=tcp_port, token=token, openapi=openapi)
 
-    try:
-        server = start(socket)
-    except CorralError as exc:
-        if "in use by a running stack" not in str(exc):
-            raise
-        # The same config file runs in another live process: this one gets a socket of
-        # its own (found through its info file), the first keeps the well-known name.
-        key = f"{key}-{os.getpid()}"
+    # The same config file (or name) may run elsewhere already: then this stack gets a
+    # socket of its own (found through its info file), the first keeps the well-known one.
+    base = key
+    for attempt in range(100):
+        try:
+            server = start(socket)
+            break
+        except CorralError as exc:
+            if "in use by a running stack" not in str(exc) or attempt == 99:
+                raise
+        key = f"{base}-{os.getpid()}" + (f"-{attempt + 1}" if attempt else "")
         socket = os.path.join(directory, key + ".sock")
-        server = start(socket)
     served = Served(server, socket, os.path.join(directory, key + ".json"))
     try:
         if tcp:

@@ -130,6 +130,11 @@ class _EventStream:
         self._buf = b""
         self._status: int | None = None
         self.closed = False
+        try:
+            self._header(time.monotonic() + _REQUEST_TIMEOUT)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         self.closed = True
@@ -174,7 +179,6 @@ class _EventStream:
         """The next event as {"event": name, **data}; None when `timeout` runs out or the
         stream ended (then `closed`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._header(deadline)
         while True:
             end = self._buf.find(b"\n\n")
             if end >= 0:
