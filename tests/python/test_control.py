@@ -563,3 +563,23 @@ def test_connect_to_nothing_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         corral.connect()
     with pytest.raises(corral.CorralError, match="no running stack"):
         corral.connect("absent")
+
+
+def test_a_forked_child_leaves_the_parents_server_alone(running: corral.Stack) -> None:
+    served = running._served
+    assert served is not None
+    pid = os.fork()
+    if pid == 0:  # the child: stopping its copy must neither hang nor touch the socket
+        try:
+            served.server.stop()
+            served.close()
+            running.close()
+        finally:
+            os._exit(0)
+    done: list[tuple[int, int]] = []
+    wait_until(lambda: done.append(os.waitpid(pid, os.WNOHANG)) or done[-1][0] != 0, timeout=60,
+               what="the child to exit")
+    assert os.waitstatus_to_exitcode(done[-1][1]) == 0
+    assert os.path.exists(served.socket) and os.path.exists(served.info)
+    status, _, _ = call(running, "GET", "/v1/stack")
+    assert status == 200

@@ -8,6 +8,8 @@
 
 #include <fmt/format.h>
 
+#include <map>
+
 #include "corral/control/rules.hpp"
 #include "corral/control/server_impl.hpp"
 #include "corral/control/views.hpp"
@@ -280,7 +282,8 @@ asio::awaitable<Reply> handle(ControlServer::Core& core, const Request& req, boo
       }
       case Endpoint::metrics_json: {
         json::object services;
-        auto rows = core.stack.status();
+        std::map<std::string, ServiceStatus> rows;
+        for (auto& row : core.stack.status()) rows.emplace(row.name, std::move(row));
         for (const auto& x : core.stack.sample()) {
           json::object o;
           o["pid"] = x.pid > 0 ? json::value(x.pid) : json::value(nullptr);
@@ -289,13 +292,12 @@ asio::awaitable<Reply> handle(ControlServer::Core& core, const Request& req, boo
           o["rss_bytes"] = x.rss_bytes;
           o["open_fds"] = x.open_fds;
           o["threads"] = x.threads;
-          for (const auto& row : rows)
-            if (row.name == x.service) {
-              o["state"] = std::string(to_string(row.state));
-              o["restarts"] = row.restarts;
-              o["log_lines"] = row.log_lines;
-              o["log_dropped"] = row.log_dropped;
-            }
+          if (auto it = rows.find(x.service); it != rows.end()) {
+            o["state"] = std::string(to_string(it->second.state));
+            o["restarts"] = it->second.restarts;
+            o["log_lines"] = it->second.log_lines;
+            o["log_dropped"] = it->second.log_dropped;
+          }
           services[x.service] = std::move(o);
         }
         json::object out;

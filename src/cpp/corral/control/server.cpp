@@ -285,6 +285,7 @@ void bind_tcp(ControlServer::Core& core) {
 
 ControlServer::ControlServer(Stack& stack, ServerOptions options) {
   if (options.unix_path.empty() && !options.tcp) throw Error("the control server needs a socket path or TCP");
+  owner_ = ::getpid();
   core_ = std::make_shared<Core>(stack, std::move(options));
   core_->self = core_;
   for (auto& n : stack.service_names()) core_->names.insert(n);
@@ -322,9 +323,20 @@ ControlServer::ControlServer(Stack& stack, ServerOptions options) {
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
-ControlServer::~ControlServer() { stop(); }
+ControlServer::~ControlServer() {
+  if (::getpid() != owner_) {
+    // A forked child's copy: its thread object names a thread of the parent (destroying a
+    // joinable std::thread terminates) and its locks may have been held at the fork. One
+    // deliberate leak per fork, as the engine does.
+    new std::shared_ptr<Core>(std::move(core_));
+    new std::thread(std::move(thread_));
+    return;
+  }
+  stop();
+}
 
 void ControlServer::stop() {
+  if (::getpid() != owner_) return;
   if (!core_ || core_->stopped.exchange(true)) return;
   if (core_->listener) core_->stack.remove_listener(core_->listener);
   core_->io.stop();

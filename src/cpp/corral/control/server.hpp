@@ -10,6 +10,8 @@
 // The header keeps Asio and Beast out so the bindings compile quickly.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -45,7 +47,8 @@ class ControlServer {
   ControlServer& operator=(const ControlServer&) = delete;
 
   // Closes every connection and the listening sockets (the socket file is removed), then
-  // joins the thread. Idempotent.
+  // joins the thread. Idempotent. In a child forked from the owner it does nothing: the
+  // thread is not there, and the socket is the parent's.
   void stop();
 
   const std::string& unix_path() const noexcept;
@@ -60,6 +63,7 @@ class ControlServer {
  private:
   std::shared_ptr<Core> core_;
   std::thread thread_;
+  pid_t owner_ = 0;
 };
 
 }  // namespace corral::control
