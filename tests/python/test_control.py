@@ -9,11 +9,13 @@ import http.client
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -583,3 +585,60 @@ def test_a_forked_child_leaves_the_parents_server_alone(running: corral.Stack) -
     assert os.path.exists(served.socket) and os.path.exists(served.info)
     status, _, _ = call(running, "GET", "/v1/stack")
     assert status == 200
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+
+
+@needs_root
+def test_a_peer_of_another_uid_is_dropped_even_when_the_socket_lets_it_in(running: corral.Stack,
+                                                                         tmp_path: Path) -> None:
+    # The 0700 directory and the 0600 socket keep other users out first; this opens both
+    # on purpose to show that the peer's uid (SO_PEERCRED) is checked as well.
+    directory = tempfile.mkdtemp(prefix="crlp")
+    try:
+        os.chmod(directory, 0o711)
+        path = os.path.join(directory, "s.sock")
+        server = corral._core.ControlServer(running._handle, path)
+        try:
+            assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
+            os.chmod(path, 0o666)
+            code = (
+                "import os, socket, sys\n"
+                "os.setgid(65534); os.setuid(65534)\n"
+                "s = socket.socket(socket.AF_UNIX); s.settimeout(60); s.connect(sys.argv[1])\n"
+                "s.sendall(b'GET /v1/stack HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n"
+                "try:\n    data = s.recv(100)\nexcept ConnectionResetError:\n    data = b''\n"
+                "print(repr(data))\n"
+            )
+            out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
+                                 timeout=120, check=True)
+            assert out.stdout.strip() == "b''"
+            mine = raw_exchange(path, b"GET /v1/stack HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert mine.startswith(b"HTTP/1.1 200")
+        finally:
+            server.stop()
+        assert not os.path.exists(path)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@needs_root
+def test_an_api_directory_owned_by_another_user_is_refused(helper: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = tempfile.mkdtemp(prefix="crlo")
+    try:
+        os.mkdir(os.path.join(directory, "api"), 0o700)
+        os.chown(os.path.join(directory, "api"), 65534, 65534)
+        monkeypatch.setenv("CORRAL_RUNTIME_DIR", directory)
+        stack = corral.Stack(name="ctlowner")
+        stack.add("a", [helper, "pause"])
+        with pytest.warns(RuntimeWarning, match="owned by uid 65534"):
+            stack.start(timeout=60)
+        try:
+            assert stack._served is None and stack["a"].state == "ready"  # it runs, without the API
+            assert os.listdir(os.path.join(directory, "api")) == []
+        finally:
+            stack.close(timeout=60)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
