@@ -415,6 +415,14 @@ def test_socket_and_info_file_go_with_the_stack(make_stack: Callable[..., corral
     assert stacks_of(os.getpid()) == []
 
 
+def test_a_login_link_needs_tcp(running: corral.Stack) -> None:
+    status, body, _ = call(running, "POST", "/v1/login_url", {})
+    assert status == 409
+    check_response("/v1/login_url", "POST", 409, body)
+    status, _, _ = call(running, "GET", "/v1/login?nonce=x")
+    assert status == 403
+
+
 def test_api_false_serves_nothing(helper: str) -> None:
     stack = corral.Stack(name="ctloff", api=False)
     stack.add("a", [helper, "pause"])
@@ -466,14 +474,19 @@ def test_a_second_owner_of_the_same_name_gets_a_socket_of_its_own(helper: str) -
 
 
 # -- TCP ---------------------------------------------------------------------------------------
-def tcp_call(url: str, method: str, path: str, headers: dict[str, str], body: bytes | None = None) -> int:
+def tcp_exchange(url: str, method: str, path: str, headers: dict[str, str],
+                 body: bytes | None = None) -> http.client.HTTPResponse:
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
     conn.request(method, path, body=body, headers=headers)
     res = conn.getresponse()
     res.read()
     conn.close()
-    return res.status
+    return res
+
+
+def tcp_call(url: str, method: str, path: str, headers: dict[str, str], body: bytes | None = None) -> int:
+    return tcp_exchange(url, method, path, headers, body).status
 
 
 def test_tcp_needs_the_token_a_loopback_host_and_origin(make_stack: Callable[..., corral.Stack],
@@ -501,6 +514,29 @@ def test_tcp_needs_the_token_a_loopback_host_and_origin(make_stack: Callable[...
     assert stack["a"].state == "ready"
     client = corral.connect(url, token_file=token_file)
     assert client["a"].state == "ready"
+
+    # A browser logs in once through a one-time link and then holds a session cookie.
+    link = corral.connect("ctltcp").login_url()
+    assert link.startswith(url + "/v1/login?nonce=")
+    path = link.removeprefix(url)
+    host = {"Host": f"localhost:{port}"}
+    assert tcp_call(url, "GET", path, {"Host": f"evil.example:{port}"}) == 403
+    res = tcp_exchange(url, "GET", path, host)
+    assert res.status == 303 and res.getheader("Location") == "/"
+    cookie = res.getheader("Set-Cookie") or ""
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    session = cookie.split(";")[0]
+    assert token not in session
+    assert tcp_call(url, "GET", path, host) == 403  # it works once
+    with_cookie = {**host, "Cookie": session}
+    assert tcp_call(url, "GET", "/v1/stack", with_cookie) == 200
+    assert tcp_call(url, "GET", "/v1/stack", {**host, "Cookie": "corral_session=" + "0" * 32}) == 401
+    plain = {**with_cookie, "Content-Type": "text/plain"}
+    assert tcp_call(url, "POST", "/v1/services/a/stop", plain, b"{}") == 415
+    assert tcp_call(url, "POST", "/v1/services/a/stop", {**with_cookie, "Content-Type": "application/json",
+                                                         "Origin": "http://evil.example"}, b"{}") == 403
+    assert tcp_call(url, "POST", "/v1/services/a/start", {**with_cookie, "Content-Type": "application/json",
+                                                          "Origin": f"http://localhost:{port}"}, b"{}") == 200
     client["a"].restart(timeout=60)
     assert stack["a"].restarts == 0 and stack["a"].state == "ready"
     stack.close(timeout=60)
@@ -607,8 +643,11 @@ def test_a_peer_of_another_uid_is_dropped_even_when_the_socket_lets_it_in(runnin
                 "import os, socket, sys\n"
                 "os.setgid(65534); os.setuid(65534)\n"
                 "s = socket.socket(socket.AF_UNIX); s.settimeout(60); s.connect(sys.argv[1])\n"
-                "s.sendall(b'GET /v1/stack HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n"
-                "try:\n    data = s.recv(100)\nexcept ConnectionResetError:\n    data = b''\n"
+                "try:\n"
+                "    s.sendall(b'GET /v1/stack HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n"
+                "    data = s.recv(100)\n"
+                "except (BrokenPipeError, ConnectionResetError):  # closed even sooner\n"
+                "    data = b''\n"
                 "print(repr(data))\n"
             )
             out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,

@@ -56,6 +56,8 @@ void register_control(py::module_& m) {
       .def_property_readonly("unix_path", &ControlServer::unix_path)
       .def_property_readonly("tcp_port", &ControlServer::tcp_port)
       .def_property_readonly("stop_requests", &ControlServer::stop_requests)
+      .def("login_url", &ControlServer::login_url,
+           "A one-time browser login link (TCP only): opening it sets the session cookie.")
       .def(
           "wait_stop_request",
           [](ControlServer& s, std::optional<double> timeout) {

@@ -202,6 +202,10 @@ class Engine:
 class ControlServer:
     def __init__(self, stack: Stack, unix_path: str = '', *, tcp: bool = False, tcp_host: str = '127.0.0.1', tcp_port: typing.SupportsInt | typing.SupportsIndex = 0, token: str = '', openapi: str = '') -> None:
         ...
+    def login_url(self) -> str:
+        """
+        A one-time browser login link (TCP only): opening it sets the session cookie.
+        """
     def stop(self) -> None:
         ...
     def wait_stop_request(self, timeout: typing.SupportsFloat | typing.SupportsIndex | None = None) -> bool:

@@ -474,6 +474,14 @@ class Client:
             raise Timeout(f"services did not stop within {timeout}s")
         self._check(status, answer)
 
+    def login_url(self) -> str:
+        """A browser login link to the stack's TCP port that works once (the stack must
+        serve TCP: `Stack.serve_api`); opening it sets an HttpOnly, SameSite=Strict session
+        cookie in that browser."""
+        status, answer = self._post("/v1/login_url", {}, _REQUEST_TIMEOUT)
+        self._check(status, answer)
+        return str(answer["url"])
+
     def close(self) -> None:
         """Closes the event stream, if one is open. The stack goes on running."""
         if self._events is not None:

@@ -99,3 +99,10 @@ TEST(ControlRules, SignalsByNameOrNumber) {
   EXPECT_FALSE(signal_number(""));
   EXPECT_FALSE(signal_number("-1"));
 }
+
+TEST(ControlRules, CookiesByName) {
+  EXPECT_EQ(cookie_value("a=1; corral_session=abc; b=2", "corral_session"), "abc");
+  EXPECT_EQ(cookie_value("corral_session=abc", "corral_session"), "abc");
+  EXPECT_EQ(cookie_value("xcorral_session=abc", "corral_session"), "");
+  EXPECT_EQ(cookie_value("", "corral_session"), "");
+}

@@ -192,17 +192,9 @@ Reply open_stream(ControlServer::Core& core, const Route& r, const Target& t, lo
 }  // namespace
 
 asio::awaitable<Reply> handle(ControlServer::Core& core, const Request& req, bool tcp) {
-  if (tcp) {
-    if (!host_allowed(req[http::field::host]))
-      co_return error(403, "the Host header must name the loopback (localhost, 127.0.0.1 or [::1])");
-    std::string token = bearer_token(req[http::field::authorization]);
-    if (token.empty()) token = std::string(req["X-Corral-Token"]);
-    if (!token_equal(token, core.options.token)) {
-      Response res = error_response(401, "a valid token is required (Authorization: Bearer TOKEN)");
-      res.set(http::field::www_authenticate, "Bearer");
-      co_return reply(std::move(res));
-    }
-  }
+  // On TCP the Host comes first: a DNS-rebinding page is refused before anything else.
+  if (tcp && !host_allowed(req[http::field::host]))
+    co_return error(403, "the Host header must name the loopback (localhost, 127.0.0.1 or [::1])");
   if (!origin_allowed(req[http::field::origin])) co_return error(403, "requests from other origins are refused");
   auto target = parse_target(req.target());
   if (!target) co_return error(400, "malformed request target");
@@ -210,6 +202,29 @@ asio::awaitable<Reply> handle(ControlServer::Core& core, const Request& req, boo
   if (!routed.route) {
     if (routed.status == 405) co_return error(405, fmt::format("{} is not allowed here", std::string(req.method_string())));
     co_return error(404, "no such endpoint");
+  }
+  if (routed.route->endpoint == Endpoint::login) {
+    // The one-time link is its own credential; it exists only on TCP, for browsers.
+    auto it = target->query.find("nonce");
+    if (!tcp || it == target->query.end() || !core.spend_login(it->second))
+      co_return error(403, "this login link is unknown or was already used");
+    Response res{http::status::see_other, 11};
+    res.set(http::field::location, "/");
+    res.set(http::field::set_cookie,
+            fmt::format("corral_session={}; HttpOnly; SameSite=Strict; Path=/", core.session));
+    res.set(http::field::cache_control, "no-store");
+    co_return reply(std::move(res));
+  }
+  if (tcp) {
+    std::string token = bearer_token(req[http::field::authorization]);
+    if (token.empty()) token = std::string(req["X-Corral-Token"]);
+    bool ok = token_equal(token, core.options.token) ||
+              token_equal(cookie_value(req[http::field::cookie], "corral_session"), core.session);
+    if (!ok) {
+      Response res = error_response(401, "a valid token is required (Authorization: Bearer TOKEN)");
+      res.set(http::field::www_authenticate, "Bearer");
+      co_return reply(std::move(res));
+    }
   }
   const Route& r = *routed.route;
   json::object body;
@@ -304,6 +319,17 @@ asio::awaitable<Reply> handle(ControlServer::Core& core, const Request& req, boo
         out["services"] = std::move(services);
         co_return reply(json_response(200, out));
       }
+      case Endpoint::login_url: {
+        json::object o;
+        try {
+          o["url"] = core.new_login_url();
+        } catch (const Error& e) {
+          co_return error(409, e.what());
+        }
+        co_return reply(json_response(200, o));
+      }
+      case Endpoint::login:
+        break;  // answered above
       case Endpoint::openapi: {
         Response res{http::status::ok, 11};
         res.set(http::field::content_type, "application/json");

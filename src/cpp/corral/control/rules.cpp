@@ -120,6 +120,8 @@ Routed route(std::string_view method, const Target& t) {
   if (s.size() == 2 && s[1] == "services") return want("GET", {Endpoint::services, {}, {}});
   if (s.size() == 2 && s[1] == "events") return want("GET", {Endpoint::events, {}, {}});
   if (s.size() == 2 && s[1] == "metrics") return want("GET", {Endpoint::metrics_json, {}, {}});
+  if (s.size() == 2 && s[1] == "login_url") return want("POST", {Endpoint::login_url, {}, {}});
+  if (s.size() == 2 && s[1] == "login") return want("GET", {Endpoint::login, {}, {}});
   if (s.size() == 2 && s[1] == "openapi.json") return want("GET", {Endpoint::openapi, {}, {}});
   if (s.size() >= 3 && s[1] == "services") {
     if (s.size() == 3) return want("GET", {Endpoint::service, s[2], {}});
@@ -190,6 +192,17 @@ std::string bearer_token(std::string_view authorization) {
   authorization = trim(authorization);
   if (authorization.size() < 7 || lower(authorization.substr(0, 7)) != "bearer ") return {};
   return std::string(trim(authorization.substr(7)));
+}
+
+std::string cookie_value(std::string_view header, std::string_view name) {
+  while (!header.empty()) {
+    auto semi = header.find(';');
+    std::string_view pair = trim(header.substr(0, semi));
+    header = semi == std::string_view::npos ? std::string_view{} : header.substr(semi + 1);
+    auto eq = pair.find('=');
+    if (eq != std::string_view::npos && trim(pair.substr(0, eq)) == name) return std::string(trim(pair.substr(eq + 1)));
+  }
+  return {};
 }
 
 }  // namespace corral::control

@@ -32,6 +32,8 @@ enum class Endpoint {
   metrics,        // GET  /metrics (Prometheus text)
   metrics_json,   // GET  /v1/metrics
   openapi,        // GET  /v1/openapi.json
+  login_url,      // POST /v1/login_url: a one-time browser login link (TCP on)
+  login,          // GET  /v1/login?nonce=...: spends the link, sets the session cookie
 };
 struct Route {
   Endpoint endpoint;
@@ -61,5 +63,7 @@ bool is_json_type(std::string_view content_type);
 std::optional<int> signal_number(std::string_view name);
 // A bearer token from "Authorization: Bearer X"; empty when absent.
 std::string bearer_token(std::string_view authorization);
+// The value of cookie `name` in a Cookie header; empty when absent.
+std::string cookie_value(std::string_view cookie_header, std::string_view name);
 
 }  // namespace corral::control

@@ -3,6 +3,7 @@
 #include "corral/control/server.hpp"
 
 #include <signal.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 
 #include <fmt/format.h>
 
+#include "corral/control/rules.hpp"
 #include "corral/control/server_impl.hpp"
 #include "corral/control/views.hpp"
 
@@ -22,6 +24,38 @@ namespace corral::control {
 
 std::chrono::steady_clock::duration seconds_to_duration(double s) {
   return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
+}
+
+std::string random_hex(std::size_t bytes) {
+  std::vector<unsigned char> raw(bytes);
+  std::size_t got = 0;
+  while (got < bytes) {
+    ssize_t n = ::getrandom(raw.data() + got, bytes - got, 0);
+    if (n < 0 && errno != EINTR) throw Error("cannot read random bytes");
+    if (n > 0) got += static_cast<std::size_t>(n);
+  }
+  std::string out;
+  for (auto b : raw) out += fmt::format("{:02x}", b);
+  return out;
+}
+
+std::string ControlServer::Core::new_login_url() {
+  if (!tcp_acceptor) throw Error("the control API is not on TCP (see Stack.serve_api)");
+  std::string nonce = random_hex(16);
+  std::lock_guard lock(login_mutex);
+  nonces.push_back(nonce);
+  if (nonces.size() > 32) nonces.pop_front();  // links nobody opened do not pile up
+  return fmt::format("http://127.0.0.1:{}/v1/login?nonce={}", tcp_port, nonce);
+}
+
+bool ControlServer::Core::spend_login(std::string_view nonce) {
+  std::lock_guard lock(login_mutex);
+  for (auto it = nonces.begin(); it != nonces.end(); ++it)
+    if (token_equal(*it, nonce)) {
+      nonces.erase(it);
+      return true;
+    }
+  return false;
 }
 
 // Engine thread: copy the event into each feed that wants it and wake that feed's writer.
@@ -279,6 +313,7 @@ void bind_tcp(ControlServer::Core& core) {
   if (ec) throw Error(fmt::format("cannot serve the control API on {}:{}: {}", opt.tcp_host, opt.tcp_port, ec.message()));
   acc.listen();
   core.tcp_port = acc.local_endpoint().port();
+  core.session = random_hex(16);
 }
 
 }  // namespace
@@ -363,6 +398,8 @@ std::uint64_t ControlServer::stop_requests() const noexcept {
   std::lock_guard lock(core_->stop_mutex);
   return core_->stop_count;
 }
+
+std::string ControlServer::login_url() { return core_->new_login_url(); }
 
 bool ControlServer::wait_stop_request(double timeout) const {
   std::unique_lock lock(core_->stop_mutex);

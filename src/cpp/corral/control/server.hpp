@@ -57,6 +57,9 @@ class ControlServer {
   // daemon) can wait for the first with wait_stop_request.
   std::uint64_t stop_requests() const noexcept;
   bool wait_stop_request(double timeout) const;
+  // A browser login link on the TCP port that works once: opening it sets an HttpOnly,
+  // SameSite=Strict session cookie that authenticates like the token. Error without TCP.
+  std::string login_url();
 
   struct Core;
 

@@ -80,6 +80,9 @@ struct ControlServer::Core {
   mutable std::condition_variable stop_cv;
   std::uint64_t stop_count = 0;
   std::atomic<bool> stopped{false};
+  std::string session;               // the browser session cookie's value (TCP only)
+  std::mutex login_mutex;
+  std::deque<std::string> nonces;    // login links not used yet, newest last
   // Declared after everything the coroutines touch, so that destroying the io_context
   // (which destroys the suspended coroutines) happens while all of it still exists; the
   // acceptors come after it, as they need it to close.
@@ -93,7 +96,12 @@ struct ControlServer::Core {
   void remove_feed(const std::shared_ptr<Feed>& f);
   void note_stop_request();
   asio::awaitable<bool> await_ready(const std::shared_ptr<Pending<Outcome>>& p, double timeout);
+  std::string new_login_url();
+  bool spend_login(std::string_view nonce);
 };
+
+// `bytes` random bytes from the kernel, as hex.
+std::string random_hex(std::size_t bytes);
 
 // handlers.cpp
 Response error_response(int status, std::string_view message);
