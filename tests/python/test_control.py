@@ -410,7 +410,9 @@ def test_socket_and_info_file_go_with_the_stack(make_stack: Callable[..., corral
     assert served is not None and os.path.exists(served.socket) and os.path.exists(served.info)
     info = stacks_of(os.getpid())
     assert [(i["name"], i["pid"], i["socket"]) for i in info] == [("ctlgone", os.getpid(), served.socket)]
+    assert stack.api == {"socket": served.socket, "url": None, "token_file": None, "info": served.info}
     stack.close(timeout=60)
+    assert stack.api is None
     assert not os.path.exists(served.socket) and not os.path.exists(served.info)
     assert stacks_of(os.getpid()) == []
 

@@ -478,6 +478,15 @@ class Stack:
             s = self._served
         return {"socket": s.socket, "url": s.url, "token_file": s.token_file}
 
+    @property
+    def api(self) -> dict[str, str | None] | None:
+        """Where the running stack serves its control API: ``{"socket", "url",
+        "token_file", "info"}`` (url and token_file only with TCP); None when it does not."""
+        s = self._served
+        if s is None or s.closed:
+            return None
+        return {"socket": s.socket, "url": s.url, "token_file": s.token_file, "info": s.info}
+
     def _stop_api(self) -> None:
         if self._served is not None:
             self._served.close()
