@@ -67,6 +67,12 @@ struct Reply {
 
 struct ControlServer::Core {
   Core(Stack& s, ServerOptions o) : stack(s), options(std::move(o)) {}
+  // The feeds' timers belong to `io`: they must go while it still exists (members are
+  // destroyed after this body, `io` among the first of them).
+  ~Core() {
+    std::lock_guard lock(feeds_mutex);
+    feeds.clear();
+  }
   Stack& stack;
   ServerOptions options;
   std::weak_ptr<Core> self;
