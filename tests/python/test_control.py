@@ -206,6 +206,7 @@ def test_every_endpoint_answers_as_documented(running: corral.Stack) -> None:
     check_response("/v1/stack/stop", "POST", 200, body)
     assert {r["state"] for r in running.status()} <= {"stopped", "exited"}
     assert running._served.server.stop_requests == 1  # type: ignore[union-attr]
+    assert running._wait_stop_request(0)
 
 
 def test_errors_are_json_with_the_documented_status(running: corral.Stack) -> None:
@@ -415,6 +416,19 @@ def test_socket_and_info_file_go_with_the_stack(make_stack: Callable[..., corral
     assert stack.api is None
     assert not os.path.exists(served.socket) and not os.path.exists(served.info)
     assert stacks_of(os.getpid()) == []
+
+
+def test_a_daemon_waits_for_a_stop_request(running: corral.Stack) -> None:
+    assert not running._wait_stop_request(0.05)
+    import threading
+
+    asked = threading.Thread(target=lambda: corral.connect("ctl").stop_all(timeout=60))
+    asked.start()
+    try:
+        assert running._wait_stop_request(60)
+    finally:
+        asked.join(timeout=60)
+    assert {r["state"] for r in running.status()} <= {"stopped", "exited"}
 
 
 def test_a_login_link_needs_tcp(running: corral.Stack) -> None:

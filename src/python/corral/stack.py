@@ -487,6 +487,13 @@ class Stack:
             return None
         return {"socket": s.socket, "url": s.url, "token_file": s.token_file, "info": s.info}
 
+    def _wait_stop_request(self, timeout: float | None = None) -> bool:
+        """For a detached stack's daemon: waits until a client asked the stack to stop
+        (``POST /v1/stack/stop``, `Client.stop_all`); False at the timeout or without an
+        API. Ctrl+C interrupts it."""
+        s = self._served
+        return bool(s is not None and not s.closed and s.server.wait_stop_request(timeout))
+
     def _stop_api(self) -> None:
         if self._served is not None:
             self._served.close()
