@@ -596,7 +596,9 @@ def test_connect_by_config_file_name_and_directory(tmp_path: Path, helper: str,
     stack = corral.Stack.load(config)
     with stack:
         by_file = corral.connect(config)
-        assert by_file.name == "ctlfile" and by_file.config == str(config)
+        assert by_file.name == "ctlfile" and by_file.config == os.path.realpath(config)
+        (tmp_path / "link.toml").symlink_to(config)  # the same file by another name
+        assert corral.connect(tmp_path / "link.toml").socket == by_file.socket
         assert corral.connect("ctlfile").pid == os.getpid()
         monkeypatch.chdir(tmp_path)
         here = corral.connect()

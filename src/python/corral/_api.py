@@ -41,7 +41,8 @@ def api_dir() -> str:
 def stack_key(name: str | None, file: str | None) -> str:
     """The file name stem of a stack's socket and info file: a readable prefix plus a hash
     of the config file's absolute path (or of the name, for a stack without a file)."""
-    ident = "file:" + os.path.abspath(file) if file else "name:" + (name or "corral")
+    # The real path: the same file reached through a symlink is the same stack.
+    ident = "file:" + os.path.realpath(file) if file else "name:" + (name or "corral")
     digest = hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     prefix = re.sub(r"[^A-Za-z0-9_.-]", "_", name or "corral")[:24] or "corral"
     return f"{prefix}-{digest}"
@@ -158,7 +159,7 @@ def serve(handle: Any, name: str | None, file: str | None, *, tcp: bool = False,
             "pid": os.getpid(),
             "start_time": process_start_time(os.getpid()),
             "started_at": time.time(),
-            "config": os.path.abspath(file) if file else None,
+            "config": os.path.realpath(file) if file else None,
             "socket": socket,
             "url": served.url,
             "token_file": served.token_file,

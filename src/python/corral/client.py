@@ -58,7 +58,7 @@ def _resolve(target: str | os.PathLike[str] | None) -> dict[str, Any]:
         return {"socket": os.path.abspath(target), "name": None}
     stacks = list_stacks()
     if _looks_like_path(target):
-        path = os.path.abspath(target)
+        path = os.path.realpath(target)
         matches = [s for s in stacks if s.get("config") == path]
         what = f"config file {path}"
     else:
