@@ -7,4 +7,5 @@ void register_errors(pybind11::module_& m);
 void register_specs(pybind11::module_& m);
 void register_engine(pybind11::module_& m);
 void register_os(pybind11::module_& m);
+void register_control(pybind11::module_& m);
 }  // namespace corral::bindings

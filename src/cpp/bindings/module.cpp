@@ -9,4 +9,5 @@ PYBIND11_MODULE(_core, m) {
   corral::bindings::register_specs(m);
   corral::bindings::register_engine(m);
   corral::bindings::register_os(m);
+  corral::bindings::register_control(m);
 }

@@ -15,6 +15,7 @@ the public API over it. See the user guide in docs/.
 from __future__ import annotations
 
 from .checks import Check, ExecCheck, HttpCheck, LogCheck, NotifyCheck, TcpCheck
+from .client import Client, RemoteService, connect, list_stacks
 from .errors import ConfigError, CorralError, StackClosed, StartError, Timeout
 from .restart import Restart
 from .stack import STATES, Service, Stack
@@ -24,12 +25,14 @@ __version__ = "0.1.0"
 __all__ = [
     "STATES",
     "Check",
+    "Client",
     "ConfigError",
     "CorralError",
     "ExecCheck",
     "HttpCheck",
     "LogCheck",
     "NotifyCheck",
+    "RemoteService",
     "Restart",
     "Service",
     "Stack",
@@ -38,4 +41,6 @@ __all__ = [
     "TcpCheck",
     "Timeout",
     "__version__",
+    "connect",
+    "list_stacks",
 ]

@@ -4,7 +4,7 @@ corral's native engine (private; use the `corral` package)
 from __future__ import annotations
 import collections.abc
 import typing
-__all__: list[str] = ['CheckSpec', 'Engine', 'RestartSpec', 'ServiceSpec', 'Stack', 'StackSpec', 'check_regex', 'levels', 'private_dir', 'runtime_dir', 'validate']
+__all__: list[str] = ['CheckSpec', 'ControlServer', 'Engine', 'RestartSpec', 'ServiceSpec', 'Stack', 'StackSpec', 'check_regex', 'levels', 'private_dir', 'runtime_dir', 'validate']
 class CheckSpec:
     kind: str
     path: str
@@ -198,6 +198,26 @@ class Engine:
     def create_stack(self, arg0: StackSpec) -> Stack:
         ...
     def shutdown(self) -> None:
+        ...
+class ControlServer:
+    def __init__(self, stack: Stack, unix_path: str = '', *, tcp: bool = False, tcp_host: str = '127.0.0.1', tcp_port: typing.SupportsInt | typing.SupportsIndex = 0, token: str = '', openapi: str = '') -> None:
+        ...
+    def login_url(self) -> str:
+        """
+        A one-time browser login link (TCP only): opening it sets the session cookie.
+        """
+    def stop(self) -> None:
+        ...
+    def wait_stop_request(self, timeout: typing.SupportsFloat | typing.SupportsIndex | None = None) -> bool:
+        ...
+    @property
+    def stop_requests(self) -> int:
+        ...
+    @property
+    def tcp_port(self) -> int:
+        ...
+    @property
+    def unix_path(self) -> str:
         ...
 def check_regex(pattern: str) -> None:
     """

@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from . import _core, _engine
+from . import _api, _core, _engine
 from .checks import Check, ExecCheck, HttpCheck, LogCheck, NotifyCheck, TcpCheck
 from .errors import ConfigError, CorralError, StackClosed, StartError, Timeout
 from .restart import Restart
@@ -330,9 +330,15 @@ class Stack:
     open when the interpreter exits, is stopped too.
     """
 
-    def __init__(self, name: str | None = None) -> None:
+    def __init__(self, name: str | None = None, *, api: bool = True, api_tcp: bool = False) -> None:
+        """`api`: serve the control API (docs/api.md) on a Unix socket while the stack runs;
+        `api_tcp`: on loopback TCP with a token too (for browsers and tools without Unix
+        sockets; see `serve_api`)."""
         self.name = stack_name(name)
         self.file: str | None = None
+        self._api = api or api_tcp
+        self._api_tcp = api_tcp
+        self._served: _api.Served | None = None
         self._specs: dict[str, ServiceSpec] = {}
         self._services: dict[str, Service] = {}
         self._native = _Native()
@@ -349,10 +355,11 @@ class Stack:
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> Stack:
-        """A stack from a TOML or YAML file (by extension)."""
+    def load(cls, path: str | os.PathLike[str], environ: dict[str, str] | None = None, *,
+             api: bool = True, api_tcp: bool = False) -> Stack:
+        """A stack from a TOML or YAML file (by extension). `api`, `api_tcp`: as `Stack()`."""
         config: StackConfig = load_file(path, environ=environ) if environ is not None else load_file(path)
-        stack = cls(config.name)
+        stack = cls(config.name, api=api, api_tcp=api_tcp)
         stack.file = config.file
         # Like docker compose, a file's relative paths mean "next to the file": commands run
         # in its directory unless they say otherwise.
@@ -436,7 +443,60 @@ class Stack:
                 self._finalizer = weakref.finalize(self, _close_handle, handle, self._pid)
                 self._native.handle = handle
                 _engine.register(self)
+                if self._api:
+                    self._start_api(self._api_tcp, 0)
         return self._handle
+
+    def _start_api(self, tcp: bool, port: int) -> None:
+        """Serves the control API; a stack runs without it rather than not at all (a warning
+        says why: an unsafe runtime directory, say)."""
+        try:
+            served = _api.serve(self._handle, self.name, self.file, tcp=tcp, tcp_port=port)
+        except CorralError as exc:
+            import warnings
+
+            warnings.warn(f"corral: stack '{self.name or 'corral'}' runs without its control API: {exc}",
+                          RuntimeWarning, stacklevel=4)
+            return
+        self._served = served
+        weakref.finalize(self, served.close)
+
+    def serve_api(self, port: int = 0) -> dict[str, str | None]:
+        """Serves the control API on loopback TCP too (port 0: any free one) and returns
+        where: ``{"socket", "url", "token_file"}``. The token is in the 0600 token file, for
+        the ``Authorization: Bearer`` header; it is never on a command line or in a
+        service's environment. Starts the stack's engine side if needed."""
+        self._core()
+        with self._create_lock:
+            if self._served is None or self._served.url is None:
+                if self._served is not None:
+                    self._served.close()
+                    self._served = None
+                served = _api.serve(self._handle, self.name, self.file, tcp=True, tcp_port=port)
+                self._served = served
+                weakref.finalize(self, served.close)
+            s = self._served
+        return {"socket": s.socket, "url": s.url, "token_file": s.token_file}
+
+    @property
+    def api(self) -> dict[str, str | None] | None:
+        """Where the running stack serves its control API: ``{"socket", "url",
+        "token_file", "info"}`` (url and token_file only with TCP); None when it does not."""
+        s = self._served
+        if s is None or s.closed:
+            return None
+        return {"socket": s.socket, "url": s.url, "token_file": s.token_file, "info": s.info}
+
+    def _wait_stop_request(self, timeout: float | None = None) -> bool:
+        """For a detached stack's daemon: waits until a client asked the stack to stop
+        (``POST /v1/stack/stop``, `Client.stop_all`); False at the timeout or without an
+        API. Ctrl+C interrupts it."""
+        s = self._served
+        return bool(s is not None and not s.closed and s.server.wait_stop_request(timeout))
+
+    def _stop_api(self) -> None:
+        if self._served is not None:
+            self._served.close()
 
     def _running(self) -> bool:
         """Open, with a service that has (or is about to have) a process."""
@@ -547,8 +607,12 @@ class Stack:
                 if self._handle is None:
                     self._closed = True
                     return
-        if self._handle.close(wait_timeout(timeout)) is None:
-            raise Timeout(f"stack did not stop within {timeout}s")
+        try:
+            if self._handle.close(wait_timeout(timeout)) is None:
+                raise Timeout(f"stack did not stop within {timeout}s")
+        finally:
+            # After the close: event-stream clients see the last state changes.
+            self._stop_api()
         if self._finalizer is not None:
             self._finalizer.detach()
         self._closed = True

@@ -5,6 +5,7 @@
 
 #include <string>
 #include <thread>
+#include <vector>
 
 using namespace corral;
 
@@ -103,4 +104,25 @@ TEST(EventQueue, CloseWakesAWaitingReader) {
   EXPECT_TRUE(out.empty());
   EXPECT_TRUE(q.closed());
   EXPECT_FALSE(q.subscribe(false));
+}
+
+// Taps (the control server's feeds) see every event whether or not the reader subscribed,
+// and take nothing from it.
+TEST(EventQueue, TapsSeeEveryEventBesideTheReader) {
+  EventQueue q(1 << 20);
+  std::vector<std::string> seen;
+  auto id = q.add_tap([&](const EngineEvent& e) { seen.push_back(e.text); });
+  EXPECT_TRUE(q.subscribed());          // someone wants events: the engine publishes them
+  EXPECT_FALSE(q.reader_subscribed());  // but nothing is queued for the reader
+  auto e = log_event(3);
+  q.push(e);
+  EXPECT_EQ(q.bytes(), 0u);
+  ASSERT_TRUE(q.subscribe(false));
+  q.push(log_event(4));
+  EXPECT_EQ(seen, (std::vector<std::string>{"xxx", "xxxx"}));
+  bool resume = false;
+  EXPECT_EQ(q.pop(0, 10, resume).size(), 1u);
+  q.remove_tap(id);
+  q.push(log_event(5));
+  EXPECT_EQ(seen.size(), 2u);
 }

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -97,6 +98,13 @@ class Stack {
   // EventQueue). Waits up to `timeout` seconds for at least one event.
   void subscribe(bool lossless);
   std::vector<EngineEvent> events(double timeout, std::size_t max = 4096);
+
+  // A listener sees every event from now on, on the engine thread, beside the event
+  // stream above (it takes nothing from events()). It must only copy the event and hand it
+  // off: never block, never add or remove a listener. After remove_listener returns it is
+  // not running and will not run again. For the control server's feeds.
+  std::uint64_t add_listener(std::function<void(const EngineEvent&)> f);
+  void remove_listener(std::uint64_t id);
 
   // Stops everything and releases the stack's ports and private directories.
   std::shared_ptr<Pending<Outcome>> close();

@@ -8,7 +8,11 @@
 namespace corral {
 
 void EventQueue::push(EngineEvent ev) {
-  if (!subscribed()) return;
+  if (tapped_.load(std::memory_order_relaxed)) {
+    std::lock_guard lock(taps_mutex_);
+    for (const auto& [id, tap] : taps_) tap(ev);
+  }
+  if (!reader_subscribed()) return;
   {
     std::lock_guard lock(mutex_);
     if (closed_) return;
@@ -92,6 +96,19 @@ void EventQueue::close() {
     paused_ = false;
   }
   cv_.notify_all();
+}
+
+std::uint64_t EventQueue::add_tap(Tap tap) {
+  std::lock_guard lock(taps_mutex_);
+  taps_.emplace_back(++next_tap_, std::move(tap));
+  tapped_.store(true, std::memory_order_relaxed);
+  return next_tap_;
+}
+
+void EventQueue::remove_tap(std::uint64_t id) {
+  std::lock_guard lock(taps_mutex_);
+  std::erase_if(taps_, [id](const auto& t) { return t.first == id; });
+  tapped_.store(!taps_.empty(), std::memory_order_relaxed);
 }
 
 std::size_t EventQueue::bytes() const {

@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -44,8 +45,13 @@ class EventQueue {
 
   explicit EventQueue(std::size_t budget_bytes = default_budget) : budget_(budget_bytes) {}
 
-  // Engine thread. Nothing is queued before the first subscribe().
-  bool subscribed() const noexcept { return subscribed_.load(std::memory_order_relaxed); }
+  // Engine thread: whether anyone wants events (a reader or a tap). Nothing is queued for
+  // the reader before its first subscribe().
+  bool subscribed() const noexcept {
+    return subscribed_.load(std::memory_order_relaxed) || tapped_.load(std::memory_order_relaxed);
+  }
+  // Whether the reader subscribed (taps alone do not make pop() return anything).
+  bool reader_subscribed() const noexcept { return subscribed_.load(std::memory_order_relaxed); }
   void push(EngineEvent ev);
   // Lossless and past the budget: the engine must stop reading pipes until resumed.
   bool over_budget() const noexcept { return paused_.load(std::memory_order_relaxed); }
@@ -61,12 +67,23 @@ class EventQueue {
 
   std::size_t bytes() const;
 
+  // Taps: extra consumers (the control server's feeds) that see every event pushed, on the
+  // engine thread, without taking anything from the reader. A tap runs under the tap lock,
+  // so it must only copy the event and hand it off (never block, never add or remove a
+  // tap). remove_tap returns once the tap can no longer run.
+  using Tap = std::function<void(const EngineEvent&)>;
+  std::uint64_t add_tap(Tap tap);
+  void remove_tap(std::uint64_t id);
+
  private:
   static std::size_t cost(const EngineEvent& e) noexcept { return 64 + e.service.size() + e.text.size(); }
   void evict_locked();
 
   const std::size_t budget_;
-  std::atomic<bool> subscribed_{false}, paused_{false}, closed_{false};
+  std::atomic<bool> subscribed_{false}, paused_{false}, closed_{false}, tapped_{false};
+  std::mutex taps_mutex_;
+  std::vector<std::pair<std::uint64_t, Tap>> taps_;
+  std::uint64_t next_tap_ = 0;
   bool lossless_ = false;
   mutable std::mutex mutex_;
   std::condition_variable cv_;

@@ -4,8 +4,10 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <optional>
+#include <vector>
 
 #include "corral/core/duration.hpp"
 
@@ -17,12 +19,29 @@ class Pending {
   // The first value wins; later ones are ignored (a waiter may be settled by an outcome
   // and by the stack closing in the same turn).
   void set(T value) {
+    std::vector<std::function<void()>> callbacks;
     {
       std::lock_guard lock(mutex_);
       if (value_) return;
       value_.emplace(std::move(value));
+      callbacks.swap(callbacks_);
     }
     cv_.notify_all();
+    for (auto& f : callbacks) f();
+  }
+  // Calls `f` once the value is there: at once on this thread when it already is, otherwise
+  // on the thread that sets it (for engine results, the engine thread), so `f` must only
+  // hand off (post to its own executor), never block. For waiters that cannot block a
+  // thread (the control server's connections).
+  void on_ready(std::function<void()> f) {
+    {
+      std::lock_guard lock(mutex_);
+      if (!value_) {
+        callbacks_.push_back(std::move(f));
+        return;
+      }
+    }
+    f();
   }
   bool ready() const {
     std::lock_guard lock(mutex_);
@@ -47,6 +66,7 @@ class Pending {
   mutable std::mutex mutex_;
   mutable std::condition_variable cv_;
   std::optional<T> value_;
+  std::vector<std::function<void()>> callbacks_;
 };
 
 }  // namespace corral

@@ -174,7 +174,7 @@ void Stack::subscribe(bool lossless) { state_->events.subscribe(lossless); }
 
 std::vector<EngineEvent> Stack::events(double timeout, std::size_t max) {
   auto& q = state_->events;
-  if (!q.subscribed() && !q.subscribe(false)) return {};
+  if (!q.reader_subscribed() && !q.subscribe(false)) return {};
   bool resume = false;
   auto out = q.pop(timeout, max, resume);
   if (resume && engine_->impl().alive) {
@@ -184,6 +184,12 @@ std::vector<EngineEvent> Stack::events(double timeout, std::size_t max) {
   }
   return out;
 }
+
+std::uint64_t Stack::add_listener(std::function<void(const EngineEvent&)> f) {
+  return state_->events.add_tap(std::move(f));
+}
+
+void Stack::remove_listener(std::uint64_t id) { state_->events.remove_tap(id); }
 
 std::shared_ptr<Pending<Outcome>> Stack::close() {
   auto done = std::make_shared<Pending<Outcome>>();

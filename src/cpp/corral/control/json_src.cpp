@@ -1,0 +1,2 @@
+// Boost.JSON used header-only: its implementation is compiled here, in this file alone.
+#include <boost/json/src.hpp>
