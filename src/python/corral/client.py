@@ -42,7 +42,9 @@ def list_stacks() -> list[dict[str, Any]]:
 
 
 def _looks_like_path(target: str) -> bool:
-    return os.sep in target or target.endswith((".toml", ".yaml", ".yml", ".sock")) or os.path.exists(target)
+    # A bare word is a stack name unless a *file* of that name is here: a directory that
+    # happens to share the name (a project directory "dev" beside stack "dev") is not one.
+    return os.sep in target or target.endswith((".toml", ".yaml", ".yml", ".sock")) or os.path.isfile(target)
 
 
 def _resolve(target: str | os.PathLike[str] | None) -> dict[str, Any]:

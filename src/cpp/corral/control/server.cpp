@@ -94,14 +94,35 @@ std::shared_ptr<Feed> ControlServer::Core::add_feed(std::string service, bool lo
   auto f = std::make_shared<Feed>(io);
   f->service = std::move(service);
   f->logs_only = logs_only;
-  std::lock_guard lock(feeds_mutex);
-  feeds.push_back(f);
+  {
+    std::lock_guard lock(feeds_mutex);
+    feeds.push_back(f);
+  }
+  // The engine's tap only while someone follows: with it, the engine builds an event for
+  // every log line of the stack (capture ran at about half speed with an idle tap). Never
+  // under feeds_mutex: on_event takes it under the engine's tap lock.
+  std::lock_guard lock(listener_mutex);
+  if (listener == 0 && !stopped) listener = stack.add_listener([this](const EngineEvent& e) { on_event(e); });
   return f;
 }
 
 void ControlServer::Core::remove_feed(const std::shared_ptr<Feed>& f) {
-  std::lock_guard lock(feeds_mutex);
-  std::erase(feeds, f);
+  {
+    std::lock_guard lock(feeds_mutex);
+    std::erase(feeds, f);
+    if (!feeds.empty()) return;
+  }
+  drop_listener();
+}
+
+void ControlServer::Core::drop_listener() {
+  std::lock_guard lock(listener_mutex);
+  {
+    std::lock_guard feeds_lock(feeds_mutex);  // a feed added meanwhile keeps the tap
+    if (!feeds.empty() && !stopped) return;
+  }
+  if (listener != 0) stack.remove_listener(listener);
+  listener = 0;
 }
 
 void ControlServer::Core::note_stop_request() {
@@ -337,8 +358,6 @@ ControlServer::ControlServer(Stack& stack, ServerOptions options) {
   if (core_->tcp_acceptor)
     asio::co_spawn(core_->io, accept_loop<asio::ip::tcp::acceptor, asio::ip::tcp>(*core_, *core_->tcp_acceptor, true),
                    asio::detached);
-  Core* raw = core_.get();
-  core_->listener = stack.add_listener([raw](const EngineEvent& e) { raw->on_event(e); });
   // Signals belong to the host program's main thread: this thread takes none (as the
   // engine thread), so no handler ever runs here and no system call here sees EINTR.
   sigset_t all, old;
@@ -373,7 +392,7 @@ ControlServer::~ControlServer() {
 void ControlServer::stop() {
   if (::getpid() != owner_) return;
   if (!core_ || core_->stopped.exchange(true)) return;
-  if (core_->listener) core_->stack.remove_listener(core_->listener);
+  core_->drop_listener();
   core_->io.stop();
   if (thread_.joinable()) thread_.join();
   boost::system::error_code ec;

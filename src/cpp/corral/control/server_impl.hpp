@@ -79,7 +79,8 @@ struct ControlServer::Core {
   std::set<std::string> names;  // the stack's services: anything else is a 404
   std::mutex feeds_mutex;
   std::vector<std::shared_ptr<Feed>> feeds;
-  std::uint64_t listener = 0;
+  std::mutex listener_mutex;  // taken before feeds_mutex, never inside the tap
+  std::uint64_t listener = 0;  // the engine tap, registered while a feed exists
   int connections = 0;
   ino_t socket_inode = 0;
   mutable std::mutex stop_mutex;
@@ -98,6 +99,7 @@ struct ControlServer::Core {
   unsigned short tcp_port = 0;
 
   void on_event(const EngineEvent& e);
+  void drop_listener();
   std::shared_ptr<Feed> add_feed(std::string service, bool logs_only);
   void remove_feed(const std::shared_ptr<Feed>& f);
   void note_stop_request();
