@@ -16,14 +16,19 @@ from __future__ import annotations
 
 from .checks import Check, ExecCheck, HttpCheck, LogCheck, NotifyCheck, TcpCheck
 from .errors import ConfigError, CorralError, StackClosed, StartError, Timeout
+from .resources import ResourceType, claims
 from .restart import Restart
 from .stack import STATES, Service, Stack
+from .templates import Template
 
 __version__ = "0.1.0"
 
 __all__ = [
     "STATES",
     "Check",
+    "ResourceType",
+    "Template",
+    "claims",
     "ConfigError",
     "CorralError",
     "ExecCheck",

@@ -23,6 +23,8 @@ bool Engine::Impl::dispatch(StackState& st, Svc& s, Event ev, std::string why, s
   s.state = next->next;
   if (!why.empty()) s.reason = std::move(why);
   if (s.state != before) publish_state(st, s, detail);
+  // Settled with no process left: its resource claims go (a start claims them again).
+  if (is_settled(s.state) && !s.proc.full() && (s.claims_held || s.claiming)) release_claims(s);
   run_action(st, s, next->action, detail);
   changed(st, s);
   return true;
@@ -100,6 +102,9 @@ void Engine::Impl::end_budget(Svc& s) {
 
 void Engine::Impl::act_spawn(StackState& st, Svc& s) {
   if (s.proc.full()) return;  // never two processes: try_start waits for the reap
+  // Resources first: a service waiting for a value (or for its check) stays pending, and
+  // try_start comes back here once it has them.
+  if (!claim_resources(st, s)) return;
   if (s.state == State::backoff) {
     ++s.restarts;
     ++s.streak;
@@ -109,6 +114,7 @@ void Engine::Impl::act_spawn(StackState& st, Svc& s) {
   Fd out_r, out_w, err_r, err_w;
   try {
     ensure_ports(s);
+    if (!s.port_error.empty()) throw Error(s.port_error);
     auto resolve = resolver(st, s);
     if (s.spec.ready && s.spec.ready->kind == CheckSpec::Kind::notify) open_notify(st, s);
     for (const auto& a : s.spec.argv) req.argv.push_back(render_template(a, resolve));
@@ -295,6 +301,7 @@ void Engine::Impl::on_exit(StackState& st, Svc& s) {
     // A process killed at its readiness deadline (`failed`), perhaps started again
     // meanwhile (`pending`): its reap only frees the slot.
     s.health_kill = false;
+    if (is_settled(s.state)) release_claims(s);
     try_start(st, s);
     changed(st, s);
   }
