@@ -350,3 +350,58 @@ def test_config_file_bad_resource_type_names_the_key(tmp_path: Path) -> None:
     config.write_text('[services.a]\ntemplate = "nope"\n')
     with pytest.raises(ConfigError, match="unknown template 'nope'"):
         corral.Stack.load(config)
+
+
+_SOCKET_SERVER = """
+import os, socket, sys
+assert os.environ["LISTEN_PID"] == str(os.getpid()), os.environ.get("LISTEN_PID")
+assert os.environ["LISTEN_FDS"] == "1" and os.environ["LISTEN_FDNAMES"] == "http"
+server = socket.socket(fileno=3)
+print("serving", flush=True)
+while True:
+    conn, _ = server.accept()
+    data = conn.recv(100)
+    conn.sendall(f"{os.getpid()}".encode())
+    conn.close()
+    if data.startswith(b"quit"):
+        sys.exit(3)  # crash: the next run takes the same listening socket
+"""
+
+
+def _ask(port: int, what: bytes) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as c:
+        c.sendall(what)
+        return int(c.recv(100).decode())
+
+
+def test_inherited_listen_socket_serves_across_a_restart(make_stack) -> None:
+    stack = make_stack(f"sa-{_uid()}")
+    web = stack.add("web", [sys.executable, "-c", _SOCKET_SERVER], ports=["http"], listen=["http"],
+                    restart={"policy": "always", "backoff": 0.5})
+    stack.start(timeout=30)
+    port = web.port
+    first = _ask(port, b"hi")
+    assert first == web.pid
+    assert _ask(port, b"quit") == first
+    # The service is down or restarting now; this client waits in the listener's backlog
+    # and is served by the next run instead of being refused.
+    second = _ask(port, b"hi")
+    assert second != first
+    wait_until(lambda: web.restarts >= 1, 30, "the restart to be counted")
+    assert web.pid == second
+
+
+def test_cli_resources_lists_live_claims(make_stack) -> None:
+    kind = f"cli-{_uid()}"
+    stack = make_stack(f"cli-{_uid()}")
+    stack.add("holder", "exec sleep 600", resources={kind: "v9"})
+    stack.start(timeout=30)
+    out = subprocess.run([sys.executable, "-m", "corral", "resources", "--json"], capture_output=True,
+                         text=True, check=True, timeout=60).stdout
+    rows = [r for r in json.loads(out) if r["type"] == kind]
+    assert [(r["value"], r["stack"], r["service"], r["pid"]) for r in rows] == [
+        ("v9", stack.name, "holder", os.getpid())]
+    text = subprocess.run([sys.executable, "-m", "corral", "resources"], capture_output=True,
+                          text=True, check=True, timeout=60).stdout
+    assert text.splitlines()[0].split() == ["type", "value", "stack", "service", "pid"]
+    assert any(line.split()[:3] == [kind, "v9", stack.name] for line in text.splitlines())

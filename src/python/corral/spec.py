@@ -733,6 +733,9 @@ def _listen(value: object, ports: list[str]) -> list[str]:
         if item in out:
             raise ConfigError(f"port '{item}' listed twice")
         out.append(item)
+    if len(out) > 1:
+        # The engine hands over one socket (fd 3) besides stdio.
+        raise ConfigError("at most one port can be handed over as a listening socket")
     return out
 
 

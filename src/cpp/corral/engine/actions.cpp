@@ -24,7 +24,8 @@ bool Engine::Impl::dispatch(StackState& st, Svc& s, Event ev, std::string why, s
   if (!why.empty()) s.reason = std::move(why);
   if (s.state != before) publish_state(st, s, detail);
   // Settled with no process left: its resource claims go (a start claims them again).
-  if (is_settled(s.state) && !s.proc.full() && (s.claims_held || s.claiming)) release_claims(s);
+  if (is_settled(s.state) && !s.proc.full() && (s.claims_held || s.claiming || !s.listen_fds.empty()))
+    release_claims(s);
   run_action(st, s, next->action, detail);
   changed(st, s);
   return true;
@@ -115,6 +116,7 @@ void Engine::Impl::act_spawn(StackState& st, Svc& s) {
   try {
     ensure_ports(s);
     if (!s.port_error.empty()) throw Error(s.port_error);
+    if (auto why = open_listeners(s); !why.empty()) throw Error(why);
     auto resolve = resolver(st, s);
     if (s.spec.ready && s.spec.ready->kind == CheckSpec::Kind::notify) open_notify(st, s);
     for (const auto& a : s.spec.argv) req.argv.push_back(render_template(a, resolve));
@@ -131,6 +133,11 @@ void Engine::Impl::act_spawn(StackState& st, Svc& s) {
     req.stderr_fd = err_w.get();
     // Hand the reserved ports over: from here on the service binds them itself.
     for (auto& l : s.leases) l.release_socket();
+    // Socket activation: the listener goes in as fd 3 (LISTEN_FDS=1).
+    if (!s.listen_fds.empty()) {
+      req.pass_fd = s.listen_fds[0].get();
+      req.listen_pid = true;
+    }
     r = spawn(req);
     if (!r) error = r.message;
   }
@@ -279,8 +286,8 @@ void Engine::Impl::on_exit(StackState& st, Svc& s) {
   // Hold the ports again until the next spawn: during a backoff (or while stopped) no
   // other program may take them.
   s.ports_contested = false;
-  for (auto& l : s.leases)
-    if (!l.reclaim_socket()) s.ports_contested = true;
+  for (std::size_t i = 0; i < s.leases.size(); ++i)  // a listen port stays with its listener
+    if (!is_listen_port(s, i) && !s.leases[i].reclaim_socket()) s.ports_contested = true;
   // A run that ended by itself (or at its deadline) takes what escaped its group with it,
   // as its group went with it; the window of the next run starts now. (A stop sweeps when
   // the whole request is done.)

@@ -278,6 +278,7 @@ struct Engine::Impl {
   void on_claims(StackState& st, Svc& s, std::vector<std::pair<std::string, AllocationResult>> got, bool waits);
   void release_claims(Svc& s);
   std::string open_listeners(Svc& s);
+  bool is_listen_port(const Svc& s, std::size_t lease) const;
 
   // environment.cpp
   void ensure_ports(Svc& s);

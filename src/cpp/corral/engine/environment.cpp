@@ -132,6 +132,12 @@ std::vector<std::string> Engine::Impl::build_env(StackState& st, Svc& s, const T
   for (const auto& [name, port] : s.ports) env["CORRAL_PORT_" + upper(name)] = std::to_string(port);
   if (s.ports.size() == 1) env["PORT"] = std::to_string(s.ports.begin()->second);
   if (!s.notify_path.empty()) env["NOTIFY_SOCKET"] = s.notify_path;
+  if (!s.listen_fds.empty()) {
+    env["LISTEN_FDS"] = std::to_string(s.listen_fds.size());
+    std::string names;
+    for (const auto& l : s.spec.listen) names += (names.empty() ? "" : ":") + l;
+    env["LISTEN_FDNAMES"] = names;
+  }
   for (const auto& [name, values] : s.resources) {
     std::string joined;
     for (const auto& v : values) joined += (joined.empty() ? "" : ",") + v;

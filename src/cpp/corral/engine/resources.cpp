@@ -134,6 +134,42 @@ void Engine::Impl::on_claims(StackState& st, Svc& s, std::vector<std::pair<std::
   s.reason.clear();
 }
 
+// listen=[...]: the port is bound and listening before the first spawn, and this socket,
+// not the service, owns it across restarts: a client that connects while the service
+// restarts waits in the backlog and is served by the next run. Empty string on success.
+std::string Engine::Impl::open_listeners(Svc& s) {
+  if (!s.listen_fds.empty() || s.spec.listen.empty()) return {};
+  for (const auto& name : s.spec.listen) {
+    std::size_t i = 0;
+    while (i < s.spec.ports.size() && s.spec.ports[i] != name) ++i;
+    if (i >= s.leases.size()) return fmt::format("listen: no port '{}'", name);
+    PortLease& lease = s.leases[i];
+    lease.release_socket();  // the reservation gives way to the listener
+    Fd sock(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    int one = 1;
+    if (sock) ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_ANY);
+    addr.sin_port = htons(static_cast<std::uint16_t>(lease.port()));
+    if (!sock || ::bind(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(sock.get(), SOMAXCONN) != 0) {
+      std::string why = std::strerror(errno);
+      s.listen_fds.clear();
+      return fmt::format("cannot listen on port {} ({}): {}", lease.port(), name, why);
+    }
+    s.listen_fds.push_back(std::move(sock));
+  }
+  return {};
+}
+
+bool Engine::Impl::is_listen_port(const Svc& s, std::size_t lease) const {
+  if (lease >= s.spec.ports.size() || s.listen_fds.empty()) return false;
+  for (const auto& l : s.spec.listen)
+    if (l == s.spec.ports[lease]) return true;
+  return false;
+}
+
 void Engine::Impl::release_claims(Svc& s) {
   ++s.claim_gen;
   s.claim_timer.cancel();

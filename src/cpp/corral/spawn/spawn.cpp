@@ -212,6 +212,7 @@ struct ChildPlan {
   bool restore_nofile;
   rlimit nofile;
   pid_t parent;
+  char* listen_pid;  // the digits of "LISTEN_PID=..." in envp, filled in by the child
   // Written by the child before it _exits; read by the parent once clone returns (the
   // parent thread is suspended until the child execs or exits: CLONE_VFORK).
   volatile int error;
@@ -236,6 +237,15 @@ CORRAL_CHILD_NO_ASAN int child_main(void* arg) {
     ::sigaction(sig, &dfl, nullptr);
   }
   if (p->new_session && ::setsid() < 0) fail(p, kSetup);
+  if (p->listen_pid != nullptr) {
+    // Our own pid, known only now: decimal, right-aligned digits written without
+    // allocating (the buffer was sized for any pid in the parent).
+    char digits[16];
+    int n = 0;
+    for (auto v = static_cast<unsigned long>(::getpid()); v > 0 || n == 0; v /= 10) digits[n++] = static_cast<char>('0' + v % 10);
+    for (int i = 0; i < n; ++i) p->listen_pid[i] = digits[n - 1 - i];
+    p->listen_pid[n] = '\0';
+  }
   if (p->death_signal != 0) {
     if (::prctl(PR_SET_PDEATHSIG, p->death_signal) != 0) fail(p, kSetup);
     // The owner may have died between clone and prctl: then nobody will ever signal us.
@@ -335,6 +345,9 @@ SpawnResult spawn(const SpawnRequest& req) {
   std::vector<char*> envp;
   envp.reserve(req.env.size() + 1);
   for (const auto& e : req.env) envp.push_back(const_cast<char*>(e.c_str()));
+  // Room for any pid; the child writes its own (ChildPlan::listen_pid).
+  char listen_pid_entry[32] = "LISTEN_PID=0";
+  if (req.listen_pid) envp.push_back(listen_pid_entry);
   envp.push_back(nullptr);
 
   ChildPlan plan{};
@@ -345,6 +358,7 @@ SpawnResult spawn(const SpawnRequest& req) {
   plan.death_signal = req.death_signal;
   plan.new_session = req.new_session;
   plan.parent = ::getpid();
+  plan.listen_pid = req.listen_pid ? listen_pid_entry + 11 : nullptr;
   if (auto original = original_fd_soft_limit()) {
     rlimit now{};
     if (::getrlimit(RLIMIT_NOFILE, &now) == 0 && now.rlim_cur != *original) {

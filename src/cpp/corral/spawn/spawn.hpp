@@ -52,6 +52,9 @@ struct SpawnRequest {
   int death_signal = 9;          // SIGKILL when the spawning thread dies; 0: none
   bool new_session = true;       // setsid(): own session and process group
   int pass_fd = -1;              // becomes the child's fd 3 (the death watcher's socket)
+  // Adds LISTEN_PID=<the child's own pid> to its environment, written by the child after
+  // the clone (socket activation: only the process the sockets were meant for takes them).
+  bool listen_pid = false;
 };
 
 struct SpawnResult {
