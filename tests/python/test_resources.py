@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 import corral
-from corral import ConfigError, StartError
-
 from conftest import wait_until
+from corral import ConfigError, StartError
 
 
 def _uid() -> str:
@@ -36,7 +35,8 @@ def test_gpu_like_list_with_env_and_templates(make_stack, tmp_path: Path) -> Non
     env_name = "CORRAL_RES_" + gpu.upper().replace("-", "_")
     train = stack.add(
         "train",
-        f'echo "devices=$MY_DEVICES all={{{{res.{gpu}}}}} first={{{{res.{gpu}.0}}}} var=${env_name}"; exec sleep 600',
+        f'echo "devices=$MY_DEVICES all={{{{res.{gpu}}}}} first={{{{res.{gpu}.0}}}} var=${env_name}"; '
+        "exec sleep 600",
         resources={gpu: 2},
     )
     stack.start(timeout=30)
@@ -94,7 +94,7 @@ def test_exhausted_pool_fails_listing_holders_or_waits_until_a_holder_stops(make
     def start() -> None:
         try:
             c.start(timeout=60)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         done.set()
 
@@ -183,7 +183,7 @@ def test_template_instantiated_three_times_and_replicas_get_distinct_values(make
                         resources={kind: 1}, vars={"label": "default"})
     for i in range(3):
         stack.add_from(vm, f"vm{i}", vars={"label": f"L{i}"})
-    stack.add("rep", f"exec sleep 600", resources={kind: 1}, replicas=3)
+    stack.add("rep", "exec sleep 600", resources={kind: 1}, replicas=3)
     stack.start(timeout=60)
     seen = []
     for i in range(3):

@@ -10,6 +10,8 @@
 #include "corral/graph/graph.hpp"
 #include "corral/resources/registry.hpp"
 
+#include <chrono>
+
 namespace py = pybind11;
 
 namespace corral::bindings {
@@ -142,6 +144,29 @@ void register_specs(py::module_& m) {
         return out;
       },
       "Every live resource claim on this machine (this user's runtime directory).");
+  // For bench/claims.py: `count` claims of a range type [first, last], all held until the
+  // end; returns the seconds each one took, so a cost that grows with the live claims shows.
+  m.def(
+      "_bench_claims",
+      [](const std::string& type, long first, long last, int count) {
+        return without_gil([&] {
+          ResourceType t;
+          t.name = type;
+          t.kind = ResourceType::Kind::range;
+          t.lo = first;
+          t.hi = last;
+          std::vector<Claim> held;
+          std::vector<double> took;
+          for (int i = 0; i < count; ++i) {
+            auto t0 = std::chrono::steady_clock::now();
+            auto r = allocate(t, ClaimRequest{1, {}}, ClaimOwner{"bench", "claims"});
+            took.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+            for (auto& c : r.claims) held.push_back(std::move(c));
+          }
+          return took;
+        });
+      },
+      py::arg("type"), py::arg("first"), py::arg("last"), py::arg("count"));
 
   m.def(
       "check_regex",

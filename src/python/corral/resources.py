@@ -76,7 +76,7 @@ def _value_text(value: object) -> str:
 def make_resource_type(
     name: str,
     *,
-    range: tuple[int, int] | list[int] | None = None,  # noqa: A002 - the contract's name
+    range: tuple[int, int] | list[int] | None = None,
     values: list[Any] | tuple[Any, ...] | None = None,
     check: str | None = None,
     env: str | None = None,

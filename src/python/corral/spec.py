@@ -318,7 +318,8 @@ def _service_from_template(name: Any, table: Mapping[str, Any], templates: Mappi
     ref = table["template"]
     if not isinstance(ref, str) or ref not in templates:
         known = ", ".join(str(k) for k in templates) or "none defined"
-        raise ConfigError(f"unknown template {_show(ref)} (templates: {known})", service=str(name), key="template")
+        raise ConfigError(f"unknown template {_show(ref)} (templates: {known})",
+                          service=str(name), key="template")
     base = templates[ref]
     if not isinstance(base, Mapping):
         raise ConfigError(f"expected a table of options, got {_show(base)}", key=f"templates.{ref}")

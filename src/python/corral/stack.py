@@ -405,7 +405,7 @@ class Stack:
         self,
         name: str,
         *,
-        range: tuple[int, int] | list[int] | None = None,  # noqa: A002 - the contract's name
+        range: tuple[int, int] | list[int] | None = None,
         values: list[Any] | tuple[Any, ...] | None = None,
         check: str | None = None,
         env: str | None = None,

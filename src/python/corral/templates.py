@@ -13,9 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, _show
+
+if TYPE_CHECKING:
+    from .spec import ServiceSpec
 
 __all__ = ["Template", "instantiate"]
 
@@ -62,7 +65,7 @@ def _fill(value: Any, values: Mapping[str, str], key: str) -> Any:
     return value
 
 
-def instantiate(name: Any, options: Mapping[str, Any], defaults: object, given: object) -> Any:
+def instantiate(name: Any, options: Mapping[str, Any], defaults: object, given: object) -> ServiceSpec:
     """The ServiceSpec of one instance: `options` (command included) with ``{{vars.K}}``
     filled from `given` over `defaults`. ConfigError names the service and the key."""
     from .spec import make_service

@@ -10,11 +10,13 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "corral/core/types.hpp"
 #include "corral/resources/ports.hpp"
 
 using namespace corral;
@@ -64,6 +66,11 @@ TEST(Registry, ConcurrentAllocatorsNeverShareAValue) {
       pid_t pid = ::fork();
       ASSERT_GE(pid, 0);
       if (pid == 0) {
+        // Only the parent's ends stay open there: the child sees EOF on `hold` when the
+        // parent closes it, and the parent sees the children's ends go.
+        ::close(out[0]);
+        ::close(go[1]);
+        ::close(hold[1]);
         char c;
         if (::read(go[0], &c, 1) != 1) ::_exit(3);  // start together
         std::vector<Claim> mine[2];
@@ -118,17 +125,19 @@ TEST(Registry, ReleaseByUnlinkNeverAdmitsTwoHolders) {
   std::string type = unique_type("unlink");
   std::atomic<int> holders{0}, overlaps{0}, got{0};
   auto run = [&] {
-    for (int i = 0; i < 3000; ++i) {
+    for (int i = 0; i < 20000; ++i) {
       auto c = try_claim(type, "v", ClaimOwner{});
       if (!c) continue;
       ++got;
       if (holders.fetch_add(1) != 0) ++overlaps;
+      for (int k = 0; k < 20; ++k) std::this_thread::yield();  // hold it a moment
+      if (holders.load() != 1) ++overlaps;
       holders.fetch_sub(1);
     }
   };
-  std::thread a(run), b(run);
-  a.join();
-  b.join();
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) threads.emplace_back(run);
+  for (auto& t : threads) t.join();
   EXPECT_EQ(overlaps.load(), 0);
   EXPECT_GT(got.load(), 0);
 }

@@ -24,8 +24,8 @@ bool Engine::Impl::dispatch(StackState& st, Svc& s, Event ev, std::string why, s
   if (!why.empty()) s.reason = std::move(why);
   if (s.state != before) publish_state(st, s, detail);
   // Settled with no process left: its resource claims go (a start claims them again).
-  if (is_settled(s.state) && !s.proc.full() && (s.claims_held || s.claiming || !s.listen_fds.empty()))
-    release_claims(s);
+  // (Also drops a pending `wait` retry and a claim job in flight: cheap when there is none.)
+  if (is_settled(s.state) && !s.proc.full()) release_claims(s);
   run_action(st, s, next->action, detail);
   changed(st, s);
   return true;

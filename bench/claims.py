@@ -1,0 +1,88 @@
+"""Resource claims against their floor (issue 7).
+
+    python bench/claims.py [--count 1000]
+
+Three measurements, each holding everything it got until the end:
+- floor: `count` times bind(0) + open + flock(LOCK_EX|LOCK_NB) of a file, in C through
+  Python's os/socket/fcntl (what any cross-process port claim must do at least);
+- registry: `count` claims of a range type through corral's native registry
+  (`_core._bench_claims`: lock, fstat/stat, record written), timed per claim, so the
+  cost at 1 and at `count` live claims can be compared;
+- engine: a stack of `count` services each claiming one value, minus the same stack
+  without claims (the claims' share of a start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+
+import corral
+from corral import _core
+
+
+def floor(count: int) -> float:
+    held = []
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        for i in range(count):
+            s = socket.socket()
+            s.bind(("0.0.0.0", 0))
+            fd = os.open(f"{tmp}/{i}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.append((s, fd))
+        took = time.perf_counter() - t0
+        for s, fd in held:
+            s.close()
+            os.close(fd)
+    return took
+
+
+def stack_start(count: int, claims: bool) -> float:
+    kind = f"bench-{os.getpid()}"
+    stack = corral.Stack(f"bench-claims-{int(claims)}")
+    if claims:
+        stack.resource_type(kind, range=(0, 2 * count))
+    for i in range(count):
+        stack.add(f"s{i}", ["sleep", "3600"], resources={kind: 1} if claims else None)
+    t0 = time.perf_counter()
+    stack.start(timeout=600)
+    took = time.perf_counter() - t0
+    stack.close(timeout=600)
+    return took
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--count", type=int, default=1000)
+    p.add_argument("--reps", type=int, default=3)
+    args = p.parse_args()
+    n = args.count
+    floors, totals, firsts, lasts, with_c, without_c = [], [], [], [], [], []
+    for rep in range(args.reps):
+        floors.append(floor(n))
+        per = _core._bench_claims(f"bench-{os.getpid()}-{rep}", 0, 2 * n, n)
+        totals.append(sum(per))
+        tenth = max(1, n // 10)
+        firsts.append(statistics.median(per[:tenth]))
+        lasts.append(statistics.median(per[-tenth:]))
+        without_c.append(stack_start(n, False))
+        with_c.append(stack_start(n, True))
+    med = statistics.median
+    print(f"{n} claims, median of {args.reps} runs")
+    print(f"  floor (bind(0) + open + flock, Python): {med(floors) * 1e3:8.1f} ms  {med(floors) / n * 1e6:6.1f} us/claim")
+    print(f"  registry (native allocate):             {med(totals) * 1e3:8.1f} ms  {med(totals) / n * 1e6:6.1f} us/claim")
+    print(f"    per claim, first tenth / last tenth:  {med(firsts) * 1e6:6.1f} us / {med(lasts) * 1e6:6.1f} us")
+    print(f"  stack start, {n} services: without claims {med(without_c):.3f} s, with {med(with_c):.3f} s"
+          f" (+{(med(with_c) - med(without_c)) / n * 1e6:.1f} us/service)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
