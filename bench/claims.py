@@ -76,8 +76,11 @@ def main() -> int:
         with_c.append(stack_start(n, True))
     med = statistics.median
     print(f"{n} claims, median of {args.reps} runs")
-    print(f"  floor (bind(0) + open + flock, Python): {med(floors) * 1e3:8.1f} ms  {med(floors) / n * 1e6:6.1f} us/claim")
-    print(f"  registry (native allocate):             {med(totals) * 1e3:8.1f} ms  {med(totals) / n * 1e6:6.1f} us/claim")
+    def row(what: str, seconds: float) -> None:
+        print(f"  {what:<40} {seconds * 1e3:8.1f} ms  {seconds / n * 1e6:6.1f} us/claim")
+
+    row("floor (bind(0) + open + flock, Python)", med(floors))
+    row("registry (native allocate)", med(totals))
     print(f"    per claim, first tenth / last tenth:  {med(firsts) * 1e6:6.1f} us / {med(lasts) * 1e6:6.1f} us")
     print(f"  stack start, {n} services: without claims {med(without_c):.3f} s, with {med(with_c):.3f} s"
           f" (+{(med(with_c) - med(without_c)) / n * 1e6:.1f} us/service)")

@@ -78,10 +78,23 @@ std::uint64_t start_time_of(pid_t pid) {
   return 0;
 }
 
+// This process's start time, read once per pid (a forked child reads its own). Atomics,
+// not a mutex, which a fork could copy locked; two threads racing both read /proc.
+std::uint64_t my_start_time() {
+  static std::atomic<pid_t> cached_pid{0};
+  static std::atomic<std::uint64_t> cached{0};
+  pid_t me = ::getpid();
+  if (cached_pid.load(std::memory_order_acquire) == me) return cached.load(std::memory_order_relaxed);
+  std::uint64_t t = start_time_of(me);
+  cached.store(t, std::memory_order_relaxed);
+  cached_pid.store(me, std::memory_order_release);
+  return t;
+}
+
 void write_record(int fd, const std::string& type, const std::string& value, const ClaimOwner& owner) {
   pid_t me = ::getpid();  // not cached: a forked child claims under its own pid
   std::string text = fmt::format("type={}\nvalue={}\npid={}\nstart={}\nboot={}\nstack={}\nservice={}\n", type,
-                                 value, me, start_time_of(me), boot_id(), owner.stack, owner.service);
+                                 value, me, my_start_time(), boot_id(), owner.stack, owner.service);
   if (::ftruncate(fd, 0) == 0) (void)!::pwrite(fd, text.data(), text.size(), 0);
 }
 
@@ -313,7 +326,6 @@ AllocationResult allocate(const ResourceType& t, const ClaimRequest& req, const 
     }
     return out;
   }
-  std::vector<std::string> pool;
   if (t.kind == ResourceType::Kind::kernel_port) {
     // The kernel picks free ports (bind to 0); the registry makes them exclusive.
     try {
@@ -327,19 +339,24 @@ AllocationResult allocate(const ResourceType& t, const ClaimRequest& req, const 
     }
     return out;
   }
+  // Values by index, never materialised: a claim costs the same in a range of a million.
+  std::size_t size = 0;
   if (t.kind == ResourceType::Kind::range) {
-    for (long v = t.lo; v <= t.hi; ++v) pool.push_back(std::to_string(v));
+    size = t.hi >= t.lo ? static_cast<std::size_t>(t.hi - t.lo + 1) : 0;
   } else if (t.kind == ResourceType::Kind::list) {
-    pool = t.values;
+    size = t.values.size();
   } else {
     out.error = fmt::format("resource '{}' has no pool of values: give the value", t.name);
     return out;
   }
+  auto value_at = [&](std::size_t i) {
+    return t.kind == ResourceType::Kind::range ? std::to_string(t.lo + static_cast<long>(i)) : t.values[i];
+  };
   // A random start: two allocators scanning at once rarely try the same value first.
   static std::atomic<std::uint64_t> salt{std::random_device{}()};
-  std::size_t start = pool.empty() ? 0 : static_cast<std::size_t>(salt.fetch_add(0x9E3779B97F4A7C15ULL) % pool.size());
-  for (std::size_t i = 0; i < pool.size() && static_cast<int>(out.claims.size()) < req.count; ++i) {
-    const auto& v = pool[(start + i) % pool.size()];
+  std::size_t start = size == 0 ? 0 : static_cast<std::size_t>(salt.fetch_add(0x9E3779B97F4A7C15ULL) % size);
+  for (std::size_t i = 0; i < size && static_cast<int>(out.claims.size()) < req.count; ++i) {
+    const std::string v = value_at((start + i) % size);
     auto c = try_claim(t.name, v, owner);
     if (!c) continue;
     if (!usable(v)) continue;  // released by the destructor
