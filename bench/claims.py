@@ -3,8 +3,9 @@
     python bench/claims.py [--count 1000]
 
 Three measurements, each holding everything it got until the end:
-- floor: `count` times bind(0) + open + flock(LOCK_EX|LOCK_NB) of a file, in C through
-  Python's os/socket/fcntl (what any cross-process port claim must do at least);
+- floor: `count` times bind(0) + open + flock(LOCK_EX|LOCK_NB) of a file, through Python's
+  socket/os/fcntl (each a thin wrapper over the syscall): what any cross-process port
+  claim must do at least;
 - registry: `count` claims of a range type through corral's native registry
   (`_core._bench_claims`: lock, fstat/stat, record written), timed per claim, so the
   cost at 1 and at `count` live claims can be compared;
@@ -81,7 +82,8 @@ def main() -> int:
 
     row("floor (bind(0) + open + flock, Python)", med(floors))
     row("registry (native allocate)", med(totals))
-    print(f"    per claim, first tenth / last tenth:  {med(firsts) * 1e6:6.1f} us / {med(lasts) * 1e6:6.1f} us")
+    first, last = med(firsts) * 1e6, med(lasts) * 1e6
+    print(f"    per claim, first tenth / last tenth:  {first:6.1f} us / {last:6.1f} us")
     print(f"  stack start, {n} services: without claims {med(without_c):.3f} s, with {med(with_c):.3f} s"
           f" (+{(med(with_c) - med(without_c)) / n * 1e6:.1f} us/service)")
     return 0

@@ -107,6 +107,22 @@ def test_exhausted_pool_fails_listing_holders_or_waits_until_a_holder_stops(make
     assert patient.state == "ready" and patient.resources == {kind: ["only"]}
 
 
+def test_a_given_value_with_wait_waits_for_its_holder(make_stack) -> None:
+    kind = f"file-{_uid()}"
+    a = make_stack(f"ga-{_uid()}")
+    a.add("holder", "exec sleep 600", resources={kind: "/data/x"})
+    a.start(timeout=30)
+    b = make_stack(f"gb-{_uid()}")
+    patient = b.add("patient", "exec sleep 600", resources={kind: {"value": "/data/x", "wait": True}})
+    done = threading.Event()
+    threading.Thread(target=lambda: (b.start(timeout=60), done.set()), daemon=True).start()
+    wait_until(lambda: patient.reason == f"waiting for {kind}", 30, "the pending reason")
+    assert not done.is_set()
+    a.stop(timeout=30)
+    assert done.wait(60)
+    assert patient.state == "ready" and patient.resources == {kind: ["/data/x"]}
+
+
 def test_custom_type_with_a_check_command(make_stack, tmp_path: Path) -> None:
     kind = f"slot-{_uid()}"
     ok = tmp_path / "ok"

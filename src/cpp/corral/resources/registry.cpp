@@ -313,6 +313,7 @@ AllocationResult allocate(const ResourceType& t, const ClaimRequest& req, const 
         auto h = claim_holder(t.name, v);
         out.error = fmt::format("{} {} is taken by {}", t.name, v, h ? describe_holder(*h) : "another process");
         out.claims.clear();
+        out.exhausted = true;  // its holder may release it: a `wait` claim waits for that
         return out;
       }
       if (!usable(v)) {

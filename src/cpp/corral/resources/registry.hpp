@@ -120,7 +120,9 @@ struct ClaimRequest {
 struct AllocationResult {
   std::vector<Claim> claims;
   std::string error;       // empty on success
-  bool exhausted = false;  // no free value now (a wait may help); false for a taken given value
+  // No free value now, or a given value is held by another claim: a wait may help. False
+  // when the OS or a check refused the value (a wait would not change that).
+  bool exhausted = false;
 };
 
 // Claims `count` values of `t` (or the given ones). Scans from a random start so that
