@@ -103,7 +103,7 @@ PortLease allocate_port(const ClaimOwner& owner) {
     int port = ntohs(addr.sin_port);
     // The same registry as every other resource: a port pinned or drawn from a range by
     // another corral (tcpport, vncport) is never handed out here too.
-    if (auto claim = try_claim("port", std::to_string(port), owner))
+    if (auto claim = try_claim("port", std::to_string(port), owner, true))
       return PortLease(port, std::move(sock), std::move(*claim));
     rejected.push_back(std::move(sock));
   }
@@ -111,7 +111,7 @@ PortLease allocate_port(const ClaimOwner& owner) {
 }
 
 PortLease claim_port(int port, const ClaimOwner& owner) {
-  auto claim = try_claim("port", std::to_string(port), owner);
+  auto claim = try_claim("port", std::to_string(port), owner, true);
   if (!claim) {
     auto h = claim_holder("port", std::to_string(port));
     throw Error(fmt::format("port {} is taken by {}", port, h ? describe_holder(*h) : "another process"));

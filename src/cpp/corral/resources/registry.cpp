@@ -188,8 +188,9 @@ std::string describe_holder(const ClaimRecord& r) {
 void Claim::release() noexcept {
   if (!fd_) return;
   // Unlinked while still locked: whoever opened this inode meanwhile sees, once it has the
-  // lock, that the path no longer names it, and starts over.
-  ::unlink(path_.c_str());
+  // lock, that the path no longer names it, and starts over. A kept file is only unlocked
+  // (its stale content is never shown: listing asks /proc/locks who holds a lock).
+  if (!keep_file_) ::unlink(path_.c_str());
   fd_.reset();
 }
 
@@ -198,7 +199,8 @@ std::string claims_dir() {
   return dir;
 }
 
-std::optional<Claim> try_claim(const std::string& type, const std::string& value, const ClaimOwner& owner) {
+std::optional<Claim> try_claim(const std::string& type, const std::string& value, const ClaimOwner& owner,
+                               bool keep_file) {
   std::string path = claims_dir() + "/" + claim_name(type, value);
   for (;;) {
     Fd fd(os::open_private(path, O_RDWR | O_CREAT));
@@ -212,7 +214,7 @@ std::optional<Claim> try_claim(const std::string& type, const std::string& value
     if (::stat(path.c_str(), &named) != 0 || held.st_ino != named.st_ino || held.st_dev != named.st_dev)
       continue;  // released (unlinked) between our open and our lock: try the new file
     write_record(fd.get(), type, value, owner);
-    return Claim(type, value, std::move(path), std::move(fd));
+    return Claim(type, value, std::move(path), std::move(fd), keep_file);
   }
 }
 
@@ -308,7 +310,7 @@ AllocationResult allocate(const ResourceType& t, const ClaimRequest& req, const 
   };
   if (!req.given.empty()) {
     for (const auto& v : req.given) {
-      auto c = try_claim(t.name, v, owner);
+      auto c = try_claim(t.name, v, owner, t.kind != ResourceType::Kind::free);
       if (!c) {
         auto h = claim_holder(t.name, v);
         out.error = fmt::format("{} {} is taken by {}", t.name, v, h ? describe_holder(*h) : "another process");
@@ -358,7 +360,7 @@ AllocationResult allocate(const ResourceType& t, const ClaimRequest& req, const 
   std::size_t start = size == 0 ? 0 : static_cast<std::size_t>(salt.fetch_add(0x9E3779B97F4A7C15ULL) % size);
   for (std::size_t i = 0; i < size && static_cast<int>(out.claims.size()) < req.count; ++i) {
     const std::string v = value_at((start + i) % size);
-    auto c = try_claim(t.name, v, owner);
+    auto c = try_claim(t.name, v, owner, true);
     if (!c) continue;
     if (!usable(v)) continue;  // released by the destructor
     out.claims.push_back(std::move(*c));

@@ -6,10 +6,12 @@
 // it: no sweeper, no pid that could be recycled. The file's content (type, value, pid,
 // process start time, boot id, stack, service) is only for display and error messages.
 //
-// Unlink-after-lock: a released claim's file is unlinked while its lock is still held, so
-// a claimer that opened the old inode just before would lock a file nobody can find. So a
-// claimer checks, after locking, that the path still names the inode it locked (fstat vs
-// stat) and starts over when it does not.
+// Unlink-after-lock: a released claim's file of a free-form type (paths, names: no bound
+// on how many) is unlinked while its lock is still held, so a claimer that opened the old
+// inode just before would lock a file nobody can find. So a claimer checks, after locking,
+// that the path still names the inode it locked (fstat vs stat) and starts over when it
+// does not. Files of bounded pools (ranges, lists, ports) are kept for the next claim:
+// creating and deleting an inode per claim costs milliseconds on a busy ext4 /tmp.
 //
 // Safe across threads (every call opens its own file description), processes, users'
 // stacks and pytest-xdist workers.
@@ -65,8 +67,9 @@ std::string describe_holder(const ClaimRecord& r);
 class Claim {
  public:
   Claim() = default;
-  Claim(std::string type, std::string value, std::string path, Fd fd)
-      : type_(std::move(type)), value_(std::move(value)), path_(std::move(path)), fd_(std::move(fd)) {}
+  Claim(std::string type, std::string value, std::string path, Fd fd, bool keep_file)
+      : type_(std::move(type)), value_(std::move(value)), path_(std::move(path)), fd_(std::move(fd)),
+        keep_file_(keep_file) {}
   Claim(Claim&&) noexcept = default;
   Claim& operator=(Claim&& o) noexcept {
     if (this != &o) {
@@ -75,6 +78,7 @@ class Claim {
       value_ = std::move(o.value_);
       path_ = std::move(o.path_);
       fd_ = std::move(o.fd_);
+      keep_file_ = o.keep_file_;
     }
     return *this;
   }
@@ -87,14 +91,17 @@ class Claim {
  private:
   std::string type_, value_, path_;
   Fd fd_;
+  bool keep_file_ = false;  // a value of a bounded pool: the file stays for the next claim
 };
 
 // <runtime dir>/claims, private. Throws corral::Error when the runtime directory is unsafe.
 std::string claims_dir();
 
 // Claims (type, value) if nobody holds it; nullopt when someone does. No probe, no check.
+// `keep_file`: the value belongs to a bounded pool, so its file is not unlinked on release.
 // Throws corral::Error when the claim file cannot be opened.
-std::optional<Claim> try_claim(const std::string& type, const std::string& value, const ClaimOwner& owner);
+std::optional<Claim> try_claim(const std::string& type, const std::string& value, const ClaimOwner& owner,
+                               bool keep_file = false);
 
 // The live holder of (type, value), if any.
 std::optional<ClaimRecord> claim_holder(const std::string& type, const std::string& value);
