@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <set>
 #include <string>
 #include <thread>
@@ -36,6 +37,13 @@ ResourceType range_type(const std::string& name, long lo, long hi) {
   t.lo = lo;
   t.hi = hi;
   return t;
+}
+
+// The files of a test's own type: kept files of bounded pools would pile up run after run.
+void remove_type_files(const std::string& type) {
+  std::string prefix = type + "@";
+  for (const auto& e : std::filesystem::directory_iterator(claims_dir()))
+    if (e.path().filename().string().rfind(prefix, 0) == 0) std::filesystem::remove(e.path());
 }
 
 bool read_all(int fd, void* buf, std::size_t n) {
@@ -116,6 +124,7 @@ TEST(Registry, ConcurrentAllocatorsNeverShareAValue) {
     EXPECT_EQ(ended, 2);
     EXPECT_EQ(seen.size(), 2u * 2 * kCalls * kEach) << "round " << round;
     for (int x : seen) EXPECT_EQ(seen.count(x), 1u) << "value " << x << " handed out twice";
+    remove_type_files(t.name);
   }
 }
 
@@ -195,6 +204,8 @@ TEST(Registry, ValueHeldByAForeignListenerIsSkipped) {
   auto again = allocate(t, ClaimRequest{1, {}}, ClaimOwner{});
   ASSERT_EQ(again.claims.size(), 1u) << again.error;
   EXPECT_EQ(again.claims[0].value(), std::to_string(port));
+  again.claims.clear();
+  remove_type_files(t.name);
 }
 
 TEST(Registry, CheckCommandPicksOnlyValuesThatPass) {
@@ -211,6 +222,7 @@ TEST(Registry, CheckCommandPicksOnlyValuesThatPass) {
   auto two = allocate(t, ClaimRequest{2, {}}, ClaimOwner{});
   EXPECT_TRUE(two.claims.empty());
   EXPECT_TRUE(two.exhausted);
+  remove_type_files(t.name);
 }
 
 TEST(Registry, CheckCommandTimesOut) {
