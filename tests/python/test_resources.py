@@ -421,6 +421,25 @@ def test_inherited_listen_socket_serves_across_a_restart(make_stack) -> None:
     assert web.pid == second
 
 
+_TWO_SOCKETS = """
+import os, socket
+assert os.environ["LISTEN_PID"] == str(os.getpid())
+assert os.environ["LISTEN_FDS"] == "2" and os.environ["LISTEN_FDNAMES"] == "a:b"
+assert not os.path.exists("/proc/self/fd/5")  # nothing else crosses exec
+for fd, port in ((3, int(os.environ["CORRAL_PORT_A"])), (4, int(os.environ["CORRAL_PORT_B"]))):
+    assert socket.socket(fileno=os.dup(fd)).getsockname()[1] == port
+print("ok", flush=True)
+"""
+
+
+def test_two_listening_sockets_arrive_as_fds_3_and_4(make_stack) -> None:
+    stack = make_stack(f"sa2-{_uid()}")
+    svc = stack.add("two", [sys.executable, "-c", _TWO_SOCKETS + "import time; time.sleep(600)"],
+                    ports=["a", "b"], listen=["a", "b"])
+    stack.start(timeout=30)
+    assert svc.wait_for_log("ok", timeout=30) == "ok"
+
+
 def test_cli_resources_lists_live_claims(make_stack) -> None:
     kind = f"cli-{_uid()}"
     stack = make_stack(f"cli-{_uid()}")

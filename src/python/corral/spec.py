@@ -734,9 +734,9 @@ def _listen(value: object, ports: list[str]) -> list[str]:
         if item in out:
             raise ConfigError(f"port '{item}' listed twice")
         out.append(item)
-    if len(out) > 1:
-        # The engine hands over one socket (fd 3) besides stdio.
-        raise ConfigError("at most one port can be handed over as a listening socket")
+    if len(out) > 8:
+        # spawn passes at most 8 fds besides stdio (kMaxPassedFds).
+        raise ConfigError("at most 8 ports can be handed over as listening sockets")
     return out
 
 

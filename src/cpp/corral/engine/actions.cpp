@@ -133,9 +133,10 @@ void Engine::Impl::act_spawn(StackState& st, Svc& s) {
     req.stderr_fd = err_w.get();
     // Hand the reserved ports over: from here on the service binds them itself.
     for (auto& l : s.leases) l.release_socket();
-    // Socket activation: the listener goes in as fd 3 (LISTEN_FDS=1).
+    // Socket activation: the listeners go in as fds 3, 4, ... (LISTEN_FDS=N).
     if (!s.listen_fds.empty()) {
       req.pass_fd = s.listen_fds[0].get();
+      for (std::size_t i = 1; i < s.listen_fds.size(); ++i) req.more_fds.push_back(s.listen_fds[i].get());
       req.listen_pid = true;
     }
     r = spawn(req);

@@ -8,6 +8,7 @@
 #include "corral/checks/pattern.hpp"
 #include "corral/engine/engine.hpp"
 #include "corral/graph/graph.hpp"
+#include "corral/spawn/spawn.hpp"
 #include "corral/template/template.hpp"
 
 namespace corral {
@@ -194,8 +195,8 @@ void validate_stack(const StackSpec& spec) {
     }
     for (const auto& l : svc.listen)
       if (!seen.contains(l)) fail(fmt::format("listen: the service has no port named '{}'", l));
-    // One inherited socket (fd 3) for now: spawn passes one fd besides stdio.
-    if (svc.listen.size() > 1) fail("listen: at most one port can be handed over as a socket");
+    if (svc.listen.size() > static_cast<std::size_t>(kMaxPassedFds))
+      fail(fmt::format("listen: at most {} ports can be handed over as sockets", kMaxPassedFds));
     std::set<std::string> claimed;
     for (const auto& r : svc.resources) {
       if (!is_valid_name(r.name) || !claimed.insert(r.name).second)
