@@ -115,6 +115,7 @@ py::dict status_dict(const ServiceStatus& s) {
   d["restarts"] = s.restarts;
   d["exit_code"] = s.exit_code ? py::object(py::int_(*s.exit_code)) : py::object(py::none());
   d["ports"] = s.ports;
+  d["resources"] = s.resources;
   d["reason"] = text(s.reason);
   d["started_at"] = s.started_at > 0 ? py::object(py::float_(s.started_at)) : py::object(py::none());
   d["ready_at"] = s.ready_at > 0 ? py::object(py::float_(s.ready_at)) : py::object(py::none());

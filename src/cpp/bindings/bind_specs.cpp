@@ -3,10 +3,14 @@
 #include <pybind11/stl.h>
 
 #include "bindings.hpp"
+#include "edge.hpp"
 #include "corral/checks/pattern.hpp"
 #include "corral/core/types.hpp"
 #include "corral/engine/engine.hpp"
 #include "corral/graph/graph.hpp"
+#include "corral/resources/registry.hpp"
+
+#include <chrono>
 
 namespace py = pybind11;
 
@@ -55,6 +59,31 @@ void register_specs(py::module_& m) {
       .def_readwrite("reset_after", &RestartSpec::reset_after)
       .def_readwrite("jitter", &RestartSpec::jitter);
 
+  py::class_<ResourceTypeSpec>(m, "ResourceTypeSpec")
+      .def(py::init<>())
+      .def_readwrite("name", &ResourceTypeSpec::name)
+      .def_property(
+          "range",
+          [](const ResourceTypeSpec& t) -> std::optional<std::pair<long, long>> {
+            if (!t.has_range) return std::nullopt;
+            return std::make_pair(t.range_lo, t.range_hi);
+          },
+          [](ResourceTypeSpec& t, std::optional<std::pair<long, long>> r) {
+            t.has_range = r.has_value();
+            if (r) std::tie(t.range_lo, t.range_hi) = *r;
+          })
+      .def_readwrite("values", &ResourceTypeSpec::values)
+      .def_readwrite("check", &ResourceTypeSpec::check)
+      .def_readwrite("env", &ResourceTypeSpec::env)
+      .def_readwrite("timeout", &ResourceTypeSpec::timeout);
+
+  py::class_<ResourceClaimSpec>(m, "ResourceClaimSpec")
+      .def(py::init<>())
+      .def_readwrite("name", &ResourceClaimSpec::name)
+      .def_readwrite("count", &ResourceClaimSpec::count)
+      .def_readwrite("values", &ResourceClaimSpec::values)
+      .def_readwrite("wait", &ResourceClaimSpec::wait);
+
   py::class_<ServiceSpec>(m, "ServiceSpec")
       .def(py::init<>())
       .def_readwrite("name", &ServiceSpec::name)
@@ -62,6 +91,9 @@ void register_specs(py::module_& m) {
       .def_readwrite("env", &ServiceSpec::env)
       .def_readwrite("cwd", &ServiceSpec::cwd)
       .def_readwrite("ports", &ServiceSpec::ports)
+      .def_readwrite("pinned_ports", &ServiceSpec::pinned_ports)
+      .def_readwrite("listen", &ServiceSpec::listen)
+      .def_readwrite("resources", &ServiceSpec::resources)
       .def_property(
           "depends_on",
           [](const ServiceSpec& s) {
@@ -89,7 +121,52 @@ void register_specs(py::module_& m) {
       .def(py::init<>())
       .def_readwrite("name", &StackSpec::name)
       .def_readwrite("services", &StackSpec::services)
-      .def_readwrite("base_env", &StackSpec::base_env);
+      .def_readwrite("base_env", &StackSpec::base_env)
+      .def_readwrite("resource_types", &StackSpec::resource_types);
+
+  m.def(
+      "claims",
+      [] {
+        // Reads a directory and /proc/locks: without the GIL.
+        std::vector<ClaimRecord> rows = without_gil([] { return list_claims(); });
+        py::list out;
+        for (const auto& r : rows) {
+          py::dict d;
+          d["type"] = text(r.type);
+          d["value"] = text(r.value);
+          d["stack"] = text(r.stack);
+          d["service"] = text(r.service);
+          d["pid"] = r.pid;
+          d["start_time"] = r.start_time;
+          d["boot_id"] = r.boot_id;
+          out.append(d);
+        }
+        return out;
+      },
+      "Every live resource claim on this machine (this user's runtime directory).");
+  // For bench/claims.py: `count` claims of a range type [first, last], all held until the
+  // end; returns the seconds each one took, so a cost that grows with the live claims shows.
+  m.def(
+      "_bench_claims",
+      [](const std::string& type, long first, long last, int count) {
+        return without_gil([&] {
+          ResourceType t;
+          t.name = type;
+          t.kind = ResourceType::Kind::range;
+          t.lo = first;
+          t.hi = last;
+          std::vector<Claim> held;
+          std::vector<double> took;
+          for (int i = 0; i < count; ++i) {
+            auto t0 = std::chrono::steady_clock::now();
+            auto r = allocate(t, ClaimRequest{1, {}}, ClaimOwner{"bench", "claims"});
+            took.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+            for (auto& c : r.claims) held.push_back(std::move(c));
+          }
+          return took;
+        });
+      },
+      py::arg("type"), py::arg("first"), py::arg("last"), py::arg("count"));
 
   m.def(
       "check_regex",

@@ -17,8 +17,10 @@ from __future__ import annotations
 from .checks import Check, ExecCheck, HttpCheck, LogCheck, NotifyCheck, TcpCheck
 from .client import Client, RemoteService, connect, list_stacks
 from .errors import ConfigError, CorralError, StackClosed, StartError, Timeout
+from .resources import ResourceType, claims
 from .restart import Restart
 from .stack import STATES, Service, Stack
+from .templates import Template
 
 __version__ = "0.1.0"
 
@@ -33,14 +35,17 @@ __all__ = [
     "LogCheck",
     "NotifyCheck",
     "RemoteService",
+    "ResourceType",
     "Restart",
     "Service",
     "Stack",
     "StackClosed",
     "StartError",
     "TcpCheck",
+    "Template",
     "Timeout",
     "__version__",
+    "claims",
     "connect",
     "list_stacks",
 ]

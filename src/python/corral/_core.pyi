@@ -4,7 +4,7 @@ corral's native engine (private; use the `corral` package)
 from __future__ import annotations
 import collections.abc
 import typing
-__all__: list[str] = ['CheckSpec', 'ControlServer', 'Engine', 'RestartSpec', 'ServiceSpec', 'Stack', 'StackSpec', 'check_regex', 'levels', 'private_dir', 'runtime_dir', 'validate']
+__all__: list[str] = ['CheckSpec', 'ControlServer', 'Engine', 'ResourceClaimSpec', 'ResourceTypeSpec', 'RestartSpec', 'ServiceSpec', 'Stack', 'StackSpec', 'check_regex', 'claims', 'levels', 'private_dir', 'runtime_dir', 'validate']
 class CheckSpec:
     kind: str
     path: str
@@ -82,6 +82,47 @@ class RestartSpec:
     @reset_after.setter
     def reset_after(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
         ...
+class ResourceTypeSpec:
+    check: str
+    env: str
+    name: str
+    def __init__(self) -> None:
+        ...
+    @property
+    def range(self) -> tuple[int, int] | None:
+        ...
+    @range.setter
+    def range(self, arg1: tuple[typing.SupportsInt | typing.SupportsIndex, typing.SupportsInt | typing.SupportsIndex] | None) -> None:
+        ...
+    @property
+    def timeout(self) -> float:
+        ...
+    @timeout.setter
+    def timeout(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def values(self) -> list[str]:
+        ...
+    @values.setter
+    def values(self, arg0: collections.abc.Sequence[str]) -> None:
+        ...
+class ResourceClaimSpec:
+    name: str
+    wait: bool
+    def __init__(self) -> None:
+        ...
+    @property
+    def count(self) -> int:
+        ...
+    @count.setter
+    def count(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def values(self) -> list[str]:
+        ...
+    @values.setter
+    def values(self, arg0: collections.abc.Sequence[str]) -> None:
+        ...
 class ServiceSpec:
     cwd: str
     health: CheckSpec | None
@@ -109,6 +150,12 @@ class ServiceSpec:
     def env(self, arg0: collections.abc.Mapping[str, str]) -> None:
         ...
     @property
+    def listen(self) -> list[str]:
+        ...
+    @listen.setter
+    def listen(self, arg0: collections.abc.Sequence[str]) -> None:
+        ...
+    @property
     def log_bytes(self) -> int:
         ...
     @log_bytes.setter
@@ -121,10 +168,22 @@ class ServiceSpec:
     def log_lines(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
     @property
+    def pinned_ports(self) -> dict[str, int]:
+        ...
+    @pinned_ports.setter
+    def pinned_ports(self, arg0: collections.abc.Mapping[str, typing.SupportsInt | typing.SupportsIndex]) -> None:
+        ...
+    @property
     def ports(self) -> list[str]:
         ...
     @ports.setter
     def ports(self, arg0: collections.abc.Sequence[str]) -> None:
+        ...
+    @property
+    def resources(self) -> list[ResourceClaimSpec]:
+        ...
+    @resources.setter
+    def resources(self, arg0: collections.abc.Sequence[ResourceClaimSpec]) -> None:
         ...
     @property
     def stop_signal(self) -> int:
@@ -147,6 +206,12 @@ class StackSpec:
         ...
     @base_env.setter
     def base_env(self, arg0: collections.abc.Mapping[str, str]) -> None:
+        ...
+    @property
+    def resource_types(self) -> list[ResourceTypeSpec]:
+        ...
+    @resource_types.setter
+    def resource_types(self, arg0: collections.abc.Sequence[ResourceTypeSpec]) -> None:
         ...
     @property
     def services(self) -> list[ServiceSpec]:
@@ -219,9 +284,15 @@ class ControlServer:
     @property
     def unix_path(self) -> str:
         ...
+def _bench_claims(type: str, first: typing.SupportsInt | typing.SupportsIndex, last: typing.SupportsInt | typing.SupportsIndex, count: typing.SupportsInt | typing.SupportsIndex) -> list[float]:
+    ...
 def check_regex(pattern: str) -> None:
     """
     Raise ConfigError unless `pattern` is a valid ECMAScript regex.
+    """
+def claims() -> list:
+    """
+    Every live resource claim on this machine (this user's runtime directory).
     """
 def levels(spec: StackSpec) -> list[list[str]]:
     """

@@ -317,6 +317,24 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_resources(args: argparse.Namespace) -> int:
+    """Every live resource claim on this machine (ports included), whoever holds it."""
+    import json
+
+    from .resources import claims
+
+    rows = claims()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    columns = ("type", "value", "stack", "service", "pid")
+    table = [columns] + [tuple(str(r[c]) for c in columns) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -342,6 +360,10 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("-f", "--file")
     graph.add_argument("-v", "--verbose", action="store_true", help="show commands too")
     graph.set_defaults(func=_cmd_graph)
+
+    resources = sub.add_parser("resources", help="list every resource claim on this machine")
+    resources.add_argument("--json", action="store_true", help="as a JSON list of claims")
+    resources.set_defaults(func=_cmd_resources)
     return p
 
 

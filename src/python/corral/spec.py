@@ -36,6 +36,7 @@ from .checks import (
     _command,
 )
 from .errors import MAX_SECONDS, ConfigError, _integer, _keyed, _number, _number_text, _show, _suggest, _utf8
+from .resources import ResourceClaim, ResourceType, make_claims, resource_type_from_table
 from .restart import Restart
 
 __all__ = [
@@ -75,9 +76,13 @@ SERVICE_KEYS = (
     "replicas",
     "log_lines",
     "env_file",
+    "resources",
+    "listen",
 )
+# A service table of a file may also instantiate a template (see `Stack.add_from`).
+_TEMPLATE_KEYS = ("template", "vars")
 
-_TOP_KEYS = ("name", "services", "env_file")
+_TOP_KEYS = ("name", "services", "resources", "templates", "env_file")
 # Names end up in templates ({{db.port.main}}), file and socket names, log prefixes and
 # Prometheus labels: ASCII only, no '/', no quotes or control characters, not '.' or '..',
 # and short enough that `name-10000` still fits in a socket path (108 bytes).
@@ -117,6 +122,9 @@ class ServiceSpec:
     stop_timeout: float = 10.0
     replicas: int = 1
     log_lines: int = 10000
+    pinned_ports: dict[str, int] = field(default_factory=dict)
+    listen: list[str] = field(default_factory=list)
+    resources: dict[str, ResourceClaim] = field(default_factory=dict)
 
 
 @dataclass
@@ -126,6 +134,7 @@ class StackConfig:
     name: str | None
     services: list[ServiceSpec]
     file: str | None = None
+    resource_types: list[ResourceType] = field(default_factory=list)
 
 
 # -- the Python API --------------------------------------------------------------------
@@ -135,7 +144,7 @@ def make_service(
     name: str,
     command: list[str] | str,
     *,
-    ports: list[str] | None = None,
+    ports: list[str] | Mapping[str, int] | None = None,
     env: Mapping[str, Any] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     depends_on: list[str] | Mapping[str, str] | None = None,
@@ -147,6 +156,8 @@ def make_service(
     replicas: int = 1,
     log_lines: int = 10000,
     env_file: str | os.PathLike[str] | list[str | os.PathLike[str]] | None = None,
+    resources: Mapping[str, Any] | None = None,
+    listen: list[str] | None = None,
     _file: str | None = None,
 ) -> ServiceSpec:
     """Validates the options of one service and returns its normalised spec.
@@ -157,6 +168,7 @@ def make_service(
     try:
         valid_name = _service_name(name)
         port_names = _keyed("ports", _ports, ports)
+        pinned = _keyed("ports", _pinned_ports, ports)
         return ServiceSpec(
             name=valid_name,
             command=_keyed("command", _command, command),
@@ -172,6 +184,9 @@ def make_service(
             stop_timeout=_keyed("stop_timeout", _number, stop_timeout, strict=False),
             replicas=_keyed("replicas", _integer, replicas, minimum=1, maximum=MAX_REPLICAS),
             log_lines=_keyed("log_lines", _integer, log_lines, minimum=1),
+            pinned_ports=pinned,
+            listen=_keyed("listen", _listen, listen, port_names),
+            resources=_keyed("resources", make_claims, resources),
         )
     except ConfigError as err:
         err._add_context(file=_file, service=name if isinstance(name, str) else _show(name))
@@ -293,11 +308,60 @@ def _parse_config(data: Any, environ: Mapping[str, str], file: str | None) -> St
         raise ConfigError(f"expected a table of services, got {_show(services)}", key="services")
     if not services:
         raise ConfigError("expected at least one service, got an empty table", key="services")
-    specs = [_service_from_table(svc, table, base) for svc, table in services.items()]
+    types_table = data.get("resources", {})
+    if not isinstance(types_table, Mapping):
+        raise ConfigError(f"expected a table of resource types, got {_show(types_table)}", key="resources")
+    types = [resource_type_from_table(n, t) for n, t in types_table.items()]
+    templates = data.get("templates", {})
+    if not isinstance(templates, Mapping):
+        raise ConfigError(f"expected a table of templates, got {_show(templates)}", key="templates")
+    specs: list[ServiceSpec] = []
+    for svc, table in services.items():
+        if isinstance(table, Mapping) and "template" in table:
+            specs.append(_service_from_template(svc, table, templates, base))
+        else:
+            specs.append(_service_from_table(svc, table, base))
     for spec in specs:  # the stack's env files under each service's own variables
         spec.env = {**stack_env, **spec.env}
     _check_dependencies(specs)
-    return StackConfig(name=name, services=specs, file=file)
+    return StackConfig(name=name, services=specs, file=file, resource_types=types)
+
+
+def _service_from_template(name: Any, table: Mapping[str, Any], templates: Mapping[str, Any],
+                           directory: str) -> ServiceSpec:
+    """``template = "NAME"`` and ``vars = {...}``, plus any option that overrides the template's."""
+    from .templates import instantiate
+
+    ref = table["template"]
+    if not isinstance(ref, str) or ref not in templates:
+        known = ", ".join(str(k) for k in templates) or "none defined"
+        raise ConfigError(f"unknown template {_show(ref)} (templates: {known})",
+                          service=str(name), key="template")
+    base = templates[ref]
+    if not isinstance(base, Mapping):
+        raise ConfigError(f"expected a table of options, got {_show(base)}", key=f"templates.{ref}")
+    try:
+        for key in base:
+            if key != "vars":
+                _known_key(key, SERVICE_KEYS)
+        for key in table:
+            if key not in _TEMPLATE_KEYS:
+                _known_key(key, SERVICE_KEYS)
+    except ConfigError as err:
+        err._add_context(service=str(name))
+        raise
+    options = {k: v for k, v in base.items() if k != "vars"}
+    options.update({k: v for k, v in table.items() if k not in _TEMPLATE_KEYS})
+    defaults = base.get("vars", {})
+    if "command" not in options:
+        raise ConfigError("missing: the template has no command", key=f"templates.{ref}.command")
+    if options.get("env_file") is not None:
+        try:
+            options["env_file"] = _env_file_paths(options["env_file"], directory)
+        except ConfigError as err:
+            err._add_context(service=str(name), key="env_file")
+            raise
+    return instantiate(name, options, defaults, table.get("vars"))
 
 
 def _service_from_table(name: Any, table: Any, base: str) -> ServiceSpec:
@@ -651,7 +715,9 @@ _stack_name = stack_name
 def _ports(value: object) -> list[str]:
     if value is None:
         return []
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+    if isinstance(value, Mapping):
+        value = list(value)  # {name = number}: pinned ports (see _pinned_ports)
+    elif isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise ConfigError(f"expected a list of names, got {_show(value)}")
     names: list[str] = []
     upper: dict[str, str] = {}
@@ -670,6 +736,37 @@ def _ports(value: object) -> list[str]:
         upper[item.upper()] = item
         names.append(item)
     return names
+
+
+def _pinned_ports(value: object) -> dict[str, int]:
+    """``ports = {http = 8080}`` pins numbers (0 or None: allocate that one as usual)."""
+    if not isinstance(value, Mapping):
+        return {}
+    out: dict[str, int] = {}
+    for name, number in value.items():
+        if number is None or number == 0:
+            continue
+        out[name] = _keyed(str(name), _integer, number, minimum=1, maximum=65535)
+    return out
+
+
+def _listen(value: object, ports: list[str]) -> list[str]:
+    """Port names to bind and listen on before the spawn, handed over as fds 3.. ."""
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ConfigError(f"expected a list of port names, got {_show(value)}")
+    out: list[str] = []
+    for item in value:
+        if not isinstance(item, str) or item not in ports:
+            raise ConfigError(f"{_show(item)} is not a port of the service{_suggest(str(item), ports)}")
+        if item in out:
+            raise ConfigError(f"port '{item}' listed twice")
+        out.append(item)
+    if len(out) > 8:
+        # spawn passes at most 8 fds besides stdio (kMaxPassedFds).
+        raise ConfigError("at most 8 ports can be handed over as listening sockets")
+    return out
 
 
 def _env(value: object) -> dict[str, str]:

@@ -25,8 +25,10 @@ from typing import Any, TypeVar
 from . import _api, _core, _engine
 from .checks import Check, ExecCheck, HttpCheck, LogCheck, NotifyCheck, TcpCheck
 from .errors import ConfigError, CorralError, StackClosed, StartError, Timeout
+from .resources import ResourceType, make_resource_type
 from .restart import Restart
 from .spec import ServiceSpec, StackConfig, load_file, make_service, stack_name, wait_timeout
+from .templates import Template, instantiate
 
 __all__ = ["STATES", "Service", "Stack"]
 
@@ -99,6 +101,14 @@ def _service_to_core(spec: ServiceSpec, name: str) -> Any:
     s.env = dict(spec.env)
     s.cwd = spec.cwd or ""
     s.ports = list(spec.ports)
+    s.pinned_ports = dict(spec.pinned_ports)
+    s.listen = list(spec.listen)
+    claims = []
+    for res, claim in spec.resources.items():
+        c = _core.ResourceClaimSpec()
+        c.name, c.count, c.values, c.wait = res, claim.count, list(claim.values), claim.wait
+        claims.append(c)
+    s.resources = claims
     s.depends_on = list(spec.depends_on.items())
     s.ready = None if spec.ready is None else _check_to_core(spec.ready)
     s.health = None if spec.health is None else _check_to_core(spec.health)
@@ -183,6 +193,11 @@ class Service:
         if len(ports) != 1:
             raise CorralError(f"service '{self.name}' has {len(ports)} ports; use .ports[name]")
         return next(iter(ports.values()))
+
+    @property
+    def resources(self) -> dict[str, list[str]]:
+        """The values this service holds, by resource name (empty when it holds none)."""
+        return {k: list(v) for k, v in self._row().get("resources", {}).items()}
 
     @property
     def restarts(self) -> int:
@@ -340,6 +355,8 @@ class Stack:
         self._api_tcp = api_tcp
         self._served: _api.Served | None = None
         self._specs: dict[str, ServiceSpec] = {}
+        self._resource_types: dict[str, ResourceType] = {}
+        self._templates: dict[str, Template] = {}
         self._services: dict[str, Service] = {}
         self._native = _Native()
         # Two first starts at once (threads, or asyncio.gather of async_start) must share
@@ -370,6 +387,8 @@ class Stack:
             elif not os.path.isabs(spec.cwd) and not spec.cwd.startswith("{{"):
                 spec.cwd = os.path.join(base, spec.cwd)
             stack._add_spec(spec)
+        for t in config.resource_types:
+            stack._resource_types[t.name] = t
         stack._validate()
         return stack
 
@@ -388,6 +407,61 @@ class Stack:
             raise ConfigError(f"unknown option '{unknown[0]}'{hint}", service=name)
         spec = make_service(name, command, **options)
         return self._add_spec(spec)
+
+    def resource_type(
+        self,
+        name: str,
+        *,
+        range: tuple[int, int] | list[int] | None = None,
+        values: list[Any] | tuple[Any, ...] | None = None,
+        check: str | None = None,
+        env: str | None = None,
+        timeout: float = 10.0,
+    ) -> ResourceType:
+        """Declares a pool of values services may claim (``resources={name: count}``):
+        an inclusive integer `range`, a list of `values`, or neither (each claim gives its
+        value). `check` (``{{value}}`` filled in, run by /bin/sh) must exit 0 within
+        `timeout` seconds for a value to be used; `env` also exports the claimed values
+        under that name, comma-joined. Raises ConfigError."""
+        if self._handle is not None or self._closed:
+            raise CorralError(f"cannot declare resource '{name}': the stack has already been started")
+        t = make_resource_type(name, range=range, values=values, check=check, env=env, timeout=timeout)
+        if t.name in self._resource_types:
+            raise ConfigError(f"resource type '{t.name}' is already declared", key=f"resources.{t.name}")
+        self._resource_types[t.name] = t
+        return t
+
+    def template(self, name: str, command: list[str] | str, *, vars: dict[str, Any] | None = None,
+                 **options: Any) -> Template:
+        """A command with options (those of `add`) and default `vars`, to instantiate with
+        `add_from`; ``{{vars.KEY}}`` in its strings is filled in per instance."""
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"invalid template name {name!r}", key="templates")
+        unknown = sorted(set(options) - _OPTIONS)
+        if unknown:
+            raise ConfigError(f"unknown option '{unknown[0]}'", key=f"templates.{name}")
+        t = Template(name, command, dict(options), dict(vars or {}))
+        self._templates[name] = t
+        return t
+
+    def add_from(self, template: Template | str, name: str, *, vars: dict[str, Any] | None = None,
+                 **overrides: Any) -> Service:
+        """A service from a template (or a template's name): its options, then `overrides`,
+        with ``{{vars.KEY}}`` filled from `vars` over the template's defaults. Each
+        instance claims its own resources and ports. Raises ConfigError."""
+        if isinstance(template, str):
+            if template not in self._templates:
+                raise ConfigError(f"unknown template '{template}'", service=name, key="template")
+            template = self._templates[template]
+        if self._handle is not None or self._closed:
+            raise CorralError(f"cannot add service '{name}': the stack has already been started")
+        if isinstance(name, str) and name in self._specs:
+            raise ConfigError(f"service '{name}' is already defined", service=name)
+        unknown = sorted(set(overrides) - _OPTIONS)
+        if unknown:
+            raise ConfigError(f"unknown option '{unknown[0]}'", service=name)
+        options = {"command": template.command, **template.options, **overrides}
+        return self._add_spec(instantiate(name, options, template.vars, vars))
 
     def _add_spec(self, spec: ServiceSpec) -> Service:
         self._specs[spec.name] = spec
@@ -413,6 +487,13 @@ class Stack:
         s.name = self.name or "corral"
         expanded = _expand_replicas(list(self._specs.values()))
         s.services = [_service_to_core(spec, name) for name, spec in expanded]
+        types = []
+        for t in self._resource_types.values():
+            c = _core.ResourceTypeSpec()
+            c.name, c.range, c.values = t.name, t.range, list(t.values)
+            c.check, c.env, c.timeout = t.check or "", t.env or "", t.timeout
+            types.append(c)
+        s.resource_types = types
         # As bytes: one variable that is not UTF-8 in the owner's environment must neither
         # stop every start (the binding cannot encode its surrogates) nor be altered.
         s.base_env = dict(os.environb)  # type: ignore[arg-type]  # std::string takes bytes too

@@ -82,12 +82,35 @@ struct Dependency {
   Condition condition = Condition::ready;
 };
 
+// A pool of resource values declared by the stack (stack.resource_type, [resources.NAME]).
+// Exactly one of range / values, or neither for a free-form type (the claim gives values).
+struct ResourceTypeSpec {
+  std::string name;
+  bool has_range = false;
+  long range_lo = 0, range_hi = -1;  // inclusive
+  std::vector<std::string> values;
+  std::string check;    // /bin/sh -c, {{value}} filled in; exit 0 = usable
+  std::string env;      // extra variable name for the values, comma-joined
+  double timeout = 10.0;  // seconds for one check
+};
+
+// What a service claims of one resource: `count` values of the pool, or the given ones.
+struct ResourceClaimSpec {
+  std::string name;
+  int count = 1;
+  std::vector<std::string> values;  // given values; then count is their number
+  bool wait = false;                // an exhausted pool keeps the service pending
+};
+
 struct ServiceSpec {
   std::string name;
   std::vector<std::string> argv;           // a shell command arrives as {"/bin/sh","-c",cmd}
   std::map<std::string, std::string> env;  // the service's own variables (templated)
   std::string cwd;                         // templated; empty = the owner's cwd
   std::vector<std::string> ports;          // names of ports to allocate
+  std::map<std::string, int> pinned_ports; // names among `ports` with a fixed number
+  std::vector<std::string> listen;         // port names bound+listening, passed as fds 3..
+  std::vector<ResourceClaimSpec> resources;
   std::vector<Dependency> depends_on;
   std::optional<CheckSpec> ready;
   std::optional<CheckSpec> health;
@@ -104,6 +127,7 @@ struct StackSpec {
   // The environment every service starts from (the owner's, captured by the caller so the
   // engine thread never reads `environ` while another thread may be changing it).
   std::map<std::string, std::string> base_env;
+  std::vector<ResourceTypeSpec> resource_types;
 };
 
 // Bad specs. The message names the service and the key.

@@ -28,6 +28,9 @@ bool Engine::Impl::dispatch(StackState& st, Svc& s, Event ev, std::string why, s
     publish_status(st, s);
     publish_state(st, s, detail);
   }
+  // Settled with no process left: its resource claims go (a start claims them again).
+  // (Also drops a pending `wait` retry and a claim job in flight: cheap when there is none.)
+  if (is_settled(s.state) && !s.proc.full()) release_claims(s);
   run_action(st, s, next->action, detail);
   changed(st, s);
   return true;
@@ -105,6 +108,9 @@ void Engine::Impl::end_budget(Svc& s) {
 
 void Engine::Impl::act_spawn(StackState& st, Svc& s) {
   if (s.proc.full()) return;  // never two processes: try_start waits for the reap
+  // Resources first: a service waiting for a value (or for its check) stays pending, and
+  // try_start comes back here once it has them.
+  if (!claim_resources(st, s)) return;
   if (s.state == State::backoff) {
     ++s.restarts;
     ++s.streak;
@@ -114,6 +120,8 @@ void Engine::Impl::act_spawn(StackState& st, Svc& s) {
   Fd out_r, out_w, err_r, err_w;
   try {
     ensure_ports(s);
+    if (!s.port_error.empty()) throw Error(s.port_error);
+    if (auto why = open_listeners(s); !why.empty()) throw Error(why);
     auto resolve = resolver(st, s);
     if (s.spec.ready && s.spec.ready->kind == CheckSpec::Kind::notify) open_notify(st, s);
     for (const auto& a : s.spec.argv) req.argv.push_back(render_template(a, resolve));
@@ -130,6 +138,12 @@ void Engine::Impl::act_spawn(StackState& st, Svc& s) {
     req.stderr_fd = err_w.get();
     // Hand the reserved ports over: from here on the service binds them itself.
     for (auto& l : s.leases) l.release_socket();
+    // Socket activation: the listeners go in as fds 3, 4, ... (LISTEN_FDS=N).
+    if (!s.listen_fds.empty()) {
+      req.pass_fd = s.listen_fds[0].get();
+      for (std::size_t i = 1; i < s.listen_fds.size(); ++i) req.more_fds.push_back(s.listen_fds[i].get());
+      req.listen_pid = true;
+    }
     r = spawn(req);
     if (!r) error = r.message;
   }
@@ -278,8 +292,8 @@ void Engine::Impl::on_exit(StackState& st, Svc& s) {
   // Hold the ports again until the next spawn: during a backoff (or while stopped) no
   // other program may take them.
   s.ports_contested = false;
-  for (auto& l : s.leases)
-    if (!l.reclaim_socket()) s.ports_contested = true;
+  for (std::size_t i = 0; i < s.leases.size(); ++i)  // a listen port stays with its listener
+    if (!is_listen_port(s, i) && !s.leases[i].reclaim_socket()) s.ports_contested = true;
   // A run that ended by itself (or at its deadline) takes what escaped its group with it,
   // as its group went with it; the window of the next run starts now. (A stop sweeps when
   // the whole request is done.)
@@ -300,6 +314,7 @@ void Engine::Impl::on_exit(StackState& st, Svc& s) {
     // A process killed at its readiness deadline (`failed`), perhaps started again
     // meanwhile (`pending`): its reap only frees the slot.
     s.health_kill = false;
+    if (is_settled(s.state)) release_claims(s);
     try_start(st, s);
     changed(st, s);
   }

@@ -26,6 +26,7 @@ struct ServiceStatus {
   int restarts = 0;
   std::optional<int> exit_code;  // last exit: code, or -N when killed by signal N
   std::map<std::string, int> ports;
+  std::map<std::string, std::vector<std::string>> resources;  // claimed values by resource name
   std::string reason;            // why it failed, when it did
   double started_at = 0;         // wall clock (seconds since the epoch) of the last spawn
   double ready_at = 0;           // wall clock of the last readiness

@@ -38,6 +38,7 @@
 #include "corral/graph/graph.hpp"
 #include "corral/metrics/procfs.hpp"
 #include "corral/resources/ports.hpp"
+#include "corral/resources/registry.hpp"
 #include "corral/supervise/machine.hpp"
 #include "corral/supervise/restart.hpp"
 #include "corral/template/template.hpp"
@@ -72,7 +73,7 @@ struct Slot {
 // shared_ptr and compare a generation so that a callback of an earlier run is ignored.
 struct Svc {
   Svc(asio::io_context& io, ServiceSpec s, std::size_t i)
-      : spec(std::move(s)), index(i), timer(io), deadline(io), check_timer(io),
+      : spec(std::move(s)), index(i), timer(io), deadline(io), check_timer(io), claim_timer(io),
         logs(spec.log_lines, spec.log_bytes) {}
 
   ServiceSpec spec;
@@ -124,6 +125,17 @@ struct Svc {
   // that escaped the group): readiness must then check who listens.
   bool ports_contested = false;
   std::map<std::string, int> ports;
+  std::string port_error;  // a pinned port could not be had: the spawn fails with this
+  // Resource claims (resources/registry.hpp): made before the first spawn of a start, kept
+  // across restarts and backoff, released when the service settles with an empty slot.
+  std::vector<Claim> claims;
+  std::map<std::string, std::vector<std::string>> resources;  // name -> values, in claim order
+  bool claims_held = false;
+  bool claiming = false;     // a claim job (check commands) runs on claim_jobs
+  unsigned claim_gen = 0;    // bumped when claims are dropped: a late job's result is ignored
+  asio::steady_timer claim_timer;  // next try of a `wait` claim on an exhausted pool
+  // listen=[...]: bound, listening sockets handed to every run as fds 3.. (LISTEN_FDS).
+  std::vector<Fd> listen_fds;
   LogRing logs;
   std::optional<Pattern> ready_regex;
   std::vector<LogWaiter> log_waiters;
@@ -195,6 +207,7 @@ struct Engine::Impl {
   std::array<char, 65536> read_buf{};
   std::atomic<bool> alive{true};
   unsigned long next_stack = 0;
+  Chores claim_jobs;  // allocations that run check commands (blocking, off the thread)
   Chores chores;  // declared last: joined first, while everything it posts to still exists
 
   // Runs `f` on the engine thread and returns its result (or rethrows its exception).
@@ -261,6 +274,13 @@ struct Engine::Impl {
   void attempt(StackState& st, Svc& s, bool readiness, unsigned gen);
   void on_probe(StackState& st, Svc& s, bool readiness, unsigned gen, bool ok, std::string detail);
   void on_deadline(StackState& st, Svc& s);
+
+  // resources.cpp
+  bool claim_resources(StackState& st, Svc& s);
+  void on_claims(StackState& st, Svc& s, std::vector<std::pair<std::string, AllocationResult>> got, bool waits);
+  void release_claims(Svc& s);
+  std::string open_listeners(Svc& s);
+  bool is_listen_port(const Svc& s, std::size_t lease) const;
 
   // environment.cpp
   void ensure_ports(Svc& s);

@@ -38,11 +38,26 @@ std::string shell_join(const std::vector<std::string>& argv) {
   return out;
 }
 
+// Never throws for a taken pinned port: the start request allocates every port before
+// any spawn, and that failure belongs to the service (a StartError naming the holder), so
+// it is kept in port_error for the spawn to report.
 void Engine::Impl::ensure_ports(Svc& s) {
   if (!s.leases.empty() || s.spec.ports.empty()) return;
-  for (const auto& name : s.spec.ports) {
-    s.leases.push_back(allocate_port());
-    s.ports[name] = s.leases.back().port();
+  ClaimOwner owner{{}, s.spec.name};
+  for (const auto& st : stacks)  // which stack: for the claim file's display only
+    if (s.index < st->services.size() && st->services[s.index].get() == &s)
+      owner.stack = st->spec.name.empty() ? st->id : st->spec.name;
+  s.port_error.clear();
+  try {
+    for (const auto& name : s.spec.ports) {
+      auto pin = s.spec.pinned_ports.find(name);
+      s.leases.push_back(pin == s.spec.pinned_ports.end() ? allocate_port(owner) : claim_port(pin->second, owner));
+      s.ports[name] = s.leases.back().port();
+    }
+  } catch (const Error& e) {
+    s.leases.clear();
+    s.ports.clear();
+    s.port_error = e.what();
   }
 }
 
@@ -68,6 +83,20 @@ TemplateResolver Engine::Impl::resolver(StackState& st, Svc& s) {
   return [this, &st, &s](std::string_view key) -> std::optional<std::string> {
     if (key == "name") return s.spec.name;
     if (key == "tmpdir") return ensure_tmpdir(st, s);
+    if (key.rfind("res.", 0) == 0) {
+      std::string_view rest = key.substr(4);
+      auto dot = rest.find('.');
+      auto it = s.resources.find(std::string(rest.substr(0, dot)));
+      if (it == s.resources.end()) return std::nullopt;
+      if (dot == std::string_view::npos) {
+        std::string joined;
+        for (const auto& v : it->second) joined += (joined.empty() ? "" : ",") + v;
+        return joined;
+      }
+      std::size_t i = std::strtoul(std::string(rest.substr(dot + 1)).c_str(), nullptr, 10);
+      if (i < it->second.size()) return it->second[i];
+      return std::nullopt;
+    }
     if (key.rfind("port.", 0) == 0) {
       ensure_ports(s);
       auto it = s.ports.find(std::string(key.substr(5)));
@@ -95,13 +124,27 @@ std::vector<std::string> Engine::Impl::build_env(StackState& st, Svc& s, const T
   std::erase_if(env, [](const auto& kv) {
     const auto& k = kv.first;
     return k == "NOTIFY_SOCKET" || k == "PORT" || k == "CORRAL_SERVICE" || k == "CORRAL_STACK" ||
-           k.rfind("CORRAL_PORT_", 0) == 0;
+           k.rfind("CORRAL_PORT_", 0) == 0 || k.rfind("CORRAL_RES_", 0) == 0 || k == "LISTEN_FDS" ||
+           k == "LISTEN_PID" || k == "LISTEN_FDNAMES";
   });
   env["CORRAL_STACK"] = st.id;
   env["CORRAL_SERVICE"] = s.spec.name;
   for (const auto& [name, port] : s.ports) env["CORRAL_PORT_" + upper(name)] = std::to_string(port);
   if (s.ports.size() == 1) env["PORT"] = std::to_string(s.ports.begin()->second);
   if (!s.notify_path.empty()) env["NOTIFY_SOCKET"] = s.notify_path;
+  if (!s.listen_fds.empty()) {
+    env["LISTEN_FDS"] = std::to_string(s.listen_fds.size());
+    std::string names;
+    for (const auto& l : s.spec.listen) names += (names.empty() ? "" : ":") + l;
+    env["LISTEN_FDNAMES"] = names;
+  }
+  for (const auto& [name, values] : s.resources) {
+    std::string joined;
+    for (const auto& v : values) joined += (joined.empty() ? "" : ",") + v;
+    env["CORRAL_RES_" + upper(name)] = joined;
+    for (const auto& t : st.spec.resource_types)
+      if (t.name == name && !t.env.empty()) env[t.env] = joined;
+  }
   for (const auto& [k, v] : s.spec.env) env[k] = render_template(v, resolve);
   std::vector<std::string> out;
   out.reserve(env.size());

@@ -101,6 +101,7 @@ void Engine::Impl::publish_status(StackState& st, const Svc& s) {
   r.restarts = s.restarts;
   r.exit_code = s.exit_code;
   r.ports = s.ports;
+  r.resources = s.resources;
   r.reason = s.reason;
   r.started_at = s.started_wall;
   r.ready_at = s.ready_wall;

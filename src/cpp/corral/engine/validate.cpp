@@ -8,6 +8,7 @@
 #include "corral/checks/pattern.hpp"
 #include "corral/engine/engine.hpp"
 #include "corral/graph/graph.hpp"
+#include "corral/spawn/spawn.hpp"
 #include "corral/template/template.hpp"
 
 namespace corral {
@@ -51,6 +52,23 @@ void check_template(const StackSpec& stack, const ServiceSpec& svc, const std::s
   };
   auto resolve = [&](std::string_view key) -> std::optional<std::string> {
     if (key == "name" || key == "tmpdir") return std::string("x");
+    if (key.rfind("res.", 0) == 0) {
+      // {{res.NAME}} or {{res.NAME.I}}: NAME must be claimed, I below its count.
+      std::string_view rest = key.substr(4);
+      auto dot = rest.find('.');
+      std::string name(rest.substr(0, dot));
+      for (const auto& r : svc.resources) {
+        if (r.name != name) continue;
+        if (dot == std::string_view::npos) return std::string("1");
+        std::string_view idx = rest.substr(dot + 1);
+        int count = r.values.empty() ? r.count : static_cast<int>(r.values.size());
+        if (is_port_number(idx) && idx.size() < 6 && std::stoi(std::string(idx)) < count) return std::string("1");
+        throw ConfigError(fmt::format("service '{}': {}: template '{{{{{}}}}}': resource '{}' has {} value{}",
+                                      svc.name, where, key, name, count, count == 1 ? "" : "s"));
+      }
+      throw ConfigError(fmt::format("service '{}': {}: template '{{{{{}}}}}': the service claims no resource '{}'",
+                                    svc.name, where, key, name));
+    }
     if (key.rfind("port.", 0) == 0) {
       if (own_port(key.substr(5))) return std::string("1");
       throw ConfigError(fmt::format("service '{}': {}: template '{{{{{}}}}}': the service has no port named '{}'",
@@ -140,6 +158,19 @@ void validate_stack(const StackSpec& spec) {
                                     "not starting with '.' or '-'",
                                     svc.name));
   }
+  std::set<std::string> types;
+  for (const auto& t : spec.resource_types) {
+    auto fail = [&](std::string what) { throw ConfigError(fmt::format("resources.{}: {}", t.name, what)); };
+    if (!is_valid_name(t.name)) fail("invalid resource type name");
+    if (!types.insert(t.name).second) fail("declared twice");
+    if (t.has_range && !t.values.empty()) fail("give either range or values, not both");
+    if (t.has_range && t.range_lo > t.range_hi) fail(fmt::format("range: {} > {}", t.range_lo, t.range_hi));
+    if (t.has_range && t.range_hi - t.range_lo >= 1000000) fail("range: more than 1000000 values");
+    for (const auto& v : t.values)
+      if (v.empty() || has_nul(v)) fail("values: empty value or NUL character");
+    if (!is_duration(t.timeout, true)) fail(fmt::format("timeout: must be in (0, {:g}] seconds", max_seconds));
+    if (!t.env.empty() && (t.env.find('=') != std::string::npos || has_nul(t.env))) fail("env: invalid variable name");
+  }
   Graph graph(spec.services);  // duplicates, unknown dependencies, cycles
   for (const auto& svc : spec.services) {
     auto fail = [&](std::string what) { throw ConfigError(fmt::format("service '{}': {}", svc.name, what)); };
@@ -158,6 +189,29 @@ void validate_stack(const StackSpec& spec) {
     std::set<std::string> seen;
     for (const auto& p : svc.ports)
       if (p.empty() || !seen.insert(p).second) fail(fmt::format("ports: duplicate or empty port name '{}'", p));
+    for (const auto& [p, n] : svc.pinned_ports) {
+      if (!seen.contains(p)) fail(fmt::format("ports.{}: not a port of the service", p));
+      if (n < 1 || n > 65535) fail(fmt::format("ports.{}: {} is out of range", p, n));
+    }
+    for (const auto& l : svc.listen)
+      if (!seen.contains(l)) fail(fmt::format("listen: the service has no port named '{}'", l));
+    if (svc.listen.size() > static_cast<std::size_t>(kMaxPassedFds))
+      fail(fmt::format("listen: at most {} ports can be handed over as sockets", kMaxPassedFds));
+    std::set<std::string> claimed;
+    for (const auto& r : svc.resources) {
+      if (!is_valid_name(r.name) || !claimed.insert(r.name).second)
+        fail(fmt::format("resources: invalid or repeated resource name '{}'", r.name));
+      if (r.values.empty() && (r.count < 1 || r.count > 100000))
+        fail(fmt::format("resources.{}: count must be in [1, 100000]", r.name));
+      for (const auto& v : r.values)
+        if (v.empty() || has_nul(v)) fail(fmt::format("resources.{}: empty value or NUL character", r.name));
+      bool pooled = r.name == "port" || r.name == "tcpport" || r.name == "vncport" || r.name == "serialport";
+      for (const auto& t : spec.resource_types) pooled = pooled || (t.name == r.name && (t.has_range || !t.values.empty()));
+      if (r.values.empty() && !pooled && r.name != "port")
+        fail(fmt::format("resources.{}: '{}' has no pool of values (declare a range or values), so the claim must "
+                         "give the value",
+                         r.name, r.name));
+    }
     if (svc.ready) check_check(spec, svc, *svc.ready, "ready");
     if (svc.health) {
       if (svc.health->kind == CheckSpec::Kind::notify || svc.health->kind == CheckSpec::Kind::log)

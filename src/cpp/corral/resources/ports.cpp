@@ -62,7 +62,7 @@ void ReservedSocket::reset() noexcept {
   fd_.reset();
 }
 
-std::string port_lock_dir() { return runtime_subdir("ports"); }
+std::string port_lock_dir() { return claims_dir(); }
 
 bool PortLease::reclaim_socket() noexcept {
   if (socket_ || port_ <= 0) return static_cast<bool>(socket_);
@@ -85,8 +85,7 @@ bool PortLease::reclaim_socket() noexcept {
   return false;
 }
 
-PortLease allocate_port() {
-  static const std::string dir = port_lock_dir();
+PortLease allocate_port(const ClaimOwner& owner) {
   // Ports we saw claimed by someone else stay bound here until we are done, so that the
   // kernel does not hand the same one back to us on the next try.
   std::vector<Fd> rejected;
@@ -102,14 +101,24 @@ PortLease allocate_port() {
     socklen_t len = sizeof addr;
     ::getsockname(sock.get(), reinterpret_cast<sockaddr*>(&addr), &len);
     int port = ntohs(addr.sin_port);
-    std::string path = fmt::format("{}/{}", dir, port);
-    // Shared by every corral of this user, so not O_EXCL; never through a planted symlink.
-    Fd lock(os::open_private(path, O_RDWR | O_CREAT));
-    if (!lock) throw Error(fmt::format("cannot allocate a port: {}: {}", path, std::strerror(errno)));
-    if (::flock(lock.get(), LOCK_EX | LOCK_NB) == 0) return PortLease(port, std::move(sock), std::move(lock));
+    // The same registry as every other resource: a port pinned or drawn from a range by
+    // another corral (tcpport, vncport) is never handed out here too.
+    if (auto claim = try_claim("port", std::to_string(port), owner, true))
+      return PortLease(port, std::move(sock), std::move(*claim));
     rejected.push_back(std::move(sock));
   }
   throw Error("cannot allocate a port: every port offered is claimed by another corral");
+}
+
+PortLease claim_port(int port, const ClaimOwner& owner) {
+  auto claim = try_claim("port", std::to_string(port), owner, true);
+  if (!claim) {
+    auto h = claim_holder("port", std::to_string(port));
+    throw Error(fmt::format("port {} is taken by {}", port, h ? describe_holder(*h) : "another process"));
+  }
+  PortLease lease(port, Fd(), std::move(*claim));
+  if (!lease.reclaim_socket()) throw Error(fmt::format("port {} is in use by a program outside corral", port));
+  return lease;
 }
 
 }  // namespace corral

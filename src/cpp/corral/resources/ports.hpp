@@ -10,6 +10,7 @@
 
 #include <string>
 
+#include "corral/resources/registry.hpp"
 #include "corral/spawn/spawn.hpp"
 
 namespace corral {
@@ -36,7 +37,7 @@ class ReservedSocket {
 class PortLease {
  public:
   PortLease() = default;
-  PortLease(int port, Fd socket, Fd lock) : port_(port), socket_(port, std::move(socket)), lock_(std::move(lock)) {}
+  PortLease(int port, Fd socket, Claim claim) : port_(port), socket_(port, std::move(socket)), claim_(std::move(claim)) {}
   int port() const noexcept { return port_; }
   // Closes the reserving socket so the service can bind; the cross-process claim stays.
   void release_socket() noexcept { socket_.reset(); }
@@ -45,18 +46,29 @@ class PortLease {
   // take it while the service waits to restart. False when something holds it now (a
   // listener that outlived the service).
   bool reclaim_socket() noexcept;
+  // The registry claim alone (the socket is closed): for a "port" resource claim.
+  Claim take_claim() noexcept {
+    socket_.reset();
+    return std::move(claim_);
+  }
 
  private:
   int port_ = 0;
   ReservedSocket socket_;
-  Fd lock_;
+  Claim claim_;  // ("port", N) in the machine-wide registry
 };
 
-// Directory of the claim files: <runtime dir>/ports (see os/runtime_dir.hpp), created
-// private. Throws corral::Error naming the path when the runtime directory is unsafe.
+// Directory of the claim files: <runtime dir>/claims (see registry.hpp), created private.
+// Throws corral::Error naming the path when the runtime directory is unsafe.
 std::string port_lock_dir();
 
-// Throws corral::Error when no port can be had.
-PortLease allocate_port();
+// A kernel-chosen free port, claimed as ("port", N) in the registry. Throws corral::Error
+// when no port can be had.
+PortLease allocate_port(const ClaimOwner& owner = {});
+
+// Port `port` exactly (a pinned port): claimed in the registry and bound. Throws
+// corral::Error naming the holder when another corral claims it, or saying that a program
+// outside corral holds it.
+PortLease claim_port(int port, const ClaimOwner& owner = {});
 
 }  // namespace corral

@@ -147,11 +147,14 @@ namespace {
 // each slot holds /dev/null; dup3 replaces a slot's file atomically, so no other thread can
 // ever be handed one of those numbers.
 struct HandOver {
-  static constexpr int kSlots = 4;  // the child's fds 0, 1, 2 and 3
+  // The child's fds 0, 1, 2, and 3.. for passed fds (the watcher's socket, or the
+  // listening sockets of socket activation). init() takes them in ascending order, so
+  // slots[k] >= 3 + k: see child_main for why that order matters.
+  static constexpr int kSlots = 3 + kMaxPassedFds;
   static constexpr std::size_t kStackSize = 256 * 1024;
   std::mutex mu;  // one spawn at a time owns the slots and the stack
   int null_fd = -1;
-  int slots[kSlots] = {-1, -1, -1, -1};
+  int slots[kSlots] = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
   char* stack = nullptr;  // the child's stack, lowest page a guard
 
   bool ready() const noexcept { return stack != nullptr; }
@@ -204,7 +207,8 @@ struct ChildPlan {
   char* const* envp;
   const char* cwd;
   int fds[3];  // hand-over slots holding the child's stdin, stdout, stderr
-  int pass_fd;  // hand-over slot holding the child's fd 3, or -1
+  int pass[kMaxPassedFds];  // hand-over slots holding the child's fds 3, 4, ...
+  int npass;
   unsigned first_unshared;  // every slot is below it
   bool shared_table;  // CLONE_FILES: unshare before touching any fd
   int death_signal;
@@ -212,6 +216,7 @@ struct ChildPlan {
   bool restore_nofile;
   rlimit nofile;
   pid_t parent;
+  char* listen_pid;  // the digits of "LISTEN_PID=..." in envp, filled in by the child
   // Written by the child before it _exits; read by the parent once clone returns (the
   // parent thread is suspended until the child execs or exits: CLONE_VFORK).
   volatile int error;
@@ -236,6 +241,15 @@ CORRAL_CHILD_NO_ASAN int child_main(void* arg) {
     ::sigaction(sig, &dfl, nullptr);
   }
   if (p->new_session && ::setsid() < 0) fail(p, kSetup);
+  if (p->listen_pid != nullptr) {
+    // Our own pid, known only now: decimal, right-aligned digits written without
+    // allocating (the buffer was sized for any pid in the parent).
+    char digits[16];
+    int n = 0;
+    for (auto v = static_cast<unsigned long>(::getpid()); v > 0 || n == 0; v /= 10) digits[n++] = static_cast<char>('0' + v % 10);
+    for (int i = 0; i < n; ++i) p->listen_pid[i] = digits[n - 1 - i];
+    p->listen_pid[n] = '\0';
+  }
   if (p->death_signal != 0) {
     if (::prctl(PR_SET_PDEATHSIG, p->death_signal) != 0) fail(p, kSetup);
     // The owner may have died between clone and prctl: then nobody will ever signal us.
@@ -256,11 +270,15 @@ CORRAL_CHILD_NO_ASAN int child_main(void* arg) {
   // before it has been copied.
   for (int target = 0; target < 3; ++target)
     if (::dup2(p->fds[target], target) < 0) fail(p, kSetup);
-  // The passed fd becomes 3, without close-on-exec (dup2 onto itself would keep the flag).
-  if (p->pass_fd >= 0) {
-    if (p->pass_fd == 3 ? ::fcntl(3, F_SETFD, 0) < 0 : ::dup2(p->pass_fd, 3) < 0) fail(p, kSetup);
+  // The passed fds become 3, 4, ..., without close-on-exec (dup2 onto itself would keep the
+  // flag). The slots ascend from 3, so the source of fd 3 + i is >= 6 + i and every source
+  // still to be copied is >= 7 + i: above every target written so far, so no dup2
+  // overwrites a slot before it has been copied.
+  for (int i = 0; i < p->npass; ++i) {
+    int target = 3 + i;
+    if (p->pass[i] == target ? ::fcntl(target, F_SETFD, 0) < 0 : ::dup2(p->pass[i], target) < 0) fail(p, kSetup);
   }
-  unsigned first = p->pass_fd >= 0 ? 4U : 3U;
+  unsigned first = 3U + static_cast<unsigned>(p->npass);
   if (p->shared_table) {
     // Our private table holds only a few fds now: close them outright.
     if (::syscall(SYS_close_range, first, ~0U, 0U) != 0) fail(p, kSetup);
@@ -335,6 +353,9 @@ SpawnResult spawn(const SpawnRequest& req) {
   std::vector<char*> envp;
   envp.reserve(req.env.size() + 1);
   for (const auto& e : req.env) envp.push_back(const_cast<char*>(e.c_str()));
+  // Room for any pid; the child writes its own (ChildPlan::listen_pid).
+  char listen_pid_entry[32] = "LISTEN_PID=0";
+  if (req.listen_pid) envp.push_back(listen_pid_entry);
   envp.push_back(nullptr);
 
   ChildPlan plan{};
@@ -345,6 +366,7 @@ SpawnResult spawn(const SpawnRequest& req) {
   plan.death_signal = req.death_signal;
   plan.new_session = req.new_session;
   plan.parent = ::getpid();
+  plan.listen_pid = req.listen_pid ? listen_pid_entry + 11 : nullptr;
   if (auto original = original_fd_soft_limit()) {
     rlimit now{};
     if (::getrlimit(RLIMIT_NOFILE, &now) == 0 && now.rlim_cur != *original) {
@@ -364,7 +386,14 @@ SpawnResult spawn(const SpawnRequest& req) {
   }
   // Put the child's stdio and passed fd into the slots; put /dev/null back afterwards,
   // whatever happens, so that no pipe end stays open here (its reader would never see EOF).
-  const int wanted[HandOver::kSlots] = {req.stdin_fd, req.stdout_fd, req.stderr_fd, req.pass_fd};
+  if (req.more_fds.size() > static_cast<std::size_t>(kMaxPassedFds - 1) || (!req.more_fds.empty() && req.pass_fd < 0)) {
+    result.error = EINVAL;
+    result.message = fmt::format("cannot pass {} fds to a child (at most {})", req.more_fds.size() + 1, kMaxPassedFds);
+    return result;
+  }
+  int wanted[HandOver::kSlots] = {req.stdin_fd, req.stdout_fd, req.stderr_fd, req.pass_fd};
+  for (int i = 4; i < HandOver::kSlots; ++i) wanted[i] = -1;
+  for (std::size_t i = 0; i < req.more_fds.size(); ++i) wanted[4 + i] = req.more_fds[i];
   bool filled[HandOver::kSlots] = {};
   auto restore = [&] {
     for (int i = 0; i < HandOver::kSlots; ++i)
@@ -381,7 +410,8 @@ SpawnResult spawn(const SpawnRequest& req) {
     }
   }
   for (int i = 0; i < 3; ++i) plan.fds[i] = h.slots[i];
-  plan.pass_fd = req.pass_fd >= 0 ? h.slots[3] : -1;
+  plan.npass = req.pass_fd >= 0 ? 1 + static_cast<int>(req.more_fds.size()) : 0;
+  for (int i = 0; i < plan.npass; ++i) plan.pass[i] = h.slots[3 + i];
   plan.first_unshared = static_cast<unsigned>(*std::max_element(std::begin(h.slots), std::end(h.slots))) + 1;
 
   pid_t pid = -1;

@@ -42,6 +42,9 @@ class Fd {
   int fd_ = -1;
 };
 
+// How many fds a child can be passed besides stdio (fds 3..3+N-1).
+inline constexpr int kMaxPassedFds = 8;
+
 struct SpawnRequest {
   std::vector<std::string> argv;
   std::vector<std::string> env;  // "KEY=value"
@@ -52,6 +55,10 @@ struct SpawnRequest {
   int death_signal = 9;          // SIGKILL when the spawning thread dies; 0: none
   bool new_session = true;       // setsid(): own session and process group
   int pass_fd = -1;              // becomes the child's fd 3 (the death watcher's socket)
+  std::vector<int> more_fds;     // become fds 4, 5, ... (with pass_fd set; at most 7)
+  // Adds LISTEN_PID=<the child's own pid> to its environment, written by the child after
+  // the clone (socket activation: only the process the sockets were meant for takes them).
+  bool listen_pid = false;
 };
 
 struct SpawnResult {
