@@ -22,7 +22,10 @@ bool Engine::Impl::dispatch(StackState& st, Svc& s, Event ev, std::string why, s
   State before = s.state;
   s.state = next->next;
   if (!why.empty()) s.reason = std::move(why);
-  if (s.state != before) publish_state(st, s, detail);
+  if (s.state != before) {
+    publish_state(st, s, detail);
+    st.metrics->on_state(s.index, to_string(s.state).data(), s.state == State::failed ? s.reason : std::string());
+  }
   run_action(st, s, next->action, detail);
   changed(st, s);
   return true;
@@ -152,6 +155,7 @@ void Engine::Impl::act_spawn(StackState& st, Svc& s) {
   s.last_pid = r.pid;
   s.spawned_at = Clock::now();
   s.started_wall = wall_seconds();
+  st.metrics->on_spawn(s.index, r.pid, s.state == State::backoff ? s.restart_cause : nullptr);
   s.ever_ready = false;
   s.spawned_once = true;
   s.health_failures = 0;
@@ -181,6 +185,7 @@ void Engine::Impl::act_became_ready(StackState& st, Svc& s) {
   end_budget(s);
   s.ever_ready = true;
   s.ready_wall = wall_seconds();
+  st.metrics->on_ready(s.index, std::chrono::duration<double>(Clock::now() - s.spawned_at).count());
   if (s.spec.health) begin_checks(st, s, false);
 }
 
@@ -264,6 +269,9 @@ void Engine::Impl::on_exit(StackState& st, Svc& s) {
   }
   if (watcher) watcher->unwatch(s.proc.pid);
   s.exit_code = exit.signaled ? -exit.signal : exit.code;
+  st.metrics->on_exit(s.index, s.proc.pid, exit.signaled, exit.signaled ? exit.signal : exit.code,
+                      std::chrono::duration<double>(Clock::now() - s.spawned_at).count());
+  s.restart_cause = s.health_kill ? "health" : "exit";  // classify_exit clears health_kill
   s.proc.pid = 0;
   boost::system::error_code ignored;
   s.proc.pidfd->close(ignored);
