@@ -162,7 +162,7 @@ def plot(records: list[dict[str, Any]], metric: str, services: list[str] | None)
     names = services if services is not None else sorted({r["service"] for r in records})
     for name in names:
         rows = [r for r in records if r["service"] == name]
-        times = [datetime.datetime.fromtimestamp(r["time"]) for r in rows]
+        times: Any = [datetime.datetime.fromtimestamp(r["time"]) for r in rows]
         ax.plot(times, [r[metric] for r in rows], label=name)
     ax.set_title(metric)
     ax.set_xlabel("time")
