@@ -55,10 +55,11 @@ py::dict check_dict(const CheckCounters& c) {
   return d;
 }
 
-template <class F>
-void method(py::object& cls, const char* name, F&& f, const char* doc) {
+template <class F, class... Extra>
+void method(py::object& cls, const char* name, F&& f, const char* doc, Extra&&... extra) {
   cls.attr(name) = py::cpp_function(std::forward<F>(f), py::name(name), py::is_method(cls),
-                                    py::sibling(py::getattr(cls, name, py::none())), doc);
+                                    py::sibling(py::getattr(cls, name, py::none())), doc,
+                                    std::forward<Extra>(extra)...);
 }
 
 }  // namespace
@@ -67,7 +68,7 @@ void register_metrics(py::module_& m) {
   py::object cls = m.attr("Stack");
   method(cls, "configure_metrics",
          [](Stack& s, double interval, bool pss) { without_gil([&] { s.configure_metrics(interval, pss); }); },
-         "Samples every `interval` seconds (0: off); `pss` adds PSS.");
+         "Samples every `interval` seconds (0: off); `pss` adds PSS.", py::arg("interval"), py::arg("pss") = false);
   method(cls, "metrics_now",
          [](Stack& s) {
            auto latest = without_gil([&] { return s.metrics_now(); });
@@ -79,7 +80,8 @@ void register_metrics(py::module_& m) {
            auto samples = without_gil([&] { return s.samples(service, since); });
            return sample_list(samples, s.metrics()->names());
          },
-         "Raw samples since `since` (wall clock), oldest first.");
+         "Raw samples since `since` (wall clock), oldest first.", py::arg("service") = std::string(),
+         py::arg("since") = 0.0);
   method(cls, "counters",
          [](Stack& s) {
            auto metrics = s.metrics();
@@ -118,9 +120,9 @@ void register_metrics(py::module_& m) {
          },
          "(ticks, cpu seconds, processes read) of the sampler for this stack.");
   method(cls, "note_manual_restart", [](Stack& s, const std::string& name) { s.note_manual_restart(name); },
-         "Counts a user-requested restart.");
+         "Counts a user-requested restart.", py::arg("name"));
   method(cls, "enable_history", [](Stack& s, std::size_t capacity) { s.enable_history(capacity); },
-         "Buffers history records from now on, at most `capacity`.");
+         "Buffers history records from now on, at most `capacity`.", py::arg("capacity"));
   method(cls, "drain_history",
          [](Stack& s) {
            std::uint64_t lost = 0;
