@@ -58,14 +58,15 @@ TEST(TreeSampler, CountsChildrenAndAGrandchildThatLeftTheGroup) {
     }
     if (::fork() == 0) {
       ::setsid();
-      (void)::write(ready[1], "x", 1);
+      pid_t self = ::getpid();
+      (void)::write(ready[1], &self, sizeof self);
       ::pause();
       ::_exit(0);
     }
     ::pause();
   });
-  char c;
-  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  pid_t escaped = 0;
+  ASSERT_EQ(::read(ready[0], &escaped, sizeof escaped), static_cast<ssize_t>(sizeof escaped));
   pid_t other = ::fork();  // not the service's
   if (other == 0) {
     ::pause();
@@ -82,6 +83,7 @@ TEST(TreeSampler, CountsChildrenAndAGrandchildThatLeftTheGroup) {
   r = sampler.sample({SampleTarget{0, svc, since}});
   EXPECT_EQ(r[0].processes, 3);
   kill_group(svc);
+  ::kill(escaped, SIGKILL);  // not in the group: killed by itself (it holds our stdout)
   ::kill(other, SIGKILL);
   ::waitpid(other, nullptr, 0);
   ::close(ready[0]);
