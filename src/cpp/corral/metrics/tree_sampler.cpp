@@ -1,6 +1,8 @@
 #include "corral/metrics/tree_sampler.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -9,10 +11,33 @@
 
 namespace corral {
 
-bool read_proc_stat(pid_t pid, ProcStat& out) {
-  char path[48], buf[1024];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  if (procfs::read_small(path, buf, sizeof buf) <= 0) return false;
+namespace {
+
+// A small /proc file read in one pread from an open fd, or by path when there is none.
+ssize_t read_proc(pid_t pid, int fd, const char* file, char* buf, std::size_t size) {
+  if (fd < 0) {
+    char path[48];
+    std::snprintf(path, sizeof path, "/proc/%d/%s", pid, file);
+    return procfs::read_small(path, buf, size);
+  }
+  ssize_t n = ::pread(fd, buf, size - 1, 0);
+  if (n >= 0) buf[n] = 0;
+  return n;
+}
+
+Fd open_proc(pid_t pid, const char* file) {
+  char path[48];
+  std::snprintf(path, sizeof path, "/proc/%d/%s", pid, file);
+  return Fd(::open(path, O_RDONLY | O_CLOEXEC));  // -1 (read by path then) past the fd limit
+}
+
+}  // namespace
+
+bool read_proc_stat(pid_t pid, ProcStat& out) { return read_proc_stat(pid, -1, out); }
+
+bool read_proc_stat(pid_t pid, int fd, ProcStat& out) {
+  char buf[1024];
+  if (read_proc(pid, fd, "stat", buf, sizeof buf) <= 0) return false;
   // The command name may hold spaces and parentheses: the fields start after the last ')'.
   const char* p = std::strrchr(buf, ')');
   if (!p) return false;
@@ -29,6 +54,10 @@ namespace {
 int count_fds(pid_t pid) {
   char path[48];
   std::snprintf(path, sizeof path, "/proc/%d/fd", pid);
+  // Since Linux 6.2 the size of /proc/PID/fd is its number of open fds: one stat() instead
+  // of listing the directory. Before, it is 0, and the listing says.
+  struct stat st {};
+  if (::stat(path, &st) == 0 && st.st_size > 0) return static_cast<int>(st.st_size);
   DIR* d = ::opendir(path);
   if (!d) return 0;
   int n = 0;
@@ -41,10 +70,9 @@ int count_fds(pid_t pid) {
 // rchar / wchar of /proc/PID/io: every byte read and written through system calls (the
 // storage-level counters are 0 in most containers). A reaped child's counts move into its
 // parent's, as CPU time does.
-void read_io(pid_t pid, std::uint64_t& read, std::uint64_t& write) {
-  char path[48], buf[512];
-  std::snprintf(path, sizeof path, "/proc/%d/io", pid);
-  if (procfs::read_small(path, buf, sizeof buf) <= 0) return;
+void read_io(pid_t pid, int fd, std::uint64_t& read, std::uint64_t& write) {
+  char buf[512];
+  if (read_proc(pid, fd, "io", buf, sizeof buf) <= 0) return;
   if (const char* r = std::strstr(buf, "rchar:")) read += std::strtoull(r + 6, nullptr, 10);
   if (const char* w = std::strstr(buf, "wchar:")) write += std::strtoull(w + 6, nullptr, 10);
 }
@@ -76,10 +104,17 @@ void TreeSampler::discover(const std::optional<std::pair<pid_t, pid_t>>& range) 
     } else {
       return false;
     }
-    trees_[svc].members[pid] = st.start;
-    owner_[pid] = svc;
+    add_member(svc, pid, st.start);
     return false;
   });
+}
+
+void TreeSampler::add_member(std::size_t svc, pid_t pid, unsigned long long start) {
+  auto& m = trees_[svc].members[pid];
+  m.start = start;
+  m.stat = open_proc(pid, "stat");
+  m.io = open_proc(pid, "io");
+  owner_[pid] = svc;
 }
 
 std::vector<TreeReading> TreeSampler::sample(const std::vector<SampleTarget>& targets) {
@@ -98,14 +133,11 @@ std::vector<TreeReading> TreeSampler::sample(const std::vector<SampleTarget>& ta
     wanted[t.service] = true;
     auto& tree = trees_[t.service];
     if (tree.leader == t.leader) continue;
-    for (auto& [pid, start] : tree.members) owner_.erase(pid);
+    for (auto& [pid, member] : tree.members) owner_.erase(pid);
     tree = Tree{};
     tree.leader = t.leader;
     ProcStat st;
-    if (read_proc_stat(t.leader, st)) {
-      tree.members[t.leader] = st.start;
-      owner_[t.leader] = t.service;
-    }
+    if (read_proc_stat(t.leader, st)) add_member(t.service, t.leader, st.start);
     if (!t.since) unbounded = true;
     else if (!from || t.since->forks < from->forks) from = t.since;
   }
@@ -114,7 +146,7 @@ std::vector<TreeReading> TreeSampler::sample(const std::vector<SampleTarget>& ta
       ++it;
       continue;
     }
-    for (auto& [pid, start] : it->second.members) owner_.erase(pid);
+    for (auto& [pid, member] : it->second.members) owner_.erase(pid);
     it = trees_.erase(it);
   }
 
@@ -136,7 +168,7 @@ std::vector<TreeReading> TreeSampler::sample(const std::vector<SampleTarget>& ta
     for (auto it = tree.members.begin(); it != tree.members.end();) {
       ProcStat st;
       ++read_;
-      if (!read_proc_stat(it->first, st) || st.start != it->second) {
+      if (!read_proc_stat(it->first, it->second.stat.get(), st) || st.start != it->second.start) {
         owner_.erase(it->first);  // gone (or its pid recycled)
         it = tree.members.erase(it);
         continue;
@@ -149,7 +181,7 @@ std::vector<TreeReading> TreeSampler::sample(const std::vector<SampleTarget>& ta
       cpu_system += st.stime + st.cstime;
       r.rss += static_cast<std::uint64_t>(std::max(0L, st.rss_pages)) * page;
       r.fds += count_fds(it->first);
-      read_io(it->first, r.read, r.write);
+      read_io(it->first, it->second.io.get(), r.read, r.write);
       if (pss_) r.pss += read_pss(it->first);
       ++it;
     }

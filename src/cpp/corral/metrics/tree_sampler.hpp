@@ -18,6 +18,7 @@
 
 #include "corral/metrics/procfs.hpp"
 #include "corral/metrics/stack_metrics.hpp"
+#include "corral/spawn/spawn.hpp"  // Fd
 
 namespace corral {
 
@@ -36,10 +37,19 @@ class TreeSampler {
   void set_pss(bool on) noexcept { pss_ = on; }
 
  private:
+  // A member's stat and io files stay open between ticks and are read with pread: the
+  // path lookup of /proc/PID/... is most of the cost of a read, and an open file keeps
+  // referring to the process it was opened for (a read fails once it is gone), so a
+  // recycled pid can never be read in its place.
+  struct Member {
+    unsigned long long start = 0;
+    Fd stat, io;
+  };
   struct Tree {
     pid_t leader = 0;
-    std::unordered_map<pid_t, unsigned long long> members;  // pid -> start time
+    std::unordered_map<pid_t, Member> members;
   };
+  void add_member(std::size_t svc, pid_t pid, unsigned long long start);
   void discover(const std::optional<std::pair<pid_t, pid_t>>& range);
   bool pss_;
   std::unordered_map<std::size_t, Tree> trees_;   // by service index
@@ -65,5 +75,7 @@ struct ProcStat {
   long rss_pages = 0;
 };
 bool read_proc_stat(pid_t pid, ProcStat& out);
+// The same from a stat file already open (pread at 0), or by path when `fd` < 0.
+bool read_proc_stat(pid_t pid, int fd, ProcStat& out);
 
 }  // namespace corral
