@@ -147,3 +147,13 @@ def test_history_needs_a_database() -> None:
     with pytest.raises(corral.CorralError, match="keeps no history"):
         corral.Stack("none").history()
     assert history.parse_since("90s") == 90 and history.parse_since("2h") == 7200
+
+
+def test_a_history_that_cannot_be_opened_starts_nothing(tmp_path: Path, helper: str) -> None:
+    marker = tmp_path / "ran"
+    stack = corral.Stack("nohist", history=tmp_path / "missing" / "dev.db")
+    stack.add("a", [helper, "write-file", str(marker), "x", "pause"])
+    with pytest.raises(corral.ConfigError, match=r"cannot use .*dev\.db as a history database"):
+        stack.start(timeout=30)
+    assert stack._handle is None and not marker.exists()
+    stack.close()

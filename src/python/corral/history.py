@@ -71,13 +71,17 @@ CREATE TABLE IF NOT EXISTS summaries (
 
 
 def connect(path: str) -> sqlite3.Connection:
-    """A connection in WAL mode with the schema in place."""
-    db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    # NORMAL: a committed batch survives the owner's death (not a power cut), at no fsync
-    # per commit.
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.executescript(_SCHEMA)
+    """A connection in WAL mode with the schema in place; ConfigError when the file cannot
+    be opened or is not a corral history database."""
+    try:
+        db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: a committed batch survives the owner's death (not a power cut), at no
+        # fsync per commit.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"history: cannot use {path} as a history database: {exc}", key="history") from None
     return db
 
 
@@ -109,12 +113,11 @@ def _cell(v: Any) -> str:
 class HistoryWriter:
     """Drains a native stack's history buffer and sample ring into SQLite on a thread."""
 
-    def __init__(self, path: str, handle: Any, stack: str, file: str | None,
+    def __init__(self, db: sqlite3.Connection, handle: Any, stack: str, file: str | None,
                  retention: dict[str, float] | None = None) -> None:
-        self.path = path
         self._handle = handle
         self._retention = {**RETENTION, **(retention or {})}
-        self._db = connect(path)
+        self._db = db
         cur = self._db.execute(
             "INSERT INTO runs (stack, file, owner_pid, started) VALUES (?, ?, ?, ?)",
             (stack, file, os.getpid(), time.time()))

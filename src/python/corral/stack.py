@@ -26,6 +26,7 @@ from . import _core, _engine, _metrics
 from .checks import Check, ExecCheck, HttpCheck, LogCheck, NotifyCheck, TcpCheck
 from .errors import ConfigError, CorralError, StackClosed, StartError, Timeout
 from .history import HistoryWriter, Records, read_history
+from .history import connect as history_connect
 from .restart import Restart
 from .spec import ServiceSpec, StackConfig, history_path, load_file, make_service, stack_name, wait_timeout
 from .spec import metrics_interval as _metrics_interval
@@ -449,10 +450,12 @@ class Stack:
                 spec = self._core_spec()
                 # One running stack per name in this process: an earlier one with the same
                 # name is closed (in IPython, a re-run cell) or this one is refused.
+                # The history database first: a path that cannot be opened starts nothing.
+                db = history_connect(self._history_path) if self._history_path is not None else None
                 _engine.claim_name(self)
                 handle = _engine.engine().create_stack(spec)
                 self._finalizer = weakref.finalize(self, _close_handle, handle, self._pid)
-                self._setup_metrics(handle)
+                self._setup_metrics(handle, db)
                 self._native.handle = handle
                 _engine.register(self)
         return self._handle
@@ -637,12 +640,12 @@ class Stack:
         service. matplotlib is optional: ImportError says how to get it."""
         return _metrics.plot(self.samples(since=since), metric, services)
 
-    def _setup_metrics(self, handle: Any) -> None:
+    def _setup_metrics(self, handle: Any, db: Any) -> None:
         if self._metrics_interval > 0 or self._metrics_pss:
             handle.configure_metrics(self._metrics_interval, self._metrics_pss)
-        if self._history_path is not None:
+        if db is not None:
             handle.enable_history(100_000)
-            self._history = HistoryWriter(self._history_path, handle, self.name or "corral", self.file)
+            self._history = HistoryWriter(db, handle, self.name or "corral", self.file)
             weakref.finalize(self, self._history.stop)
 
     def _close_metrics(self) -> None:
