@@ -46,8 +46,12 @@ void Engine::Impl::arm_metrics(const std::shared_ptr<StackState>& st) {
   if (st->metrics_interval <= 0 || st->closed) return;
   if (!st->metrics_timer) st->metrics_timer = std::make_unique<asio::steady_timer>(io);
   st->metrics_timer->expires_after(to_duration(st->metrics_interval));
-  st->metrics_timer->async_wait([this, st](const boost::system::error_code& ec) {
-    if (ec || st->closed || st->metrics_interval <= 0) return;
+  // Weak: a pending tick must not keep a closed stack's state alive (it would then be
+  // destroyed with the io_context, on whichever thread destroys the engine).
+  std::weak_ptr<StackState> weak = st;
+  st->metrics_timer->async_wait([this, weak](const boost::system::error_code& ec) {
+    auto st = weak.lock();
+    if (ec || !st || st->closed || st->metrics_interval <= 0) return;
     // A tick still queued or running (a slow /proc on a loaded machine) makes this one
     // skip: ticks never pile up on the sampler thread.
     auto targets = sample_targets(*st);
