@@ -230,3 +230,96 @@ def test_up_is_lossless_when_the_terminal_is_slower_than_the_services(tmp_path, 
     assert len(got) == n, (len(got), err[-500:])
     assert got[-1].endswith(f"a-line-of-output {n - 1}")
     assert "dropped" not in err
+
+
+def _wakeups(pid: int) -> dict[str, int]:
+    """Voluntary context switches per thread: how often each one went to sleep."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                out[tid] = next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
+        except (OSError, StopIteration):
+            pass
+    return out
+
+
+def test_up_sleeps_while_the_stack_is_idle(tmp_path, helper):
+    # The main thread used to wait for events in 50 ms slices (to let Ctrl+C through):
+    # 20 wake-ups a second with nothing happening. Now every thread sleeps until an event,
+    # a signal or the end of a request, and Ctrl+C still works (checked at the end).
+    path = write_stack(tmp_path, helper)
+    with subprocess.Popen([sys.executable, "-m", "corral", "up", "-f", str(path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            _read_until(proc.stderr, r"stack ready")
+            _read_until(proc.stdout, r"^api +\| \[corral\] ready")
+            before = _wakeups(proc.pid)
+            time.sleep(3)  # a measurement window, not a synchronisation
+            after = _wakeups(proc.pid)
+            woke = {tid: after[tid] - before.get(tid, 0) for tid in after}
+            assert sum(woke.values()) < 10, woke  # was 60: the main thread alone
+            proc.send_signal(signal.SIGINT)
+            _, err = _rest(proc)
+            assert proc.returncode == 0, err
+        finally:
+            proc.kill()
+
+
+def test_version():
+    import corral as corral_module
+
+    out = corral("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"corral {corral_module.__version__}"
+
+
+def _job_stack(tmp_path: Path, helper: str, job_exit: int) -> Path:
+    path = tmp_path / "corral.toml"
+    path.write_text(f"""
+[services.srv]
+command = ["{helper}", "pid", "listen", "{{{{port.main}}}}", "pause"]
+ports = ["main"]
+ready = {{ tcp = "main", interval = 0.02 }}
+
+[services.job]
+command = ["{helper}", "print", "job-done", "exit", "{job_exit}"]
+depends_on = {{ srv = "ready" }}
+""")
+    return path
+
+
+@pytest.mark.parametrize(("option", "job_exit", "expected"), [
+    (["--exit-code-from", "job"], 7, 7),
+    (["--exit-code-from", "srv"], 0, 128 + signal.SIGTERM),  # srv was stopped by the abort
+    (["--abort-on-exit"], 0, 0),
+    (["--abort-on-exit"], 4, 4),
+])
+def test_up_aborts_when_a_service_ends_and_exits_with_its_code(tmp_path, helper, option, job_exit, expected):
+    # docker compose's --abort-on-container-exit / --exit-code-from: the one-shot job ends,
+    # everything else is stopped, and `corral up` exits with the chosen service's code.
+    out = corral("up", "-f", str(_job_stack(tmp_path, helper, job_exit)), *option)
+    assert out.returncode == expected, out.stderr
+    assert "job-done" in out.stdout and "job ended" in out.stderr
+    assert re.search(r"^srv +\| \[corral\] stopped", out.stdout, re.M)
+    pid = int(re.search(r"srv +\| pid (\d+)", out.stdout).group(1))
+    wait_until(lambda: not alive(pid), what="srv to be gone")
+
+
+def test_up_exit_code_from_an_unknown_service_fails_before_starting(tmp_path, helper):
+    out = corral("up", "-f", str(_job_stack(tmp_path, helper, 0)), "--exit-code-from", "nosuch")
+    assert out.returncode == 1 and "--exit-code-from: unknown service 'nosuch'" in out.stderr
+    assert "job-done" not in out.stdout
+
+
+def test_up_prints_the_ports_once_ready(tmp_path, helper):
+    path = write_stack(tmp_path, helper)
+    with subprocess.Popen([sys.executable, "-m", "corral", "up", "-f", str(path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            err = _read_until(proc.stderr, r"^  db: main=\d+$")
+            assert "stack ready" in err
+            proc.send_signal(signal.SIGINT)
+            _rest(proc)
+            assert proc.returncode == 0
+        finally:
+            proc.kill()

@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <optional>
@@ -31,18 +32,32 @@ std::optional<Clock::time_point> deadline_after(std::optional<double> timeout) {
   return Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(*timeout));
 }
 
-// The next slice to wait: at most `slice_seconds`, never past the deadline.
-double next_slice(const std::optional<Clock::time_point>& deadline) {
-  if (!deadline) return slice_seconds;
+// Only the main thread runs Python's signal handlers, so only there does a wait need to
+// come back every `slice_seconds` to let a Ctrl+C through; any other thread waits in one
+// piece and costs no wake-ups while it is idle (a `corral up` reader, a start thread, an
+// async twin's worker).
+bool on_main_thread() {
+  static PyObject* main_ident = [] {
+    py::object threading = py::module_::import("threading");
+    return py::object(threading.attr("main_thread")().attr("ident")).release().ptr();
+  }();
+  return PyLong_AsUnsignedLong(main_ident) == PyThread_get_thread_ident();
+}
+
+// The next slice to wait: at most `slice_seconds` on the main thread, never past the
+// deadline; -1 (forever) when there is neither a deadline nor a reason to come back.
+double next_slice(const std::optional<Clock::time_point>& deadline, bool sliced) {
+  if (!deadline) return sliced ? slice_seconds : -1;
   double left = std::chrono::duration<double>(*deadline - Clock::now()).count();
-  return std::max(0.0, std::min(slice_seconds, left));
+  return std::max(0.0, sliced ? std::min(slice_seconds, left) : left);
 }
 
 // Waits for `p`; None when `timeout` (seconds, None = forever) ran out first.
 std::optional<OutcomeTuple> wait_outcome(const std::shared_ptr<Pending<Outcome>>& p, std::optional<double> timeout) {
   auto deadline = deadline_after(timeout);
+  const bool sliced = on_main_thread();
   while (true) {
-    double slice = next_slice(deadline);
+    double slice = next_slice(deadline, sliced);
     if (without_gil([&] { return p->wait_for(slice); })) {
       const auto& o = p->get();
       return OutcomeTuple{o.ok, o.service, text(o.message)};
@@ -50,7 +65,7 @@ std::optional<OutcomeTuple> wait_outcome(const std::shared_ptr<Pending<Outcome>>
     // The deadline first: a zero timeout (posting a close from a finalizer or a signal
     // handler) must not run, and there swallow, a pending Ctrl+C.
     if (deadline && Clock::now() >= *deadline) return std::nullopt;
-    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    if (sliced && PyErr_CheckSignals() != 0) throw py::error_already_set();
   }
 }
 
@@ -61,18 +76,20 @@ std::optional<OutcomeTuple> request(F&& post, std::optional<double> timeout) {
   return wait_outcome(p, timeout);
 }
 
-// events(timeout) in slices, so that Ctrl+C interrupts it. The engine returns early with
-// nothing only when the stack is closed: then nothing more will come, and waiting on would
-// spin.
+// events(timeout) in slices on the main thread, so that Ctrl+C interrupts it. The engine
+// returns early with nothing only when the stack is closed: then nothing more will come,
+// and waiting on would spin.
 std::vector<EngineEvent> wait_events(Stack& s, double timeout, std::size_t max) {
   auto deadline = timeout < 0 ? std::nullopt : deadline_after(timeout);  // < 0: forever
+  const bool sliced = on_main_thread();
   while (true) {
-    double slice = next_slice(deadline);
+    double slice = next_slice(deadline, sliced);
     auto began = Clock::now();
     auto events = without_gil([&] { return s.events(slice, max); });
-    if (!events.empty() || slice <= 0) return events;
+    if (!events.empty() || slice == 0) return events;
+    if (slice < 0) return events;  // a wait without end came back empty: closed
     if (std::chrono::duration<double>(Clock::now() - began).count() < slice) return events;
-    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    if (sliced && PyErr_CheckSignals() != 0) throw py::error_already_set();
     if (deadline && Clock::now() >= *deadline) return events;
   }
 }
@@ -107,6 +124,90 @@ py::dict status_dict(const ServiceStatus& s) {
 }
 
 const char* stream_name(Stream s) { return s == Stream::out ? "stdout" : "stderr"; }
+
+// The events as a list of dicts, built with the C API: a consumer of a flooding service
+// converts millions of them a second, and pybind11's item assignment (a new key string per
+// item, a handle per value) cost about 1.6 us an event. Keys and the fixed values are
+// interned once; consecutive events of one service share one name string.
+struct EventKeys {
+  PyObject *time, *service, *kind, *stream, *text, *state, *reason, *exit_code, *count;
+  PyObject *log, *state_kind, *dropped, *out, *err;
+  std::array<PyObject*, state_count> states;
+};
+
+const EventKeys& event_keys() {
+  static const EventKeys* keys = [] {
+    auto* k = new EventKeys();  // never freed: lives as long as the module
+    auto intern = [](const char* s) { return PyUnicode_InternFromString(s); };
+    k->time = intern("time");
+    k->service = intern("service");
+    k->kind = intern("kind");
+    k->stream = intern("stream");
+    k->text = intern("text");
+    k->state = intern("state");
+    k->reason = intern("reason");
+    k->exit_code = intern("exit_code");
+    k->count = intern("count");
+    k->log = intern("log");
+    k->state_kind = k->state;
+    k->dropped = intern("dropped");
+    k->out = intern("stdout");
+    k->err = intern("stderr");
+    for (std::size_t i = 0; i < k->states.size(); ++i)
+      k->states[i] = intern(std::string(to_string(static_cast<State>(i))).c_str());
+    return k;
+  }();
+  return *keys;
+}
+
+// Sets d[key] = value and drops the reference to value (which may be null after a failed
+// conversion: then the error propagates).
+void put(PyObject* d, PyObject* key, PyObject* value) {
+  if (value == nullptr) throw py::error_already_set();
+  int rc = PyDict_SetItem(d, key, value);
+  Py_DECREF(value);
+  if (rc != 0) throw py::error_already_set();
+}
+
+void put_borrowed(PyObject* d, PyObject* key, PyObject* value) {
+  if (PyDict_SetItem(d, key, value) != 0) throw py::error_already_set();
+}
+
+py::list event_list(const std::vector<EngineEvent>& events) {
+  const EventKeys& k = event_keys();
+  py::list out(events.size());
+  py::str name;
+  const std::string* name_of = nullptr;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    const EngineEvent& e = events[i];
+    if (name_of == nullptr || *name_of != e.service) {
+      name = text(e.service);
+      name_of = &e.service;
+    }
+    auto d = py::reinterpret_steal<py::dict>(PyDict_New());
+    if (!d) throw py::error_already_set();
+    put(d.ptr(), k.time, PyFloat_FromDouble(static_cast<double>(e.time_ns) / 1e9));
+    put_borrowed(d.ptr(), k.service, name.ptr());
+    if (e.kind == EngineEvent::Kind::log) {
+      put_borrowed(d.ptr(), k.kind, k.log);
+      put_borrowed(d.ptr(), k.stream, e.stream == Stream::out ? k.out : k.err);
+      put(d.ptr(), k.text, text(e.text).release().ptr());
+    } else if (e.kind == EngineEvent::Kind::state) {
+      put_borrowed(d.ptr(), k.kind, k.state_kind);
+      put_borrowed(d.ptr(), k.state, k.states[static_cast<std::size_t>(e.state)]);
+      put(d.ptr(), k.reason, text(e.text).release().ptr());
+      if (e.exit_code)
+        put(d.ptr(), k.exit_code, PyLong_FromLong(*e.exit_code));
+      else
+        put_borrowed(d.ptr(), k.exit_code, Py_None);
+    } else {
+      put_borrowed(d.ptr(), k.kind, k.dropped);
+      put(d.ptr(), k.count, PyLong_FromUnsignedLongLong(std::stoull(e.text)));
+    }
+    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), d.release().ptr());
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -154,14 +255,17 @@ void register_engine(py::module_& m) {
           py::arg("name"), py::arg("regex"), py::arg("from_seq") = 0, py::arg("timeout") = py::none())
       .def("status",
            [](Stack& s) {
-             auto rows = without_gil([&] { return s.status(); });
+             // Keeps the GIL: the copy takes microseconds under a lock the engine holds
+             // only for a move, and giving the GIL away would make the caller queue for it
+             // behind every other Python thread (up to a 5 ms switch interval each).
+             auto rows = s.status();
              py::list out;
              for (const auto& r : rows) out.append(status_dict(r));
              return out;
            })
       .def("service_status",
            [](Stack& s, const std::string& name) {
-             auto r = without_gil([&] { return s.status(name); });
+             auto r = s.status(name);  // keeps the GIL, as status() does
              return status_dict(r);
            })
       .def(
@@ -183,27 +287,7 @@ void register_engine(py::module_& m) {
           "events",
           [](Stack& s, double timeout, std::size_t max) {
             auto events = wait_events(s, timeout, max);
-            py::list out;
-            for (const auto& e : events) {
-              py::dict d;
-              d["time"] = static_cast<double>(e.time_ns) / 1e9;
-              d["service"] = e.service;
-              if (e.kind == EngineEvent::Kind::log) {
-                d["kind"] = "log";
-                d["stream"] = stream_name(e.stream);
-                d["text"] = text(e.text);
-              } else if (e.kind == EngineEvent::Kind::state) {
-                d["kind"] = "state";
-                d["state"] = std::string(to_string(e.state));
-                d["reason"] = text(e.text);
-                d["exit_code"] = e.exit_code ? py::object(py::int_(*e.exit_code)) : py::object(py::none());
-              } else {
-                d["kind"] = "dropped";
-                d["count"] = std::stoull(e.text);
-              }
-              out.append(std::move(d));
-            }
-            return out;
+            return event_list(events);
           },
           py::arg("timeout") = 0.0, py::arg("max") = 4096)
       .def("sample",

@@ -9,6 +9,7 @@ lines, stops what did start and exits 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import shlex
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -60,10 +62,11 @@ class _Printer:
 
 
 def _print_events(stack: Any, printer: _Printer, verbose: bool, timeout: float,
-                  states: dict[str, str]) -> bool:
-    """Prints what `events(timeout)` returns and records each service's state in `states`.
-    False when nothing came."""
+                  states: dict[str, str], on_state: Callable[[], None] | None = None) -> bool:
+    """Prints what `events(timeout)` returns and records each service's state in `states`
+    (then calls `on_state`, once per call). False when nothing came."""
     events = stack.events(timeout)
+    changed = False
     for ev in events:
         kind = ev["kind"]
         if kind == "log":
@@ -71,6 +74,7 @@ def _print_events(stack: Any, printer: _Printer, verbose: bool, timeout: float,
         elif kind == "state":
             state = ev["state"]
             states[ev["service"]] = state
+            changed = True
             if state == "starting" and verbose and ev.get("reason"):
                 printer.line(ev["service"], f"[corral] run: {ev['reason']}")
             elif state in ("ready", "failed", "exited", "stopped", "backoff", "unhealthy") or verbose:
@@ -84,7 +88,10 @@ def _print_events(stack: Any, printer: _Printer, verbose: bool, timeout: float,
             printer.out.write(f"[corral] {ev['count']} log lines dropped (output too fast)\n")
             # What was dropped may include state changes: read them afresh, once.
             states.update({r["name"]: r["state"] for r in stack.status()})
+            changed = True
     printer.flush()
+    if changed and on_state is not None:
+        on_state()
     return bool(events)
 
 
@@ -97,6 +104,32 @@ def _drain(stack: Any, printer: _Printer, verbose: bool, states: dict[str, str])
         empty = 0 if _print_events(stack, printer, verbose, 0, states) else empty + 1
 
 
+class _Wakeup:
+    """What the main thread of `corral up` sleeps on: a pipe that the log reader (after a
+    state change) and the start and stop threads (when they end) write a byte to. A
+    blocking read wakes only for those, never on a timer, so an idle `corral up` costs no
+    CPU. It is also the signal wake-up fd: the kernel may deliver SIGINT to any thread, and
+    Python's C handler then only notes it, but it writes to that fd, so the main thread
+    wakes and runs the Python handler."""
+
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.w, False)
+        self.previous_fd = signal.set_wakeup_fd(self.w, warn_on_full_buffer=False)
+
+    def poke(self) -> None:
+        with contextlib.suppress(OSError):  # full: the main thread has wake-ups enough queued
+            os.write(self.w, b".")
+
+    def wait(self) -> None:
+        os.read(self.r, 4096)
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self.previous_fd)
+        os.close(self.r)
+        os.close(self.w)
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     from .stack import Stack
 
@@ -106,25 +139,42 @@ def _cmd_up(args: argparse.Namespace) -> int:
         if name not in stack:
             raise ConfigError(f"unknown service '{name}' (services: {', '.join(stack.services)})",
                               file=path)
+    if args.exit_code_from is not None and args.exit_code_from not in stack:
+        raise ConfigError(f"--exit-code-from: unknown service '{args.exit_code_from}' "
+                          f"(services: {', '.join(stack.services)})", file=path)
+    # As with docker compose: --exit-code-from implies --abort-on-exit.
+    abort_on_exit = args.abort_on_exit or args.exit_code_from is not None
     printer = _Printer(list(stack.services), sys.stdout)
+    wake = _Wakeup()
     signals = [0]
 
     def on_signal(signum: int, frame: object) -> None:
         signals[0] += 1
         if signals[0] == 1:
-            # Begin the stop right here: its state events (or, with nothing running, the
-            # close itself) end the wait in events(). Raising instead could lose the events
-            # that the call had just returned.
+            # Begin the stop right here: it only posts to the engine.
             stack._post_close()
+        wake.poke()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     # Subscribe before anything runs, so no line is missed; lossless: when the terminal is
     # slower than the services, they wait for it instead of their lines being dropped.
     stack._subscribe(lossless=True)
-    # Everything below is driven by the event stream: the states come from state events,
-    # so an idle `corral up` sleeps in events() instead of polling status().
     states = {r["name"]: r["state"] for r in stack.status()}
     outcome: dict[str, BaseException | None] = {}
+    # Set by each thread right before its last wake-up: a thread that has just poked may
+    # still be alive when the main thread wakes, so is_alive() would lose that wake-up.
+    ended: set[str] = set()
+
+    def read() -> None:
+        # Prints every event as it comes (a thread other than the main one waits in one
+        # piece, without time slices) and wakes the main thread on state changes. It ends
+        # when the stack is closed and every event has been printed.
+        try:
+            while _print_events(stack, printer, args.verbose, math.inf, states, wake.poke):
+                pass
+        finally:
+            ended.add("reader")
+            wake.poke()
 
     def start() -> None:
         try:
@@ -132,50 +182,105 @@ def _cmd_up(args: argparse.Namespace) -> int:
             outcome["error"] = None
         except BaseException as exc:
             outcome["error"] = exc
+        ended.add("starter")
+        wake.poke()
 
+    reader = threading.Thread(target=read, name="corral-logs", daemon=True)
+    reader.start()
     starter = threading.Thread(target=start, name="corral-start", daemon=True)
     starter.start()
     code = 0
+    error: BaseException | None = None
     try:
+        # Everything is driven by wake-ups: states come from state events, so an idle
+        # `corral up` sleeps in wake.wait() instead of polling status().
         while not signals[0]:
-            # While the start runs, its end is not an event: look for it every 0.1 s.
-            # Afterwards only events matter, and the wait is as long as they take.
-            wait = 0.1 if starter.is_alive() else 0 if "error" in outcome else math.inf
-            _print_events(stack, printer, args.verbose, wait, states)
-            if signals[0]:
-                break  # a stop asked for; the start that it interrupts is no failure
             if "error" in outcome:
                 error = outcome.pop("error")
                 if error is not None:
-                    _drain(stack, printer, args.verbose, states)
-                    sys.stderr.write(f"corral: {error}\n")
                     code = 1
-                    break
+                    break  # the reason is printed last, after the stop's events
                 sys.stderr.write(f"corral: stack ready ({len(stack)} services); Ctrl+C to stop\n")
+                for line in _port_lines(stack.status()):
+                    sys.stderr.write(f"  {line}\n")
                 sys.stderr.flush()
-            if not starter.is_alive() and "error" not in outcome and _all_settled(states):
-                failed = [name for name, state in states.items() if state == "failed"]
+            if abort_on_exit and (ended_one := _first_ended(stack, states, "starter" not in ended)) is not None:
+                name, exit_code = ended_one
+                sys.stderr.write(f"corral: {name} ended (exit code {exit_code}); stopping the stack\n")
+                code = _shell_code(exit_code)
+                break
+            # The reader's states may lag behind the engine (a "pending" not yet replaced by
+            # "ready"): they only say when to look at the engine's own.
+            if ("starter" in ended and "error" not in outcome and _all_settled(dict(states))
+                    and _all_settled(now := {r["name"]: r["state"] for r in stack.status()})):
+                failed = [name for name, state in now.items() if state == "failed"]
                 sys.stderr.write("corral: every service has ended"
                                  + (f"; failed: {', '.join(failed)}\n" if failed else "\n"))
                 code = 1 if failed else 0
                 break
+            if "reader" in ended:
+                break  # the stack was closed under us
+            wake.wait()
     finally:
         if signals[0]:
             sys.stderr.write("corral: stopping (press Ctrl+C again to kill)\n")
-        stopper = threading.Thread(target=stack.close, name="corral-stop", daemon=True)
+
+        def stop() -> None:
+            try:
+                stack.close()
+            finally:
+                ended.add("stopper")
+                wake.poke()
+
+        stopper = threading.Thread(target=stop, name="corral-stop", daemon=True)
         stopper.start()
         killed = False
-        while stopper.is_alive():
-            _print_events(stack, printer, args.verbose, 0.1, states)
+        while "stopper" not in ended:
             if signals[0] >= 2 and not killed:
                 # A second Ctrl+C, as with docker compose: no more grace periods.
                 sys.stderr.write("corral: killing\n")
                 killed = True
                 stack.kill()
+            wake.wait()
+        reader.join()  # the stack is closed: the reader prints what is left, then ends
         _drain(stack, printer, args.verbose, states)
+        if error is not None:
+            sys.stderr.write(f"corral: {error}\n")
+        if args.exit_code_from is not None and error is None:
+            code = _shell_code(next((r["exit_code"] for r in stack.status()
+                                     if r["name"] == args.exit_code_from), None))
         for s, handler in previous.items():
             signal.signal(s, handler)
+        wake.close()
     return code
+
+
+def _port_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """`api: http=41233 admin=41234`, one line per service that has ports."""
+    width = max((len(r["name"]) for r in rows if r["ports"]), default=0)
+    return [f"{r['name'] + ':':<{width + 1}} " + " ".join(f"{k}={v}" for k, v in sorted(r["ports"].items()))
+            for r in rows if r["ports"]]
+
+
+def _first_ended(stack: Any, states: dict[str, str], starting: bool) -> tuple[str, int | None] | None:
+    """The first service that has ended by itself for good, with its exit code; checked
+    against the engine, as the reader's states may lag behind. While the start runs only
+    `exited` counts: a failure then is the start's to report, with its reason."""
+    ends = ("exited",) if starting else ("exited", "failed")
+    if not any(state in ends for state in states.values()):
+        return None
+    for row in stack.status():
+        if row["state"] in ends:
+            return row["name"], row["exit_code"]
+    return None
+
+
+def _shell_code(exit_code: int | None) -> int:
+    """A service's exit as a process exit status: its code, 128+N for a signal N (as a
+    shell reports it), 1 when it never ran."""
+    if exit_code is None:
+        return 1
+    return 128 - exit_code if exit_code < 0 else exit_code
 
 
 def _all_settled(states: dict[str, str]) -> bool:
@@ -243,12 +348,19 @@ def _secs(v: float | None) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="corral", description="Supervise a stack of local processes.")
+    p.add_argument("--version", action="version", version=f"corral {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start the stack in the foreground and stream its logs")
     up.add_argument("-f", "--file", help="config file (default: corral.toml or corral.yaml here)")
     up.add_argument("-v", "--verbose", action="store_true", help="show each command as it is run")
+    up.add_argument("--abort-on-exit", action="store_true",
+                    help="stop the whole stack as soon as one service ends by itself, and exit with its code")
+    up.add_argument("--exit-code-from", metavar="SERVICE",
+                    help="exit with SERVICE's exit code (implies --abort-on-exit)")
     up.add_argument("services", nargs="*", metavar="SERVICE", help="only these (and their dependencies)")
     up.set_defaults(func=_cmd_up)
 

@@ -22,8 +22,8 @@ void Engine::Impl::publish_state(StackState& st, Svc& s, std::string detail) {
   st.events.push(std::move(e));
 }
 
-void Engine::Impl::record_line(StackState& st, Svc& s, Stream stream, std::string_view text) {
-  auto now = wall_ns();
+void Engine::Impl::record_line(StackState& st, Svc& s, Stream stream, std::string_view text, std::int64_t now) {
+  if (now == 0) now = wall_ns();
   const LogLine& line = s.logs.push(now, stream, text);
   st.metrics->on_log_line(s.index, stream == Stream::out ? 0 : 1, text.size());
   st.log_counters[s.index][0].store(s.logs.next_seq(), std::memory_order_relaxed);
@@ -100,8 +100,9 @@ bool Engine::Impl::drain(StackState& st, Svc& s, Stream which, int rounds) {
   while (d && rounds-- > 0) {
     ssize_t n = ::read(d->native_handle(), read_buf.data(), read_buf.size());
     if (n > 0) {
+      const std::int64_t now = wall_ns();
       split.feed(std::string_view(read_buf.data(), static_cast<std::size_t>(n)),
-                 [&](std::string_view line) { record_line(st, s, which, line); });
+                 [&](std::string_view line) { record_line(st, s, which, line, now); });
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -127,8 +128,9 @@ void Engine::Impl::close_pipes(StackState& st, Svc& s) {
       (*d)->close(ignored);
       d->reset();
     }
-  s.proc.out_split.finish([&](std::string_view line) { record_line(st, s, Stream::out, line); });
-  s.proc.err_split.finish([&](std::string_view line) { record_line(st, s, Stream::err, line); });
+  const std::int64_t now = wall_ns();
+  s.proc.out_split.finish([&](std::string_view line) { record_line(st, s, Stream::out, line, now); });
+  s.proc.err_split.finish([&](std::string_view line) { record_line(st, s, Stream::err, line, now); });
 }
 
 }  // namespace corral

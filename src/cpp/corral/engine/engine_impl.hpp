@@ -262,7 +262,9 @@ struct Engine::Impl {
 
   // capture.cpp
   void publish_state(StackState& st, Svc& s, std::string detail);
-  void record_line(StackState& st, Svc& s, Stream stream, std::string_view text);
+  // `now`: when the bytes were read; every line of one read() shares it (a clock read per
+  // line was an eighth of the capture's cost on a VM whose clock is not in the vDSO); 0 = now.
+  void record_line(StackState& st, Svc& s, Stream stream, std::string_view text, std::int64_t now = 0);
   void arm_read(StackState& st, Svc& s, Stream which);
   bool drain(StackState& st, Svc& s, Stream which, int rounds);
   void resume_reads(StackState& st);

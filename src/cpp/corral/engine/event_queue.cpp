@@ -1,5 +1,6 @@
 #include "corral/engine/event_queue.hpp"
 
+#include <algorithm>
 #include <chrono>
 
 #include "corral/core/duration.hpp"
@@ -60,6 +61,7 @@ std::vector<EngineEvent> EventQueue::pop(double timeout, std::size_t max, bool& 
   else
     cv_.wait_for(lock, to_duration(timeout), have);
   std::vector<EngineEvent> out;
+  out.reserve(std::min(max, events_.size() + 1));
   if (dropped_ > 0) {
     EngineEvent e;
     e.kind = EngineEvent::Kind::dropped;

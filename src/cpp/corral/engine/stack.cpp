@@ -118,8 +118,16 @@ ServiceStatus row_of(const StackState& st, std::size_t i) {
 
 std::vector<ServiceStatus> Stack::status() {
   std::vector<ServiceStatus> out;
-  out.reserve(state_->status_snapshot.size());
-  for (std::size_t i = 0; i < state_->status_snapshot.size(); ++i) out.push_back(row_of(*state_, i));
+  {
+    // One copy under one lock: the engine publishes a row per change, and taking the lock
+    // once per row made a whole-stack read meet it up to N times.
+    std::lock_guard lock(state_->status_mutex);
+    out = state_->status_snapshot;
+  }
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    out[i].log_lines = state_->log_counters[i][0].load(std::memory_order_relaxed);
+    out[i].log_dropped = state_->log_counters[i][1].load(std::memory_order_relaxed);
+  }
   return out;
 }
 
