@@ -583,6 +583,40 @@ static void step_busy(char **a) {
     for (int i = 0; i < 10000; ++i) spin = spin + 1;
 }
 
+/* Allocates N MiB and touches every page, so it is resident (metrics tests). */
+static void step_alloc(char **a) {
+  size_t bytes = (size_t)(parse_seconds(a[0]) * 1024 * 1024);
+  char *p = malloc(bytes);
+  if (!p) fail(EXIT_FAILED, "alloc: out of memory");
+  for (size_t i = 0; i < bytes; i += 4096) p[i] = 1;
+  say(STDOUT_FILENO, "allocated %zu", bytes);
+}
+
+/* A child that allocates N MiB, touches it, then sleeps until killed with the group; the
+ * parent says "child-alloc PID" once the memory is resident. */
+static void step_child_alloc(char **a) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) fail(EXIT_FAILED, "child-alloc: pipe: %s", strerror(errno));
+  pid_t pid = fork();
+  if (pid < 0) fail(EXIT_FAILED, "child-alloc: fork: %s", strerror(errno));
+  if (pid == 0) {
+    reset_traps();
+    close(p[0]);
+    size_t bytes = (size_t)(parse_seconds(a[0]) * 1024 * 1024);
+    char *m = malloc(bytes);
+    if (!m) _exit(EXIT_FAILED);
+    for (size_t i = 0; i < bytes; i += 4096) m[i] = 1;
+    (void)write_all(p[1], "x", 1);
+    for (;;) pause();
+  }
+  close(p[1]);
+  char c;
+  while (read(p[0], &c, 1) < 0 && errno == EINTR) {
+  }
+  close(p[0]);
+  say(STDOUT_FILENO, "child-alloc %d", (int)pid);
+}
+
 /* ---- main ------------------------------------------------------------------------------- */
 
 static const struct {
@@ -619,6 +653,8 @@ static const struct {
     {"monotime", 0, step_monotime},
     {"exit-stamp", 2, step_exit_stamp},
     {"busy", 1, step_busy},
+    {"alloc", 1, step_alloc},
+    {"child-alloc", 1, step_child_alloc},
 };
 
 /* Index into STEPS of argv[i] if it is a step with all its arguments present, else -1. */

@@ -309,7 +309,7 @@ void register_engine(py::module_& m) {
              return out;
            })
       .def("prometheus",
-           [](Stack& s) { return without_gil([&] { return prometheus_text(s.name(), s.status(), s.sample()); }); })
+           [](Stack& s) { return without_gil([&] { return s.prometheus(); }); })
       .def(
           "close",
           [](Stack& s, std::optional<double> timeout) {

@@ -8,6 +8,7 @@ PYBIND11_MODULE(_core, m) {
   corral::bindings::register_errors(m);
   corral::bindings::register_specs(m);
   corral::bindings::register_engine(m);
+  corral::bindings::register_metrics(m);
   corral::bindings::register_os(m);
   corral::bindings::register_control(m);
 }

@@ -222,18 +222,50 @@ class StackSpec:
 class Stack:
     def close(self, timeout: typing.SupportsFloat | typing.SupportsIndex | None = None) -> tuple[bool, str, str] | None:
         ...
+    def configure_metrics(self, interval: typing.SupportsFloat | typing.SupportsIndex, pss: bool = False) -> None:
+        """
+        Samples every `interval` seconds (0: off); `pss` adds PSS.
+        """
+    def counters(self) -> list:
+        """
+        Counters and histograms per service.
+        """
     def dependencies(self, arg0: str) -> list[tuple[str, str]]:
         ...
+    def drain_history(self) -> tuple[list, int]:
+        """
+        (records, lost): (kind, time, service, state, reason, pid, code, signal, seconds) tuples.
+        """
+    def enable_history(self, capacity: typing.SupportsInt | typing.SupportsIndex) -> None:
+        """
+        Buffers history records from now on, at most `capacity`.
+        """
     def events(self, timeout: typing.SupportsFloat | typing.SupportsIndex = 0.0, max: typing.SupportsInt | typing.SupportsIndex = 4096) -> list:
         ...
     def levels(self) -> list[list[str]]:
         ...
     def logs(self, name: str, tail: typing.SupportsInt | typing.SupportsIndex = -1) -> list:
         ...
+    def metrics_now(self) -> list:
+        """
+        The latest sample of each sampled service (read now when the interval is 0).
+        """
+    def note_manual_restart(self, name: str) -> None:
+        """
+        Counts a user-requested restart.
+        """
     def prometheus(self) -> str:
         ...
     def sample(self) -> list:
         ...
+    def sampler_cost(self) -> tuple[int, float, int]:
+        """
+        (ticks, cpu seconds, processes read) of the sampler for this stack.
+        """
+    def samples(self, service: str = '', since: typing.SupportsFloat | typing.SupportsIndex = 0.0) -> list:
+        """
+        Raw samples since `since` (wall clock), oldest first.
+        """
     def service_names(self) -> list[str]:
         ...
     def service_status(self, arg0: str) -> dict:

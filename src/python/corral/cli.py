@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import shlex
@@ -335,6 +336,37 @@ def _cmd_resources(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_history(args: argparse.Namespace) -> int:
+    """corral history [SERVICE] [--since 1h] [--json] [--db PATH]: what the history
+    database kept (the `history` key of the config file names it, or --db)."""
+    from .history import format_records, parse_since, read_history, read_runs
+    from .spec import load_file
+
+    db = args.db
+    if db is None:
+        config = load_file(_find_file(args.file))
+        if config.history is None:
+            raise ConfigError(f"{config.file}: the stack keeps no history (set history, or use --db)")
+        db = config.history
+    since = parse_since(args.since)
+    if args.runs:
+        runs = read_runs(db, args.service, since)
+        print(json.dumps(runs) if args.json else "\n".join(
+            f"{r['service']:<20} pid {r['pid']:<8} {r['reason'] or '':<8} ready {_secs(r['ready_seconds'])}  "
+            f"ran {_secs(r['run_seconds'])}  " + (f"signal {r['signal']}" if r["signal"] else
+                                                  f"code {r['code']}" if r["code"] is not None else "")
+            for r in runs))
+        return 0
+    text = format_records(read_history(db, args.service, since), args.json)
+    if text:
+        print(text)
+    return 0
+
+
+def _secs(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}s"
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -364,6 +396,14 @@ def _parser() -> argparse.ArgumentParser:
     resources = sub.add_parser("resources", help="list every resource claim on this machine")
     resources.add_argument("--json", action="store_true", help="as a JSON list of claims")
     resources.set_defaults(func=_cmd_resources)
+    history = sub.add_parser("history", help="show what the stack's history database kept")
+    history.add_argument("service", nargs="?", metavar="SERVICE", help="only this service")
+    history.add_argument("--since", help="only the last DURATION (90s, 15m, 1h, 2d)")
+    history.add_argument("--json", action="store_true", help="print a JSON array")
+    history.add_argument("--runs", action="store_true", help="one row per process run instead of events")
+    history.add_argument("--db", help="the database (default: the config file's `history`)")
+    history.add_argument("-f", "--file")
+    history.set_defaults(func=_cmd_history)
     return p
 
 

@@ -82,7 +82,8 @@ SERVICE_KEYS = (
 # A service table of a file may also instantiate a template (see `Stack.add_from`).
 _TEMPLATE_KEYS = ("template", "vars")
 
-_TOP_KEYS = ("name", "services", "resources", "templates", "env_file")
+_TOP_KEYS = ("name", "services", "resources", "templates", "env_file", "metrics", "history")
+_METRICS_KEYS = ("interval", "pss")
 # Names end up in templates ({{db.port.main}}), file and socket names, log prefixes and
 # Prometheus labels: ASCII only, no '/', no quotes or control characters, not '.' or '..',
 # and short enough that `name-10000` still fits in a socket path (108 bytes).
@@ -135,6 +136,11 @@ class StackConfig:
     services: list[ServiceSpec]
     file: str | None = None
     resource_types: list[ResourceType] = field(default_factory=list)
+    #: ``[metrics] interval`` (seconds; 0 = off) and ``pss``; None when the file is silent.
+    metrics_interval: float | None = None
+    metrics_pss: bool = False
+    #: ``history = "dev.db"``, made absolute against the file's directory by load_file.
+    history: str | None = None
 
 
 # -- the Python API --------------------------------------------------------------------
@@ -271,6 +277,8 @@ def load_file(
     for spec in config.services:
         if spec.cwd is not None:
             spec.cwd = _relative_to(spec.cwd, base)
+    if config.history is not None:
+        config.history = _relative_to(config.history, base)
     return config
 
 
@@ -324,7 +332,50 @@ def _parse_config(data: Any, environ: Mapping[str, str], file: str | None) -> St
     for spec in specs:  # the stack's env files under each service's own variables
         spec.env = {**stack_env, **spec.env}
     _check_dependencies(specs)
-    return StackConfig(name=name, services=specs, file=file, resource_types=types)
+    interval, pss = _metrics_table(data.get("metrics"))
+    history = _keyed("history", history_path, data.get("history"))
+    return StackConfig(name=name, services=specs, file=file, resource_types=types,
+                       metrics_interval=interval, metrics_pss=pss, history=history)
+
+
+def _metrics_table(value: object) -> tuple[float | None, bool]:
+    """``[metrics] interval = 1.0, pss = false``."""
+    if value is None:
+        return None, False
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"expected a table (interval, pss), got {_show(value)}", key="metrics")
+    for key in value:
+        try:
+            _known_key(key, _METRICS_KEYS)
+        except ConfigError as err:
+            err._add_context(key=f"metrics.{key}")
+            raise
+    interval = value.get("interval")
+    if interval is not None:
+        interval = _keyed("metrics.interval", metrics_interval, interval)
+    pss = value.get("pss", False)
+    if not isinstance(pss, bool):
+        raise ConfigError(f"expected true or false, got {_show(pss)}", key="metrics.pss")
+    return interval, pss
+
+
+def metrics_interval(value: object) -> float:
+    """Seconds between samples: 0 (off) or at least 0.05."""
+    seconds = _number(value, strict=False)
+    if 0 < seconds < 0.05:
+        raise ConfigError(f"expected 0 (off) or at least 0.05 seconds, got {_show(value)}")
+    return seconds
+
+
+def history_path(value: object) -> str | None:
+    """A history database path (str or os.PathLike), or None."""
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ConfigError(f"expected a file path, got {_show(value)}")
+    return os.path.expanduser(value)
 
 
 def _service_from_template(name: Any, table: Mapping[str, Any], templates: Mapping[str, Any],

@@ -22,12 +22,15 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from . import _api, _core, _engine
+from . import _api, _core, _engine, _metrics
 from .checks import Check, ExecCheck, HttpCheck, LogCheck, NotifyCheck, TcpCheck
 from .errors import ConfigError, CorralError, StackClosed, StartError, Timeout
+from .history import HistoryWriter, Records, read_history
+from .history import connect as history_connect
 from .resources import ResourceType, make_resource_type
 from .restart import Restart
-from .spec import ServiceSpec, StackConfig, load_file, make_service, stack_name, wait_timeout
+from .spec import ServiceSpec, StackConfig, history_path, load_file, make_service, stack_name, wait_timeout
+from .spec import metrics_interval as _metrics_interval
 from .templates import Template, instantiate
 
 __all__ = ["STATES", "Service", "Stack"]
@@ -281,6 +284,9 @@ class Service:
     async def async_wait_for_log(self, regex: str, timeout: float | None = None) -> str:
         return await _in_thread(self.wait_for_log, regex, timeout)
 
+    def _repr_html_(self) -> str:
+        return self._stack._repr_html_(only=self.name)
+
     def __repr__(self) -> str:
         row = self._row()
         return f"<Service {self.name} {row['state']} pid={row['pid']} ports={row['ports']}>"
@@ -345,15 +351,27 @@ class Stack:
     open when the interpreter exits, is stopped too.
     """
 
-    def __init__(self, name: str | None = None, *, api: bool = True, api_tcp: bool = False) -> None:
+    def __init__(self, name: str | None = None, *, api: bool = True, api_tcp: bool = False,
+                 metrics_interval: float | None = None, metrics_pss: bool = False,
+                 history: str | os.PathLike[str] | None = None) -> None:
         """`api`: serve the control API (docs/api.md) on a Unix socket while the stack runs;
         `api_tcp`: on loopback TCP with a token too (for browsers and tools without Unix
-        sockets; see `serve_api`)."""
+        sockets; see `serve_api`). `metrics_interval`: seconds between samples of every
+        service's process tree (0: off; the default is off, or 1 s with a `history`).
+        `metrics_pss` adds PSS (~180 us per process). `history`: an SQLite file that keeps
+        state changes, exits, readiness times and resource summaries (see docs/metrics.md)."""
         self.name = stack_name(name)
         self.file: str | None = None
         self._api = api or api_tcp
         self._api_tcp = api_tcp
         self._served: _api.Served | None = None
+        self._history_path = history_path(history)
+        self._metrics_interval = (
+            _metrics_interval(metrics_interval) if metrics_interval is not None
+            else 1.0 if self._history_path else 0.0)
+        self._metrics_pss = bool(metrics_pss)
+        self._history: HistoryWriter | None = None
+        self._metrics_server: _metrics.MetricsServer | None = None
         self._specs: dict[str, ServiceSpec] = {}
         self._resource_types: dict[str, ResourceType] = {}
         self._templates: dict[str, Template] = {}
@@ -376,7 +394,8 @@ class Stack:
              api: bool = True, api_tcp: bool = False) -> Stack:
         """A stack from a TOML or YAML file (by extension). `api`, `api_tcp`: as `Stack()`."""
         config: StackConfig = load_file(path, environ=environ) if environ is not None else load_file(path)
-        stack = cls(config.name, api=api, api_tcp=api_tcp)
+        stack = cls(config.name, api=api, api_tcp=api_tcp, metrics_interval=config.metrics_interval,
+                    metrics_pss=config.metrics_pss, history=config.history)
         stack.file = config.file
         # Like docker compose, a file's relative paths mean "next to the file": commands run
         # in its directory unless they say otherwise.
@@ -519,9 +538,12 @@ class Stack:
                 spec = self._core_spec()
                 # One running stack per name in this process: an earlier one with the same
                 # name is closed (in IPython, a re-run cell) or this one is refused.
+                # The history database first: a path that cannot be opened starts nothing.
+                db = history_connect(self._history_path) if self._history_path is not None else None
                 _engine.claim_name(self)
                 handle = _engine.engine().create_stack(spec)
                 self._finalizer = weakref.finalize(self, _close_handle, handle, self._pid)
+                self._setup_metrics(handle, db)
                 self._native.handle = handle
                 _engine.register(self)
                 if self._api:
@@ -650,6 +672,8 @@ class Stack:
         `timeout` covers both halves."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self.stop(name, timeout=timeout)
+        if self._handle is not None:
+            self._handle.note_manual_restart(name)  # corral_service_restarts_total{reason="manual"}
         self.start(name, timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def kill(self, *names: str) -> None:
@@ -697,6 +721,7 @@ class Stack:
         if self._finalizer is not None:
             self._finalizer.detach()
         self._closed = True
+        self._close_metrics()
 
     def _post_close(self) -> None:
         """Begins closing and returns at once (close() then waits for the end). Safe in a
@@ -712,26 +737,69 @@ class Stack:
         return self._handle.status()  # type: ignore[no-any-return]
 
     def metrics(self) -> dict[str, dict[str, Any]]:
-        """Per service: CPU seconds, RSS bytes, open fds, processes and threads of its process
-        group (sampled now from /proc), plus state, restarts and log counters."""
+        """Per service, over its whole process tree: cpu_seconds, cpu_percent, rss_bytes,
+        processes, threads, open_fds, read_bytes, write_bytes; and restarts, uptime_seconds,
+        ready_seconds (spawn to ready), health (0-100), state, pid, log counters. From the
+        latest sample, or read now when sampling is off."""
         if self._handle is None or self._closed:
             return {}
-        status = {r["name"]: r for r in self._handle.status()}
-        out = {}
-        for sample in self._handle.sample():
-            row = status[sample["name"]]
-            out[sample["name"]] = {
-                **{k: v for k, v in sample.items() if k != "name"},
-                "state": row["state"],
-                "restarts": row["restarts"],
-                "log_lines": row["log_lines"],
-                "log_dropped": row["log_dropped"],
-            }
-        return out
+        return _metrics.MetricsTable(_metrics.metrics_rows(self._handle))
+
+    def samples(self, service: str | None = None, since: float | None = None) -> Records:
+        """The recent raw samples (a bounded ring per service) as plain dicts with `time`
+        (seconds since the epoch), `service` and the fields of `metrics()`; `since` is a
+        number of seconds ago. `pandas.DataFrame(stack.samples())` takes them as they are."""
+        if service is not None:
+            self[service]
+        if self._handle is None:
+            return Records()
+        return _metrics.samples(self._handle, service, since)
 
     def prometheus(self) -> str:
         """The metrics in the Prometheus text exposition format."""
         return "" if self._handle is None or self._closed else str(self._handle.prometheus())
+
+    def serve_metrics(self, port: int = 0) -> str:
+        """Serves `prometheus()` at http://127.0.0.1:PORT/metrics (0: any free port) until
+        the stack closes; returns the URL."""
+        if self._metrics_server is None:
+            self._core()
+            self._metrics_server = _metrics.MetricsServer(self.prometheus, port)
+        return self._metrics_server.url
+
+    def history(self, service: str | None = None, since: float | str | None = None) -> Records:
+        """What the history database holds (every run of this stack's file), oldest first:
+        state changes, spawns, readiness times, exits, check result changes. `since`:
+        seconds ago, or a duration such as "1h". Needs ``Stack(history=...)``."""
+        from .history import parse_since
+
+        if self._history_path is None:
+            raise CorralError("this stack keeps no history: use Stack(history='dev.db') or a history key")
+        if self._history is not None:
+            self._history.flush()
+        return read_history(self._history_path, service, parse_since(since))
+
+    def plot(self, metric: str = "cpu_percent", services: list[str] | None = None,
+             since: float | None = None) -> Any:
+        """A matplotlib figure of `metric` (a field of `samples()`) over time, a line per
+        service. matplotlib is optional: ImportError says how to get it."""
+        return _metrics.plot(self.samples(since=since), metric, services)
+
+    def _setup_metrics(self, handle: Any, db: Any) -> None:
+        if self._metrics_interval > 0 or self._metrics_pss:
+            handle.configure_metrics(self._metrics_interval, self._metrics_pss)
+        if db is not None:
+            handle.enable_history(100_000)
+            self._history = HistoryWriter(db, handle, self.name or "corral", self.file)
+            weakref.finalize(self, self._history.stop)
+
+    def _close_metrics(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
+        if self._history is not None:
+            self._history.close()
+            self._history = None
 
     def _subscribe(self, lossless: bool) -> None:
         """Starts the event stream before anything runs. Lossless (for `corral up`): when
@@ -791,11 +859,13 @@ class Stack:
         states = ", ".join(f"{r['name']}={r['state']}" for r in self.status())
         return f"<Stack {self.name or 'corral'}: {states}>"
 
-    def _repr_html_(self) -> str:
+    def _repr_html_(self, only: str | None = None) -> str:
         import html
 
         rows = []
         for r in self.status():
+            if only is not None and r["name"] != only:
+                continue
             ports = ", ".join(f"{k}={v}" for k, v in r["ports"].items())
             rows.append(
                 "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (

@@ -292,7 +292,7 @@ asio::awaitable<Reply> handle(ControlServer::Core& core, const Request& req, boo
       case Endpoint::metrics: {
         Response res{http::status::ok, 11};
         res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
-        res.body() = prometheus_text(core.stack.name(), core.stack.status(), core.stack.sample());
+        res.body() = core.stack.prometheus();
         co_return reply(std::move(res));
       }
       case Endpoint::metrics_json: {

@@ -27,6 +27,7 @@ bool Engine::Impl::dispatch(StackState& st, Svc& s, Event ev, std::string why, s
     // find at least this state there (changed() publishes it again after the action).
     publish_status(st, s);
     publish_state(st, s, detail);
+    st.metrics->on_state(s.index, to_string(s.state).data(), s.state == State::failed ? s.reason : std::string());
   }
   // Settled with no process left: its resource claims go (a start claims them again).
   // (Also drops a pending `wait` retry and a claim job in flight: cheap when there is none.)
@@ -171,6 +172,7 @@ void Engine::Impl::act_spawn(StackState& st, Svc& s) {
   s.last_pid = r.pid;
   s.spawned_at = Clock::now();
   s.started_wall = wall_seconds();
+  st.metrics->on_spawn(s.index, r.pid, s.state == State::backoff ? s.restart_cause : nullptr);
   s.ever_ready = false;
   s.spawned_once = true;
   s.health_failures = 0;
@@ -200,6 +202,7 @@ void Engine::Impl::act_became_ready(StackState& st, Svc& s) {
   end_budget(s);
   s.ever_ready = true;
   s.ready_wall = wall_seconds();
+  st.metrics->on_ready(s.index, std::chrono::duration<double>(Clock::now() - s.spawned_at).count());
   if (s.spec.health) begin_checks(st, s, false);
 }
 
@@ -283,6 +286,9 @@ void Engine::Impl::on_exit(StackState& st, Svc& s) {
   }
   if (watcher) watcher->unwatch(s.proc.pid);
   s.exit_code = exit.signaled ? -exit.signal : exit.code;
+  st.metrics->on_exit(s.index, s.proc.pid, exit.signaled, exit.signaled ? exit.signal : exit.code,
+                      std::chrono::duration<double>(Clock::now() - s.spawned_at).count());
+  s.restart_cause = s.health_kill ? "health" : "exit";  // classify_exit clears health_kill
   s.proc.pid = 0;
   boost::system::error_code ignored;
   s.proc.pidfd->close(ignored);

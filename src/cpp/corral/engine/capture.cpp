@@ -25,6 +25,7 @@ void Engine::Impl::publish_state(StackState& st, Svc& s, std::string detail) {
 void Engine::Impl::record_line(StackState& st, Svc& s, Stream stream, std::string_view text, std::int64_t now) {
   if (now == 0) now = wall_ns();
   const LogLine& line = s.logs.push(now, stream, text);
+  st.metrics->on_log_line(s.index, stream == Stream::out ? 0 : 1, text.size());
   st.log_counters[s.index][0].store(s.logs.next_seq(), std::memory_order_relaxed);
   st.log_counters[s.index][1].store(s.logs.dropped(), std::memory_order_relaxed);
   if (st.events.subscribed()) {

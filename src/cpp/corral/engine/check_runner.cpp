@@ -127,6 +127,7 @@ void Engine::Impl::schedule_attempt(StackState& st, Svc& s, bool readiness, unsi
 void Engine::Impl::attempt(StackState& st, Svc& s, bool readiness, unsigned gen) {
   const CheckSpec& c = readiness ? *s.spec.ready : *s.spec.health;
   auto self = st.shared_from_this();
+  s.check_started = Clock::now();
   ProbeDone done = [this, self, &s, readiness, gen](bool ok, std::string detail) {
     if (s.check_gen != gen) return;  // the run it was checking is over
     on_probe(*self, s, readiness, gen, ok, std::move(detail));
@@ -158,6 +159,8 @@ void Engine::Impl::attempt(StackState& st, Svc& s, bool readiness, unsigned gen)
 
 void Engine::Impl::on_probe(StackState& st, Svc& s, bool readiness, unsigned gen, bool ok, std::string detail) {
   const CheckSpec& c = readiness ? *s.spec.ready : *s.spec.health;
+  st.metrics->on_check(s.index, readiness, to_string(c.kind).data(),
+                       std::chrono::duration<double>(Clock::now() - s.check_started).count(), ok);
   if (readiness) {
     if (s.state != State::starting) return;
     // Someone answering is not enough: it must be the service (not an orphan of an earlier

@@ -16,6 +16,7 @@
 #include "corral/engine/event_queue.hpp"
 #include "corral/engine/pending.hpp"
 #include "corral/logs/log_buffer.hpp"
+#include "corral/metrics/stack_metrics.hpp"
 
 namespace corral {
 
@@ -91,6 +92,25 @@ class Stack {
   // Signals the service's main process through its pidfd. False when it is not running.
   bool signal(const std::string& name, int sig);
   std::vector<ProcessSample> sample();
+
+  // Metrics of each service's whole process tree (metrics/, engine/metrics_tick.cpp).
+  // Samples every `interval` seconds on the engine's sampler thread; 0 turns the timer off
+  // (then metrics_now() reads on the caller's thread). `pss` adds the proportional set
+  // size (smaps_rollup, ~180 us per process).
+  void configure_metrics(double interval, bool pss);
+  // The latest sample of each service that was sampled; reads /proc now when the interval is 0.
+  std::vector<MetricSample> metrics_now();
+  // Raw samples of `service` (all when empty) taken at or after `since` (wall clock), oldest first.
+  std::vector<MetricSample> samples(const std::string& service, double since);
+  // The Prometheus text exposition; callable from any thread (the control server's too).
+  std::string prometheus();
+  std::shared_ptr<StackMetrics> metrics() const;
+  // A restart requested by the user (stop then start), counted as reason="manual".
+  void note_manual_restart(const std::string& name);
+  // History records (state changes, spawns, readiness, exits, check results) are buffered
+  // from now on, at most `capacity`, for a writer to drain.
+  void enable_history(std::size_t capacity);
+  std::vector<HistoryRecord> drain_history(std::uint64_t* lost = nullptr);
 
   // The event stream for CLIs and notebooks: log lines and state changes, oldest first.
   // Enabled by subscribe() or by the first events() call (lossy). Bounded by bytes: a

@@ -37,6 +37,8 @@
 #include "corral/engine/watcher.hpp"
 #include "corral/graph/graph.hpp"
 #include "corral/metrics/procfs.hpp"
+#include "corral/metrics/stack_metrics.hpp"
+#include "corral/metrics/tree_sampler.hpp"
 #include "corral/resources/ports.hpp"
 #include "corral/resources/registry.hpp"
 #include "corral/supervise/machine.hpp"
@@ -109,6 +111,8 @@ struct Svc {
   std::string reason;
   std::string last_check;  // what the last failed readiness attempt said
   Clock::time_point spawned_at{};
+  Clock::time_point check_started{};  // of the probe attempt in flight, for its duration
+  const char* restart_cause = "exit";  // of the next restart: "exit" or "health"
   double started_wall = 0, ready_wall = 0;
 
   asio::steady_timer timer;     // backoff, or the SIGKILL after stop_timeout
@@ -171,7 +175,13 @@ struct Waiter {
 };
 
 struct StackState : std::enable_shared_from_this<StackState> {
-  StackState(StackSpec s, Graph g) : spec(std::move(s)), graph(std::move(g)) {}
+  StackState(StackSpec s, Graph g)
+      : spec(std::move(s)), graph(std::move(g)), metrics(std::make_shared<StackMetrics>(names(spec))) {}
+  static std::vector<std::string> names(const StackSpec& spec) {
+    std::vector<std::string> out;
+    for (const auto& s : spec.services) out.push_back(s.name);
+    return out;
+  }
   StackSpec spec;
   Graph graph;
   std::string id;
@@ -193,6 +203,14 @@ struct StackState : std::enable_shared_from_this<StackState> {
   // Pipes not re-armed while a lossless reader is behind: (service, stream, generation).
   std::vector<std::tuple<std::size_t, Stream, unsigned>> paused_reads;
 
+  // Counters, sample rings and the history buffer (metrics/stack_metrics.hpp): shared with
+  // the sampler thread and readable from any thread.
+  std::shared_ptr<StackMetrics> metrics;
+  std::shared_ptr<SamplerState> sampler = std::make_shared<SamplerState>();
+  double metrics_interval = 0;  // seconds; 0: no timer, samples only on demand
+  std::atomic<bool> metrics_pss{false};
+  std::unique_ptr<asio::steady_timer> metrics_timer;
+
   Svc& at(const std::string& name);
 };
 
@@ -208,6 +226,8 @@ struct Engine::Impl {
   std::atomic<bool> alive{true};
   unsigned long next_stack = 0;
   Chores claim_jobs;  // allocations that run check commands (blocking, off the thread)
+  // Reads /proc for the metrics ticks of every stack, so the engine thread never does.
+  Chores sampler;
   Chores chores;  // declared last: joined first, while everything it posts to still exists
 
   // Runs `f` on the engine thread and returns its result (or rethrows its exception).
@@ -281,6 +301,9 @@ struct Engine::Impl {
   void release_claims(Svc& s);
   std::string open_listeners(Svc& s);
   bool is_listen_port(const Svc& s, std::size_t lease) const;
+  // metrics_tick.cpp
+  std::vector<SampleTarget> sample_targets(StackState& st);
+  void arm_metrics(const std::shared_ptr<StackState>& st);
 
   // environment.cpp
   void ensure_ports(Svc& s);

@@ -110,49 +110,4 @@ std::vector<MarkedProcess> find_marked(const std::string& marker, const std::opt
   return out;
 }
 
-std::string prometheus_text(const std::string& stack, const std::vector<ServiceStatus>& status,
-                            const std::vector<ProcessSample>& samples) {
-  std::string out;
-  auto label = [&](const std::string& service) {
-    std::string esc;
-    for (char c : service) {
-      if (c == '\\' || c == '"') esc += '\\';
-      if (c == '\n') {
-        esc += "\\n";
-        continue;
-      }
-      esc += c;
-    }
-    std::string st;
-    for (char c : stack) {
-      if (c == '\\' || c == '"') st += '\\';
-      st += c;
-    }
-    return fmt::format("stack=\"{}\",service=\"{}\"", st, esc);
-  };
-  auto header = [&](const char* name, const char* type, const char* help) {
-    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
-  };
-  header("corral_service_up", "gauge", "1 when the service is ready or unhealthy (running), else 0.");
-  for (const auto& s : status)
-    out += fmt::format("corral_service_up{{{}}} {}\n", label(s.name),
-                       s.state == State::ready || s.state == State::unhealthy ? 1 : 0);
-  header("corral_service_state", "gauge", "1 for the service's current state.");
-  for (const auto& s : status)
-    out += fmt::format("corral_service_state{{{},state=\"{}\"}} 1\n", label(s.name), to_string(s.state));
-  header("corral_service_restarts_total", "counter", "Restarts of the service.");
-  for (const auto& s : status) out += fmt::format("corral_service_restarts_total{{{}}} {}\n", label(s.name), s.restarts);
-  header("corral_service_log_lines_total", "counter", "Log lines captured from the service.");
-  for (const auto& s : status) out += fmt::format("corral_service_log_lines_total{{{}}} {}\n", label(s.name), s.log_lines);
-  header("corral_service_cpu_seconds_total", "counter", "CPU time of the service's process group.");
-  for (const auto& s : samples) out += fmt::format("corral_service_cpu_seconds_total{{{}}} {}\n", label(s.service), s.cpu_seconds);
-  header("corral_service_memory_rss_bytes", "gauge", "Resident memory of the service's process group.");
-  for (const auto& s : samples) out += fmt::format("corral_service_memory_rss_bytes{{{}}} {}\n", label(s.service), s.rss_bytes);
-  header("corral_service_open_fds", "gauge", "Open file descriptors of the service's process group.");
-  for (const auto& s : samples) out += fmt::format("corral_service_open_fds{{{}}} {}\n", label(s.service), s.open_fds);
-  header("corral_service_processes", "gauge", "Processes in the service's process group.");
-  for (const auto& s : samples) out += fmt::format("corral_service_processes{{{}}} {}\n", label(s.service), s.processes);
-  return out;
-}
-
 }  // namespace corral

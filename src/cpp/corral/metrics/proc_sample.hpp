@@ -33,8 +33,4 @@ std::vector<MarkedProcess> find_marked(const std::string& marker,
                                        const std::optional<std::pair<pid_t, pid_t>>& range = std::nullopt);
 bool has_marker(pid_t pid, const std::string& marker, std::string* service = nullptr);
 
-// Prometheus text exposition of per-service state and samples.
-std::string prometheus_text(const std::string& stack, const std::vector<ServiceStatus>& status,
-                            const std::vector<ProcessSample>& samples);
-
 }  // namespace corral
