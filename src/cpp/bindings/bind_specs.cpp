@@ -122,7 +122,10 @@ void register_specs(py::module_& m) {
       .def_readwrite("name", &StackSpec::name)
       .def_readwrite("services", &StackSpec::services)
       .def_readwrite("base_env", &StackSpec::base_env)
-      .def_readwrite("resource_types", &StackSpec::resource_types);
+      .def_readwrite("resource_types", &StackSpec::resource_types)
+      .def_readwrite("log_dir", &StackSpec::log_dir)
+      .def_readwrite("log_max_size", &StackSpec::log_max_size)
+      .def_readwrite("log_keep", &StackSpec::log_keep);
 
   m.def(
       "claims",

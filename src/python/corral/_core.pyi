@@ -198,6 +198,7 @@ class ServiceSpec:
     def stop_timeout(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
         ...
 class StackSpec:
+    log_dir: str
     name: str
     def __init__(self) -> None:
         ...
@@ -206,6 +207,18 @@ class StackSpec:
         ...
     @base_env.setter
     def base_env(self, arg0: collections.abc.Mapping[str, str]) -> None:
+        ...
+    @property
+    def log_keep(self) -> int:
+        ...
+    @log_keep.setter
+    def log_keep(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def log_max_size(self) -> int:
+        ...
+    @log_max_size.setter
+    def log_max_size(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
     @property
     def resource_types(self) -> list[ResourceTypeSpec]:

@@ -82,7 +82,8 @@ SERVICE_KEYS = (
 # A service table of a file may also instantiate a template (see `Stack.add_from`).
 _TEMPLATE_KEYS = ("template", "vars")
 
-_TOP_KEYS = ("name", "services", "resources", "templates", "env_file", "metrics", "history")
+_TOP_KEYS = ("name", "services", "resources", "templates", "env_file", "metrics", "history", "logs")
+_LOGS_KEYS = ("dir", "max_size", "keep")
 _METRICS_KEYS = ("interval", "pss")
 # Names end up in templates ({{db.port.main}}), file and socket names, log prefixes and
 # Prometheus labels: ASCII only, no '/', no quotes or control characters, not '.' or '..',
@@ -141,6 +142,8 @@ class StackConfig:
     metrics_pss: bool = False
     #: ``history = "dev.db"``, made absolute against the file's directory by load_file.
     history: str | None = None
+    #: ``[logs]``: dir (absolute), max_size (bytes), keep; None when the file is silent.
+    logs: LogFiles | None = None
 
 
 # -- the Python API --------------------------------------------------------------------
@@ -334,8 +337,58 @@ def _parse_config(data: Any, environ: Mapping[str, str], file: str | None) -> St
     _check_dependencies(specs)
     interval, pss = _metrics_table(data.get("metrics"))
     history = _keyed("history", history_path, data.get("history"))
+    logs = log_files(data.get("logs"), base)
     return StackConfig(name=name, services=specs, file=file, resource_types=types,
-                       metrics_interval=interval, metrics_pss=pss, history=history)
+                       metrics_interval=interval, metrics_pss=pss, history=history, logs=logs)
+
+
+@dataclass
+class LogFiles:
+    """``[logs]``: each service's lines also go to ``<dir>/<service>.log``, stamped, and
+    the file is rotated past `max_size` bytes (0: never), keeping `keep` old ones."""
+
+    dir: str
+    max_size: int = 10 << 20
+    keep: int = 3
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kKmMgG]?)(i?[bB])?\Z")
+
+
+def log_files(value: object, base: str | None = None) -> LogFiles | None:
+    """``[logs]`` (a table, or just the directory as a string), or None. A relative `dir`
+    is relative to `base` (the config file's directory)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        value = {"dir": value}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"expected a table (dir, max_size, keep) or a directory, got {_show(value)}",
+                          key="logs")
+    for key in value:
+        try:
+            _known_key(key, _LOGS_KEYS)
+        except ConfigError as err:
+            err._add_context(key=f"logs.{key}")
+            raise
+    raw = value.get("dir")
+    if isinstance(raw, os.PathLike):
+        raw = os.fspath(raw)
+    if not isinstance(raw, str) or not raw or "\0" in raw:
+        raise ConfigError(f"expected a directory, got {_show(raw)}", key="logs.dir")
+    directory = os.path.expanduser(raw)
+    if base is not None and not os.path.isabs(directory):
+        directory = os.path.join(base, directory)
+    size = value.get("max_size", 10 << 20)
+    if isinstance(size, str):
+        m = _SIZE.match(size.strip())
+        if m is None:
+            raise ConfigError(f"expected a size such as 10485760, \"10MB\" or \"512KiB\", got {_show(size)}",
+                              key="logs.max_size")
+        size = int(float(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()])
+    max_size = _keyed("logs.max_size", _integer, size, minimum=0, maximum=1 << 62)
+    keep = _keyed("logs.keep", _integer, value.get("keep", 3), minimum=0, maximum=1000)
+    return LogFiles(dir=os.path.abspath(directory), max_size=max_size, keep=keep)
 
 
 def _metrics_table(value: object) -> tuple[float | None, bool]:

@@ -19,7 +19,7 @@ import signal as _signal
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from . import _api, _core, _engine, _metrics
@@ -29,7 +29,17 @@ from .history import HistoryWriter, Records, read_history
 from .history import connect as history_connect
 from .resources import ResourceType, make_resource_type
 from .restart import Restart
-from .spec import ServiceSpec, StackConfig, history_path, load_file, make_service, stack_name, wait_timeout
+from .spec import (
+    LogFiles,
+    ServiceSpec,
+    StackConfig,
+    history_path,
+    load_file,
+    log_files,
+    make_service,
+    stack_name,
+    wait_timeout,
+)
 from .spec import metrics_interval as _metrics_interval
 from .templates import Template, instantiate
 
@@ -353,13 +363,16 @@ class Stack:
 
     def __init__(self, name: str | None = None, *, api: bool = True, api_tcp: bool = False,
                  metrics_interval: float | None = None, metrics_pss: bool = False,
-                 history: str | os.PathLike[str] | None = None) -> None:
+                 history: str | os.PathLike[str] | None = None,
+                 logs: str | os.PathLike[str] | Mapping[str, Any] | LogFiles | None = None) -> None:
         """`api`: serve the control API (docs/api.md) on a Unix socket while the stack runs;
         `api_tcp`: on loopback TCP with a token too (for browsers and tools without Unix
         sockets; see `serve_api`). `metrics_interval`: seconds between samples of every
         service's process tree (0: off; the default is off, or 1 s with a `history`).
         `metrics_pss` adds PSS (~180 us per process). `history`: an SQLite file that keeps
-        state changes, exits, readiness times and resource summaries (see docs/metrics.md)."""
+        state changes, exits, readiness times and resource summaries (see docs/metrics.md).
+        `logs`: a directory (or `{"dir", "max_size", "keep"}`) where every service's lines
+        also go, to `<dir>/<service>.log`, stamped and rotated (see docs/user-guide.md)."""
         self.name = stack_name(name)
         self.file: str | None = None
         self._api = api or api_tcp
@@ -370,6 +383,7 @@ class Stack:
             _metrics_interval(metrics_interval) if metrics_interval is not None
             else 1.0 if self._history_path else 0.0)
         self._metrics_pss = bool(metrics_pss)
+        self._logs = logs if isinstance(logs, LogFiles) or logs is None else log_files(logs)
         self._history: HistoryWriter | None = None
         self._metrics_server: _metrics.MetricsServer | None = None
         self._specs: dict[str, ServiceSpec] = {}
@@ -395,7 +409,7 @@ class Stack:
         """A stack from a TOML or YAML file (by extension). `api`, `api_tcp`: as `Stack()`."""
         config: StackConfig = load_file(path, environ=environ) if environ is not None else load_file(path)
         stack = cls(config.name, api=api, api_tcp=api_tcp, metrics_interval=config.metrics_interval,
-                    metrics_pss=config.metrics_pss, history=config.history)
+                    metrics_pss=config.metrics_pss, history=config.history, logs=config.logs)
         stack.file = config.file
         # Like docker compose, a file's relative paths mean "next to the file": commands run
         # in its directory unless they say otherwise.
@@ -513,6 +527,8 @@ class Stack:
             c.check, c.env, c.timeout = t.check or "", t.env or "", t.timeout
             types.append(c)
         s.resource_types = types
+        if self._logs is not None:
+            s.log_dir, s.log_max_size, s.log_keep = self._logs.dir, self._logs.max_size, self._logs.keep
         # As bytes: one variable that is not UTF-8 in the owner's environment must neither
         # stop every start (the binding cannot encode its surrogates) nor be altered.
         s.base_env = dict(os.environb)  # type: ignore[arg-type]  # std::string takes bytes too
@@ -540,6 +556,12 @@ class Stack:
                 # name is closed (in IPython, a re-run cell) or this one is refused.
                 # The history database first: a path that cannot be opened starts nothing.
                 db = history_connect(self._history_path) if self._history_path is not None else None
+                if self._logs is not None:
+                    try:
+                        os.makedirs(self._logs.dir, exist_ok=True)
+                    except OSError as exc:
+                        raise ConfigError(f"cannot create the log directory {self._logs.dir}: "
+                                          f"{exc.strerror or exc}", key="logs.dir") from None
                 _engine.claim_name(self)
                 handle = _engine.engine().create_stack(spec)
                 self._finalizer = weakref.finalize(self, _close_handle, handle, self._pid)

@@ -91,6 +91,27 @@ TEST(LogFile, RotatesBySizeAndKeepsOnlyKeepFiles) {
   EXPECT_EQ(number(older.back()) + 1, number(newest.front()));
 }
 
+TEST(LogFile, OneBigWriteIsSplitAcrossFilesOnLineBoundaries) {
+  TempDir dir;
+  auto path = dir.path / "web.log";
+  {
+    LogFile f(path.string(), 1000, 5);
+    for (int i = 0; i < 40; ++i) f.add(t0, Stream::out, std::string(60, 'z') + std::to_string(i));
+    ASSERT_TRUE(f.flush()) << f.error();  // all of it from one read of the pipe
+  }
+  std::size_t lines = 0;
+  for (const char* name : {"web.log", "web.log.1", "web.log.2", "web.log.3"}) {
+    ASSERT_TRUE(fs::exists(dir.path / name)) << name;
+    EXPECT_LE(fs::file_size(dir.path / name), 1000u) << name;
+    for (const auto& line : lines_of(dir.path / name)) {
+      // Whole lines only: each starts with its stamp and holds all of its text.
+      EXPECT_EQ(line.rfind("2026-11-30T07:53:52.123456Z out " + std::string(60, 'z'), 0), 0u) << line;
+      ++lines;
+    }
+  }
+  EXPECT_EQ(lines, 40u);
+}
+
 TEST(LogFile, KeepZeroTruncatesInPlace) {
   TempDir dir;
   auto path = dir.path / "web.log";

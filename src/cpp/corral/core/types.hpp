@@ -128,6 +128,11 @@ struct StackSpec {
   // engine thread never reads `environ` while another thread may be changing it).
   std::map<std::string, std::string> base_env;
   std::vector<ResourceTypeSpec> resource_types;
+  // [logs]: when `log_dir` is set, every service's lines also go to <log_dir>/<name>.log,
+  // stamped, rotated past `log_max_size` bytes (0: never) keeping `log_keep` old files.
+  std::string log_dir;
+  std::uint64_t log_max_size = 10u << 20;
+  int log_keep = 3;
 };
 
 // Bad specs. The message names the service and the key.

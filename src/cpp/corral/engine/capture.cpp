@@ -25,6 +25,10 @@ void Engine::Impl::publish_state(StackState& st, Svc& s, std::string detail) {
 void Engine::Impl::record_line(StackState& st, Svc& s, Stream stream, std::string_view text, std::int64_t now) {
   if (now == 0) now = wall_ns();
   const LogLine& line = s.logs.push(now, stream, text);
+  if (s.log_file) {
+    s.log_file->add(now, stream, text);
+    if (!draining) flush_log_file(st, s);
+  }
   st.metrics->on_log_line(s.index, stream == Stream::out ? 0 : 1, text.size());
   st.log_counters[s.index][0].store(s.logs.next_seq(), std::memory_order_relaxed);
   st.log_counters[s.index][1].store(s.logs.dropped(), std::memory_order_relaxed);
@@ -66,6 +70,15 @@ void Engine::Impl::record_line(StackState& st, Svc& s, Stream stream, std::strin
   }
 }
 
+// One write per read of the pipe. The first failure (disk full, a removed directory) is
+// said once in the service's own log; the file is then left alone.
+void Engine::Impl::flush_log_file(StackState& st, Svc& s) {
+  if (s.log_file->flush()) return;
+  std::string why = s.log_file->error();
+  s.log_file.reset();
+  if (!why.empty()) record_line(st, s, Stream::err, "corral: " + why);
+}
+
 void Engine::Impl::arm_read(StackState& st, Svc& s, Stream which) {
   auto& d = which == Stream::out ? s.proc.out : s.proc.err;
   if (!d) return;
@@ -101,8 +114,11 @@ bool Engine::Impl::drain(StackState& st, Svc& s, Stream which, int rounds) {
     ssize_t n = ::read(d->native_handle(), read_buf.data(), read_buf.size());
     if (n > 0) {
       const std::int64_t now = wall_ns();
+      draining = true;
       split.feed(std::string_view(read_buf.data(), static_cast<std::size_t>(n)),
                  [&](std::string_view line) { record_line(st, s, which, line, now); });
+      draining = false;
+      if (s.log_file) flush_log_file(st, s);
       continue;
     }
     if (n < 0 && errno == EINTR) continue;

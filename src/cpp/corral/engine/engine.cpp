@@ -92,6 +92,9 @@ std::unique_ptr<Stack> Engine::create_stack(StackSpec spec) {
     if (impl.watcher) impl.watcher->watch_stack(st->id);
     for (std::size_t i = 0; i < st->spec.services.size(); ++i) {
       st->services.push_back(std::make_unique<Svc>(impl.io, st->spec.services[i], i));
+      if (!st->spec.log_dir.empty())
+        st->services.back()->log_file = std::make_unique<LogFile>(
+            st->spec.log_dir + "/" + st->spec.services[i].name + ".log", st->spec.log_max_size, st->spec.log_keep);
       st->index.emplace(st->spec.services[i].name, i);
       st->log_counters.push_back(std::make_unique<std::atomic<std::uint64_t>[]>(2));
       ServiceStatus row;

@@ -36,6 +36,7 @@
 #include "corral/engine/event_queue.hpp"
 #include "corral/engine/watcher.hpp"
 #include "corral/graph/graph.hpp"
+#include "corral/logs/log_file.hpp"
 #include "corral/metrics/procfs.hpp"
 #include "corral/metrics/stack_metrics.hpp"
 #include "corral/metrics/tree_sampler.hpp"
@@ -82,6 +83,7 @@ struct Svc {
   std::size_t index;
   State state = State::pending;
   Slot proc;
+  std::unique_ptr<LogFile> log_file;  // [logs] dir: the lines on disk too
   pid_t last_pid = 0;  // of the last run, whose group may still have members dying
   // Where pid allocation stood before this service's first spawn since its last sweep:
   // whatever it left behind was created after that (see procfs::PidClock).
@@ -223,6 +225,7 @@ struct Engine::Impl {
   std::vector<std::shared_ptr<StackState>> stacks;
   std::mt19937_64 rng{std::random_device{}()};
   std::array<char, 65536> read_buf{};
+  bool draining = false;  // inside drain(): log files are flushed once per read, not per line
   std::atomic<bool> alive{true};
   unsigned long next_stack = 0;
   Chores claim_jobs;  // allocations that run check commands (blocking, off the thread)
@@ -278,6 +281,7 @@ struct Engine::Impl {
   // `now`: when the bytes were read; every line of one read() shares it (a clock read per
   // line was an eighth of the capture's cost on a VM whose clock is not in the vDSO); 0 = now.
   void record_line(StackState& st, Svc& s, Stream stream, std::string_view text, std::int64_t now = 0);
+  void flush_log_file(StackState& st, Svc& s);
   void arm_read(StackState& st, Svc& s, Stream which);
   bool drain(StackState& st, Svc& s, Stream which, int rounds);
   void resume_reads(StackState& st);

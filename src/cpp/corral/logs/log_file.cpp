@@ -57,23 +57,47 @@ bool LogFile::flush() {
     buf_.clear();
     return false;
   }
-  if (buf_.empty()) return true;
-  if (max_size_ > 0 && size_ > 0 && size_ + buf_.size() > max_size_) rotate();
   std::string_view left = buf_;
   while (!left.empty() && fd_ >= 0) {
-    ssize_t n = ::write(fd_, left.data(), left.size());
+    // As many whole lines as still fit in this file; a file that already holds something
+    // is rotated first when not even the next line fits (a line longer than max_size gets
+    // a file of its own).
+    std::size_t take = left.size();
+    if (max_size_ > 0) {
+      std::uint64_t room = size_ < max_size_ ? max_size_ - size_ : 0;
+      if (take > room) {
+        std::size_t cut = room == 0 ? std::string_view::npos : left.rfind('\n', room - 1);
+        if (cut == std::string_view::npos) {
+          if (size_ > 0) {
+            rotate();
+            continue;
+          }
+          cut = left.find('\n');  // alone in an empty file, however long
+        }
+        take = cut == std::string_view::npos ? left.size() : cut + 1;
+      }
+    }
+    if (!write_all(left.substr(0, take))) break;
+    left.remove_prefix(take);
+  }
+  buf_.clear();
+  return fd_ >= 0;
+}
+
+bool LogFile::write_all(std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd_, data.data(), data.size());
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {  // disk full, quota, I/O error: stop here, say so once
       error_ = fmt::format("cannot write log file {}: {}", path_, std::strerror(n < 0 ? errno : ENOSPC));
       ::close(fd_);
       fd_ = -1;
-      break;
+      return false;
     }
-    left.remove_prefix(static_cast<std::size_t>(n));
+    data.remove_prefix(static_cast<std::size_t>(n));
     size_ += static_cast<std::uint64_t>(n);
   }
-  buf_.clear();
-  return fd_ >= 0;
+  return true;
 }
 
 // path.keep-1 -> path.keep, ..., path -> path.1, then a new path; with keep 0 the file

@@ -33,6 +33,7 @@ class LogFile {
  private:
   bool open();
   void rotate();
+  bool write_all(std::string_view data);
 
   std::string path_;
   std::uint64_t max_size_;
