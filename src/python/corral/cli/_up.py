@@ -1,4 +1,4 @@
-"""The `corral` command line: `up`, `check` and `graph`.
+"""`corral up` in the foreground, and `corral check` and `corral graph`.
 
 `corral up` runs a stack in the foreground: it streams every service's log lines with a
 name prefix, and on Ctrl+C or SIGTERM stops everything in reverse dependency order and
@@ -17,47 +17,11 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from .errors import ConfigError, CorralError, StartError
-
-__all__ = ["main"]
-
-_DEFAULT_FILES = ("corral.toml", "corral.yaml", "corral.yml")
-_COLORS = (36, 33, 32, 35, 34, 91, 96, 93, 92, 95, 94)
-
-
-def _find_file(path: str | None) -> str:
-    if path:
-        return path
-    for name in _DEFAULT_FILES:
-        if Path(name).is_file():
-            return name
-    raise ConfigError(
-        f"no {' or '.join(_DEFAULT_FILES[:2])} in {os.getcwd()} (use -f FILE to name one)")
-
-
-class _Printer:
-    """Prefixes each line with its service name, padded and coloured (when a terminal)."""
-
-    def __init__(self, names: list[str], out: TextIO) -> None:
-        self.out = out
-        self.width = max((len(n) for n in names), default=6)
-        self.color = out.isatty() and "NO_COLOR" not in os.environ
-        self.palette = {n: _COLORS[i % len(_COLORS)] for i, n in enumerate(names)}
-
-    def prefix(self, name: str) -> str:
-        label = f"{name:<{self.width}} |"
-        if self.color:
-            return f"\x1b[{self.palette.get(name, 37)}m{label}\x1b[0m"
-        return label
-
-    def line(self, name: str, text: str) -> None:
-        self.out.write(f"{self.prefix(name)} {text}\n")
-
-    def flush(self) -> None:
-        self.out.flush()
+from ..errors import ConfigError
+from ._common import Printer as _Printer
+from ._common import find_file as _find_file
 
 
 def _print_events(stack: Any, printer: _Printer, verbose: bool, timeout: float,
@@ -129,8 +93,8 @@ class _Wakeup:
         os.close(self.w)
 
 
-def _cmd_up(args: argparse.Namespace) -> int:
-    from .stack import Stack
+def cmd_up(args: argparse.Namespace) -> int:
+    from ..stack import Stack
 
     path = _find_file(args.file)
     stack = Stack.load(path)
@@ -203,7 +167,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
                 for line in _port_lines(stack.status()):
                     sys.stderr.write(f"  {line}\n")
                 sys.stderr.flush()
-            if abort_on_exit and (ended_one := _first_ended(stack, states, "starter" not in ended)) is not None:
+            ended_one = _first_ended(stack, states, "starter" not in ended) if abort_on_exit else None
+            if ended_one is not None:
                 name, exit_code = ended_one
                 sys.stderr.write(f"corral: {name} ended (exit code {exit_code}); stopping the stack\n")
                 code = _shell_code(exit_code)
@@ -288,8 +253,8 @@ def _all_settled(states: dict[str, str]) -> bool:
     return all(state in ("stopped", "exited", "failed", "pending") for state in states.values())
 
 
-def _cmd_check(args: argparse.Namespace) -> int:
-    from .stack import Stack
+def cmd_check(args: argparse.Namespace) -> int:
+    from ..stack import Stack
 
     path = _find_file(args.file)
     stack = Stack.load(path)
@@ -300,8 +265,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_graph(args: argparse.Namespace) -> int:
-    from .stack import Stack
+def cmd_graph(args: argparse.Namespace) -> int:
+    from ..stack import Stack
 
     stack = Stack.load(_find_file(args.file))
     for level in stack.levels():
@@ -315,42 +280,3 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    p = argparse.ArgumentParser(prog="corral", description="Supervise a stack of local processes.")
-    p.add_argument("--version", action="version", version=f"corral {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    up = sub.add_parser("up", help="start the stack in the foreground and stream its logs")
-    up.add_argument("-f", "--file", help="config file (default: corral.toml or corral.yaml here)")
-    up.add_argument("-v", "--verbose", action="store_true", help="show each command as it is run")
-    up.add_argument("--abort-on-exit", action="store_true",
-                    help="stop the whole stack as soon as one service ends by itself, and exit with its code")
-    up.add_argument("--exit-code-from", metavar="SERVICE",
-                    help="exit with SERVICE's exit code (implies --abort-on-exit)")
-    up.add_argument("services", nargs="*", metavar="SERVICE", help="only these (and their dependencies)")
-    up.set_defaults(func=_cmd_up)
-
-    check = sub.add_parser("check", help="validate a config file and print the start order")
-    check.add_argument("-f", "--file")
-    check.set_defaults(func=_cmd_check)
-
-    graph = sub.add_parser("graph", help="print the dependency graph")
-    graph.add_argument("-f", "--file")
-    graph.add_argument("-v", "--verbose", action="store_true", help="show commands too")
-    graph.set_defaults(func=_cmd_graph)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (ConfigError, StartError, CorralError) as exc:
-        sys.stderr.write(f"corral: error: {exc}\n")
-        return 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
