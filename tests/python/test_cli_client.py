@@ -253,3 +253,32 @@ def test_metrics_and_unknown_service(tmp_path, helper, runtime):
     bad = corral(runtime, "restart", "nosuch", cwd=tmp_path)
     assert bad.returncode == 1 and "no service 'nosuch'" in bad.stderr
     assert corral(runtime, "down", cwd=tmp_path).returncode == 0
+
+
+def test_logs_follow_of_many_services_shares_one_stream(tmp_path, helper, runtime):
+    # Beyond 16 services `logs -F` reads one event stream, not one per service: each
+    # service's tail comes first, then new lines, none of the tail repeated.
+    count = 20
+    (tmp_path / "corral.toml").write_text('name = "many"\n' + "".join(
+        f'[services.s{i}]\ncommand = ["{helper}", "print", "hello from s{i}", "pause"]\n'
+        f'ready = {{ log = "hello" }}\n' for i in range(count)))
+    assert corral(runtime, "up", "-d", cwd=tmp_path).returncode == 0
+    with subprocess.Popen([sys.executable, "-m", "corral", "logs", "-F"], cwd=tmp_path, env=runtime,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as follow:
+        try:
+            seen = ""
+            while len(set(re.findall(r"hello from (s\d+)", seen))) < count:  # in whatever order
+                seen += _read_until(follow.stdout, r"hello from s\d+$")
+            assert corral(runtime, "restart", "s7", cwd=tmp_path).returncode == 0
+            seen += _read_until(follow.stdout, r"^s7\s+\| hello from s7$")  # the new run's line
+            follow.send_signal(signal.SIGINT)
+            assert follow.wait(60) == 0
+            rest = follow.stdout.read().decode()
+        finally:
+            if follow.poll() is None:
+                follow.kill()
+                follow.wait()
+    lines = (seen + rest).splitlines()
+    assert sum(1 for line in lines if line.startswith("s7 ")) == 2  # its tail once, its new line once
+    assert sum(1 for line in lines if line.startswith("s3 ")) == 1
+    assert corral(runtime, "down", cwd=tmp_path).returncode == 0

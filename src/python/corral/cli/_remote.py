@@ -102,8 +102,6 @@ def _stamp(wall: float) -> str:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from ..client import _EventStream
-
     client = connect(args)
     names = _selected(client, args.services)
     printer = Printer(list(client._names), sys.stdout)
@@ -119,9 +117,26 @@ def cmd_logs(args: argparse.Namespace) -> int:
             show(n, wall, text)
         printer.flush()
         return 0
-    # One follow stream per service (each gives its tail, then every new line, with nothing
-    # lost or repeated in between), read together; they end when the stack closes.
     tail = 10 if args.tail is None else args.tail
+    try:
+        if len(names) <= _STREAMS:
+            _follow_each(client, names, tail, show, printer)
+        else:
+            _follow_all(client, names, tail, show, printer)
+    except KeyboardInterrupt:
+        pass  # Ctrl+C ends a follow, as with `docker compose logs -f`; not an error
+    return 0
+
+
+# Up to this many services, `logs -F` holds one follow stream per service (exact: each
+# gives its tail and then every new line, nothing lost or repeated in between); beyond,
+# one event stream for all, so as not to use up the server's 128 connections.
+_STREAMS = 16
+
+
+def _follow_each(client: Any, names: list[str], tail: int, show: Any, printer: Printer) -> None:
+    from ..client import _EventStream
+
     streams = {n: _EventStream(client._transport, f"/v1/services/{urllib.parse.quote(n, safe='')}"
                                                   f"/logs?follow=1&tail={tail}") for n in names}
     try:
@@ -130,17 +145,42 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 while (event := stream.next(0.0)) is not None:
                     if event.get("event") == "log":
                         show(n, float(event["time"]), str(event["text"]))
-                if stream.closed:
+                if stream.closed:  # the stack has closed
                     del streams[n]
             printer.flush()
             if streams:
                 select.select([s._sock for s in streams.values()], [], [])
-    except KeyboardInterrupt:
-        pass  # Ctrl+C ends a follow, as with `docker compose logs -f`; not an error
     finally:
         for stream in streams.values():
             stream.close()
-    return 0
+
+
+def _follow_all(client: Any, names: list[str], tail: int, show: Any, printer: Printer) -> None:
+    """One event stream, subscribed before the tails are read; a line both in a tail and in
+    the stream (printed in between) is told by its time and shown once."""
+    from ..client import _EventStream
+
+    wanted = set(names)
+    stream = _EventStream(client._transport, "/v1/events")
+    try:
+        last: dict[str, float] = {}
+        lines = []
+        for n in names:
+            records = client[n].log_records(tail)
+            lines += [(t, n, text) for t, _, text, _ in records]
+            last[n] = records[-1][0] if records else 0.0
+        for wall, n, text in sorted(lines, key=lambda x: x[0]):
+            show(n, wall, text)
+        printer.flush()
+        while (event := stream.next(None)) is not None:  # None: the stack has closed
+            n = str(event.get("service"))
+            if event.get("event") == "log" and n in wanted and float(event["time"]) > last.get(n, 0.0):
+                show(n, float(event["time"]), str(event["text"]))
+                printer.flush()
+            elif event.get("event") == "dropped":
+                sys.stderr.write(f"corral: {event.get('count')} lines dropped (this reader was too slow)\n")
+    finally:
+        stream.close()
 
 
 def cmd_act(args: argparse.Namespace) -> int:
