@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,8 @@ def bench_ps(ws, env: dict, sleep: str, peers_mod, peer_names: list[str], with_p
         res["api"] = json.loads(lat.stdout)
     finally:
         subprocess.run([*py, "down"], env=cenv, cwd=root, capture_output=True, timeout=300, check=False)
+        shutil.rmtree(runtime, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
     for name in peer_names:
         d = with_peer(ws, peers_mod.PEERS[name], {f"s{i}": [sleep, "3600"] for i in range(n)})
         try:
