@@ -282,3 +282,23 @@ def test_logs_follow_of_many_services_shares_one_stream(tmp_path, helper, runtim
     assert sum(1 for line in lines if line.startswith("s7 ")) == 2  # its tail once, its new line once
     assert sum(1 for line in lines if line.startswith("s3 ")) == 1
     assert corral(runtime, "down", cwd=tmp_path).returncode == 0
+
+
+def test_commands_reach_a_foreground_up_and_down_ends_it(tmp_path, helper, runtime):
+    # Whoever owns the stack: here a `corral up` in another shell.
+    write_stack(tmp_path, helper)
+    with subprocess.Popen([sys.executable, "-m", "corral", "up"], cwd=tmp_path, env=runtime,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as up:
+        try:
+            _read_until(up.stderr, "stack ready")
+            table = corral(runtime, "ls").stdout.splitlines()
+            assert table[0].split()[:5] == ["NAME", "PID", "READY", "UPTIME", "OWNER"]
+            assert table[1].split()[:3] == ["clitest", str(up.pid), "2/2"] and "process" in table[1]
+            down = corral(runtime, "down", cwd=tmp_path)
+            assert down.returncode == 0 and "not a corral daemon" in down.stdout, down.stderr
+            assert up.wait(60) == 0  # every service has ended: the foreground `up` ends
+        finally:
+            if up.poll() is None:
+                up.kill()
+                up.wait()
+    assert json.loads(corral(runtime, "ls", "--json").stdout) == []

@@ -52,11 +52,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not out:
         sys.stderr.write("corral: no running stacks\n")
         return 0
-    rows = [["NAME", "PID", "READY", "UPTIME", "MODE", "CONFIG", "SOCKET"]]
+    rows = [["NAME", "PID", "READY", "UPTIME", "OWNER", "CONFIG", "SOCKET"]]
     for r in out:
         ready = "?" if r["services"] is None else f"{r['ready']}/{r['services']}"
         rows.append([str(r["name"]), str(r["pid"]), ready, duration(r["uptime"]),
-                     "detached" if r["detached"] else "attached", r["config"] or "-", r["socket"] or "-"])
+                     "daemon" if r["detached"] else "process", r["config"] or "-", r["socket"] or "-"])
     table(rows, sys.stdout)
     return 0
 
@@ -222,8 +222,10 @@ def cmd_down(args: argparse.Namespace) -> int:
     daemon = _daemon.is_daemon(owner)
     client.stop_all(args.timeout)
     if not daemon:
-        sys.stdout.write(f"corral: stack '{client.name}' stopped; its owner (pid {owner}) is not a "
-                         "daemon and keeps it open\n")
+        # A `corral up` in the foreground then exits (every service has ended); a script or
+        # notebook decides for itself. Either way every service is stopped.
+        sys.stdout.write(f"corral: stack '{client.name}': every service stopped; its owner (pid "
+                         f"{owner}) is not a corral daemon and decides whether it ends\n")
         return 0
     # The daemon closes its stack (every process is gone by then) and exits: wait for it,
     # so that whatever runs `corral down` next finds nothing of the stack running.
