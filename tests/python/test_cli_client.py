@@ -122,7 +122,8 @@ def test_logs_follow_ends_on_sigint_and_stop_start(tmp_path, helper, runtime):
             if follow.poll() is None:
                 follow.kill()
                 follow.wait()
-    assert corral(runtime, "down", cwd=tmp_path).returncode == 0
+    down = corral(runtime, "down", cwd=tmp_path)
+    assert down.returncode == 0, down.stdout + down.stderr
 
 
 def test_logs_follow_ends_when_the_stack_ends(tmp_path, helper, runtime):
@@ -145,6 +146,7 @@ def test_up_detached_that_cannot_start_says_why_and_leaves_nothing(tmp_path, hel
 services:
   first:
     command: ["{helper}", "pid", "pause"]
+    ready: {{ log: "^pid" }}
   broken:
     command: ["{helper}", "stderr", "listen failed: address in use", "exit", "3"]
     ready: {{ tcp: 1 }}
@@ -157,7 +159,9 @@ services:
     assert "listen failed: address in use" in out.stderr
     # The daemon's log has every line its services printed: `first`'s pid among them.
     log = next(Path(runtime["CORRAL_RUNTIME_DIR"], "daemon").glob("*.log")).read_text()
-    first = int(re.search(r"^first\s+\| pid (\d+)", log, re.M).group(1))
+    found = re.search(r"^first\s+\| pid (\d+)", log, re.M)
+    assert found, log
+    first = int(found.group(1))
     assert not alive(first)  # what did start was stopped before `up -d` returned
     assert json.loads(corral(runtime, "ls", "--json").stdout) == []
     assert list(Path(runtime["CORRAL_RUNTIME_DIR"], "daemon").glob("*.json")) == []
@@ -211,7 +215,8 @@ def test_up_attaches_to_a_running_stack_and_ctrl_c_detaches(tmp_path, helper, ru
     assert alive(daemon)  # detaching stops nothing
     rows = json.loads(corral(runtime, "ps", "--json", cwd=tmp_path).stdout)
     assert {r["state"] for r in rows} == {"ready"}
-    assert corral(runtime, "down", cwd=tmp_path).returncode == 0
+    down = corral(runtime, "down", cwd=tmp_path)
+    assert down.returncode == 0, down.stdout + down.stderr
 
 
 def test_daemon_sigkilled_leaves_nothing_running_and_ls_forgets_it(tmp_path, helper, runtime):
@@ -252,7 +257,8 @@ def test_metrics_and_unknown_service(tmp_path, helper, runtime):
     assert table[0].split()[:3] == ["NAME", "STATE", "PID"] and len(table) == 3
     bad = corral(runtime, "restart", "nosuch", cwd=tmp_path)
     assert bad.returncode == 1 and "no service 'nosuch'" in bad.stderr
-    assert corral(runtime, "down", cwd=tmp_path).returncode == 0
+    down = corral(runtime, "down", cwd=tmp_path)
+    assert down.returncode == 0, down.stdout + down.stderr
 
 
 def test_logs_follow_of_many_services_shares_one_stream(tmp_path, helper, runtime):
@@ -281,7 +287,8 @@ def test_logs_follow_of_many_services_shares_one_stream(tmp_path, helper, runtim
     lines = (seen + rest).splitlines()
     assert sum(1 for line in lines if line.startswith("s7 ")) == 2  # its tail once, its new line once
     assert sum(1 for line in lines if line.startswith("s3 ")) == 1
-    assert corral(runtime, "down", cwd=tmp_path).returncode == 0
+    down = corral(runtime, "down", cwd=tmp_path)
+    assert down.returncode == 0, down.stdout + down.stderr
 
 
 def test_commands_reach_a_foreground_up_and_down_ends_it(tmp_path, helper, runtime):

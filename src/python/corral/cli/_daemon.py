@@ -26,11 +26,15 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
+import traceback
+from typing import TYPE_CHECKING, Any
 
 from .. import _api
 from .._api import process_start_time
 from ..errors import ConfigError, CorralError, StartError
+
+if TYPE_CHECKING:
+    from ..stack import Stack
 
 
 def _dir() -> str:
@@ -93,26 +97,33 @@ def _daemon(path: str, services: list[str], report: int, log: str) -> int:
             os.write(report, (json.dumps(message) + "\n").encode())
 
     tell({"pid": os.getpid(), "log": log})
-    stack = Stack.load(path)
-    printer = Printer(list(stack.services), sys.stdout)
-    stack._subscribe(lossless=False)  # a full disk must not stall the services: drop instead
-    states: dict[str, str] = {}
-
-    def read() -> None:
-        while _print_events(stack, printer, False, math.inf, states):
-            pass
-
-    reader = threading.Thread(target=read, name="corral-log", daemon=True)
-    reader.start()
     record = os.path.join(_dir(), f"{os.getpid()}.json")
+    stack: Stack | None = None
+    reader: threading.Thread | None = None
     try:
         try:
+            stack = Stack.load(path)
+            printer = Printer(list(stack.services), sys.stdout)
+            stack._subscribe(lossless=False)  # a full disk must not stall the services: drop
+            states: dict[str, str] = {}
+            events_of = stack
+
+            def read() -> None:
+                while _print_events(events_of, printer, False, math.inf, states):
+                    pass
+
+            reader = threading.Thread(target=read, name="corral-log", daemon=True)
+            reader.start()
             stack.start(*services)
         except StartError as exc:
             tell({"ok": False, "service": exc.service, "reason": exc.reason, "log_tail": exc.log_tail})
             return 1
-        except (CorralError, _Stop) as exc:
-            tell({"ok": False, "reason": str(exc) or "stopped by SIGTERM while starting"})
+        except _Stop:
+            tell({"ok": False, "reason": "stopped by a signal while starting"})
+            return 1
+        except BaseException as exc:  # the config changed since the parent read it, or a bug
+            traceback.print_exc()
+            tell({"ok": False, "reason": str(exc) or repr(exc)})
             return 1
         api = stack.api
         if api is None:  # nobody could reach or stop it: refuse to run unreachable
@@ -131,9 +142,13 @@ def _daemon(path: str, services: list[str], report: int, log: str) -> int:
                 pass
         sys.stdout.write("[corral] stopping\n")
     finally:
-        with contextlib.suppress(_Stop):
-            stack.close()
-        reader.join(30)
+        # Stopped before the pipe closes: the parent's EOF after a failure means nothing of
+        # the stack is left.
+        if stack is not None:
+            with contextlib.suppress(_Stop):
+                stack.close()
+        if reader is not None:
+            reader.join(30)
         with contextlib.suppress(OSError):
             os.unlink(record)
         if report >= 0:
@@ -154,7 +169,6 @@ def _spawn(path: str, services: list[str], log: str) -> tuple[int, int]:
         return r, pid
     # First child: a session of its own, then the daemon as its child, so the daemon is no
     # session leader and can never acquire a controlling terminal.
-    code = 1
     try:
         os.close(r)
         os.setsid()
@@ -168,10 +182,16 @@ def _spawn(path: str, services: list[str], log: str) -> tuple[int, int]:
         os.close(null)
         os.close(out)
         os.chdir("/")  # hold no directory busy (the config's path is absolute)
-        code = _daemon(path, services, w, log)
     except BaseException as exc:  # a daemon reports, it never raises
         with contextlib.suppress(Exception):
-            os.write(w, (json.dumps({"ok": False, "reason": f"the daemon failed: {exc!r}"}) + "\n").encode())
+            os.write(w, (json.dumps({"ok": False, "reason": f"the daemon could not start: {exc!r}"})
+                         + "\n").encode())
+        os._exit(1)
+    code = 1
+    try:
+        code = _daemon(path, services, w, log)  # it owns `w` from here on, and closes it
+    except BaseException:
+        traceback.print_exc()
     finally:
         with contextlib.suppress(Exception):
             sys.stdout.flush()
