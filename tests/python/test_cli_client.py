@@ -106,7 +106,7 @@ def test_up_detached_ready_before_it_returns_then_ps_logs_restart_down(tmp_path,
 def test_logs_follow_ends_on_sigint_and_stop_start(tmp_path, helper, runtime):
     write_stack(tmp_path, helper)
     assert corral(runtime, "up", "-d", cwd=tmp_path).returncode == 0
-    argv = [sys.executable, "-m", "corral", "logs", "-F", "--timestamps"]
+    argv = [sys.executable, "-m", "corral", "logs", "-f", "--timestamps"]
     with subprocess.Popen(argv, cwd=tmp_path, env=runtime, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE) as follow:
         try:
@@ -129,7 +129,7 @@ def test_logs_follow_ends_on_sigint_and_stop_start(tmp_path, helper, runtime):
 def test_logs_follow_ends_when_the_stack_ends(tmp_path, helper, runtime):
     write_stack(tmp_path, helper)
     assert corral(runtime, "up", "-d", cwd=tmp_path).returncode == 0
-    with subprocess.Popen([sys.executable, "-m", "corral", "logs", "-F", "db"], cwd=tmp_path,
+    with subprocess.Popen([sys.executable, "-m", "corral", "logs", "-f", "db"], cwd=tmp_path,
                           env=runtime, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as follow:
         try:
             _read_until(follow.stdout, r"db\s+\| pid \d+")  # the pid line db printed
@@ -184,6 +184,11 @@ def test_two_stacks_from_two_directories(tmp_path, helper, runtime):
     for d, port in ((one, port1), (two, port2)):
         rows = json.loads(corral(runtime, "ps", "--json", cwd=d).stdout)
         assert next(r for r in rows if r["name"] == "db")["ports"] == {"main": port}
+        # From elsewhere, by file: before the command (as docker compose), or --file for logs.
+        rows = json.loads(corral(runtime, "-f", str(d / "corral.toml"), "ps", "--json").stdout)
+        assert next(r for r in rows if r["name"] == "db")["ports"] == {"main": port}
+        logs = corral(runtime, "logs", "--file", str(d / "corral.toml"), "api")
+        assert logs.returncode == 0 and "api-up" in logs.stdout, logs.stderr
     # -f names the stack from anywhere; the other one goes on running.
     assert corral(runtime, "down", "-f", str(one / "corral.toml")).returncode == 0
     assert [s["config"] for s in json.loads(corral(runtime, "ls", "--json").stdout)] == [
@@ -241,6 +246,8 @@ def test_commands_without_a_stack_or_not_built_say_so_in_one_line(tmp_path, help
         assert out.returncode == 1, args
         assert out.stderr.startswith("corral: error: no running stack"), (args, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1
+    both = corral(runtime, "up", "-d", "--abort-on-exit", cwd=tmp_path)
+    assert both.returncode == 2 and "need the foreground" in both.stderr
     out = corral(runtime, "dashboard")
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert "not available" in out.stderr and "usage" not in out.stderr
@@ -269,7 +276,7 @@ def test_logs_follow_of_many_services_shares_one_stream(tmp_path, helper, runtim
         f'[services.s{i}]\ncommand = ["{helper}", "print", "hello from s{i}", "pause"]\n'
         f'ready = {{ log = "hello" }}\n' for i in range(count)))
     assert corral(runtime, "up", "-d", cwd=tmp_path).returncode == 0
-    with subprocess.Popen([sys.executable, "-m", "corral", "logs", "-F"], cwd=tmp_path, env=runtime,
+    with subprocess.Popen([sys.executable, "-m", "corral", "logs", "-f"], cwd=tmp_path, env=runtime,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE) as follow:
         try:
             seen = ""

@@ -19,11 +19,12 @@ __all__ = ["main"]
 # usage dump. (`dashboard` is being built beside this; its subparser replaces the entry.)
 _NOT_BUILT = {
     "dashboard": "the web dashboard is not available in this version (see docs/user-guide.md)",
-    "exec": "corral does not run commands in a service; use the service's own tools",
 }
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    if args.detach and (args.abort_on_exit or args.exit_code_from is not None):
+        args.parser.error("--abort-on-exit and --exit-code-from need the foreground (no -d)")
     if args.detach:
         from ._daemon import cmd_up_detached
 
@@ -76,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="corral", description="Supervise a stack of local processes.")
     p.add_argument("--version", action="version", version=f"corral {__version__}")
+    p.add_argument("-f", "--file", dest="global_file", metavar="FILE",
+                   help="config file, for any command (as `docker compose -f FILE`)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="start the stack (in the foreground, or detached with -d)")
@@ -89,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="exit with SERVICE's exit code (implies --abort-on-exit)")
     up.add_argument("services", nargs="*", metavar="SERVICE", help="only these (and their dependencies)")
     up.set_defaults(func=_cmd_up)
+    up.set_defaults(parser=up)
 
     down = sub.add_parser("down", help="stop a running stack (a detached one's daemon exits)")
     _target(down)
@@ -106,8 +110,10 @@ def _parser() -> argparse.ArgumentParser:
     ps.set_defaults(func=_lazy("_remote", "cmd_ps"))
 
     logs = sub.add_parser("logs", help="the log lines of a running stack's services")
-    _target(logs)
-    logs.add_argument("--follow", "-F", dest="follow", action="store_true",
+    # As `docker compose logs -f`: here -f follows, and the file is --file (or `corral -f FILE logs`).
+    logs.add_argument("--file", help="the stack of this config file (default: corral.toml here)")
+    logs.add_argument("--name", help="the running stack of this name")
+    logs.add_argument("-f", "--follow", action="store_true",
                       help="then print new lines as they come, until Ctrl+C or the stack ends")
     logs.add_argument("-n", "--tail", type=int, metavar="N", help="the last N lines of each service")
     logs.add_argument("-t", "--timestamps", action="store_true", help="show each line's time")
@@ -149,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"corral: {argv[0]}: {_NOT_BUILT[argv[0]]}\n")
         return 2
     args = parser.parse_args(argv)
+    if getattr(args, "file", None) is None and args.global_file is not None:
+        args.file = args.global_file
     try:
         return int(args.func(args))
     except (ConfigError, StartError, CorralError) as exc:

@@ -199,7 +199,9 @@ def cmd_act(args: argparse.Namespace) -> int:
         row = client[n].status()
         ports = " ".join(f"{k}={v}" for k, v in sorted(row["ports"].items()))
         detail = f" (pid {row['pid']}{', ' + ports if ports else ''})" if row["pid"] else ""
-        sys.stdout.write(f"{n}: {_DONE[args.command]}, {row['state']}{detail}\n")
+        done = _DONE[args.command]
+        state = "" if row["state"] == done else f", {row['state']}"
+        sys.stdout.write(f"{n}: {done}{state}{detail}\n")
     return 0
 
 
