@@ -235,8 +235,23 @@ def test_daemon_sigkilled_leaves_nothing_running_and_ls_forgets_it(tmp_path, hel
     for pid in pids:  # the death watcher kills them
         wait_until(lambda pid=pid: not alive(pid), 60, f"service pid {pid} to die")
     assert json.loads(corral(runtime, "ls", "--json").stdout) == []
+    assert list(Path(runtime["CORRAL_RUNTIME_DIR"], "daemon").glob("*.json")) == []  # ls pruned it
     gone = corral(runtime, "ps", cwd=tmp_path)
     assert gone.returncode == 1 and "no running stack" in gone.stderr
+
+
+def test_daemon_sigterm_stops_the_stack_and_exits(tmp_path, helper, runtime):
+    write_stack(tmp_path, helper)
+    out = corral(runtime, "up", "-d", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    daemon = daemon_pid(out.stdout)
+    pids = [r["pid"] for r in json.loads(corral(runtime, "ps", "--json", cwd=tmp_path).stdout)]
+    os.kill(daemon, signal.SIGTERM)
+    wait_until(lambda: not alive(daemon), 60, "the daemon to exit")
+    assert not any(alive(pid) for pid in pids)  # it stopped them before it exited
+    assert json.loads(corral(runtime, "ls", "--json").stdout) == []
+    log = next(Path(runtime["CORRAL_RUNTIME_DIR"], "daemon").glob("*.log")).read_text()
+    assert re.search(r"^api\s+\| \[corral\] stopped", log, re.M) and log.endswith("[corral] stopped\n")
 
 
 def test_commands_without_a_stack_or_not_built_say_so_in_one_line(tmp_path, helper, runtime):

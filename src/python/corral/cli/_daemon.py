@@ -65,6 +65,14 @@ def _record(pid: int | None) -> dict[str, Any] | None:
     return data
 
 
+def prune() -> None:
+    """Forgets the records of daemons that are gone (SIGKILLed: they could not remove their own)."""
+    with contextlib.suppress(OSError, CorralError):
+        for entry in os.listdir(_dir()):
+            if entry.endswith(".json") and entry[:-5].isdigit():
+                _record(int(entry[:-5]))
+
+
 def is_daemon(pid: int | None) -> bool:
     return _record(pid) is not None
 

@@ -32,6 +32,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from ..client import Client, _Transport, list_stacks
 
     out: list[dict[str, Any]] = []
+    _daemon.prune()
     for info in list_stacks():
         row: dict[str, Any] = {
             "name": info.get("name"), "pid": info.get("pid"), "config": info.get("config"),
