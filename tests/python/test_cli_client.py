@@ -167,6 +167,35 @@ services:
     assert list(Path(runtime["CORRAL_RUNTIME_DIR"], "daemon").glob("*.json")) == []
 
 
+def test_ctrl_c_while_up_d_waits_stops_the_daemon(tmp_path, helper, runtime):
+    (tmp_path / "corral.toml").write_text(f"""
+[services.slow]
+command = ["{helper}", "pid", "pause"]
+ready = {{ log = "never printed", timeout = 600 }}
+""")
+    with subprocess.Popen([sys.executable, "-m", "corral", "up", "-d"], cwd=tmp_path, env=runtime,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as up:
+        try:
+            daemon_dir = Path(runtime["CORRAL_RUNTIME_DIR"], "daemon")
+
+            def started() -> bool:
+                logs = list(daemon_dir.glob("*.log")) if daemon_dir.exists() else []
+                return bool(logs) and re.search(r"slow\s+\| pid \d+", logs[0].read_text()) is not None
+
+            wait_until(started, 60, "the service to run")
+            log = next(daemon_dir.glob("*.log")).read_text()
+            pid = int(re.search(r"slow\s+\| pid (\d+)", log).group(1))
+            up.send_signal(signal.SIGINT)
+            assert up.wait(60) == 130
+            assert "stopping the daemon" in up.stderr.read().decode()
+        finally:
+            if up.poll() is None:
+                up.kill()
+                up.wait()
+    assert not alive(pid)  # the daemon stopped it before `up -d` returned
+    assert json.loads(corral(runtime, "ls", "--json").stdout) == []
+
+
 def test_two_stacks_from_two_directories(tmp_path, helper, runtime):
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()

@@ -259,8 +259,11 @@ def cmd_up_detached(args: argparse.Namespace) -> int:
         pid = next((m["pid"] for m in messages if "pid" in m), None)
         sys.stderr.write("corral: interrupted; stopping the daemon\n")
         if pid is not None:
+            from ._remote import _wait_gone
+
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+            _wait_gone(pid, 60.0)  # it stops what did start first: then nothing is left
         return 130
     daemon_pid = next((m["pid"] for m in messages if "pid" in m), None)
     outcome = next((m for m in messages if "ok" in m), None)
