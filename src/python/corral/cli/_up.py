@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, CorralError
 from ._common import Printer as _Printer
 from ._common import find_file as _find_file
 
@@ -176,7 +176,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             # The reader's states may lag behind the engine (a "pending" not yet replaced by
             # "ready"): they only say when to look at the engine's own.
             if ("starter" in ended and "error" not in outcome and _all_settled(dict(states))
-                    and _all_settled(now := {r["name"]: r["state"] for r in stack.status()})):
+                    and _all_settled(now := _engine_states(stack, dict(states)))):
                 failed = [name for name, state in now.items() if state == "failed"]
                 sys.stderr.write("corral: every service has ended"
                                  + (f"; failed: {', '.join(failed)}\n" if failed else "\n"))
@@ -219,6 +219,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     return code
 
 
+def _engine_states(stack: Any, seen: dict[str, str]) -> dict[str, str]:
+    """The engine's states, once they show what the events `seen` said. The engine sends a
+    state event before it updates the status snapshot (Impl::dispatch), so right after the
+    last event status() may still say `stopping`; no event would wake us again, so wait for
+    the engine itself there (a wait on its state, not a poll)."""
+    now = {r["name"]: r["state"] for r in stack.status()}
+    lagging = [n for n, state in seen.items() if now.get(n) != state]
+    for name in lagging:
+        with contextlib.suppress(CorralError):  # it went elsewhere since: the next event says
+            stack.wait(name, seen[name], timeout=10)
+    return {r["name"]: r["state"] for r in stack.status()} if lagging else now
+
+
 def _port_lines(rows: list[dict[str, Any]]) -> list[str]:
     """`api: http=41233 admin=41234`, one line per service that has ports."""
     width = max((len(r["name"]) for r in rows if r["ports"]), default=0)
@@ -231,8 +244,14 @@ def _first_ended(stack: Any, states: dict[str, str], starting: bool) -> tuple[st
     against the engine, as the reader's states may lag behind. While the start runs only
     `exited` counts: a failure then is the start's to report, with its reason."""
     ends = ("exited",) if starting else ("exited", "failed")
-    if not any(state in ends for state in states.values()):
+    seen = {n: state for n, state in dict(states).items() if state in ends}
+    if not seen:
         return None
+    for row in stack.status():
+        if row["state"] in ends:
+            return row["name"], row["exit_code"]
+    # The events said so, the snapshot does not yet (see _engine_states): wait for it.
+    _engine_states(stack, seen)
     for row in stack.status():
         if row["state"] in ends:
             return row["name"], row["exit_code"]
