@@ -32,6 +32,7 @@ sys.path.insert(0, str(HERE))
 
 import engine_load as _load  # noqa: E402
 import peers as _peers  # noqa: E402
+import ps_case as _ps  # noqa: E402
 
 SUBJECTS = ("corral", "floor", "supervisord", "s6", "runit", "pm2")
 PEERS = ("supervisord", "s6", "runit", "pm2")
@@ -1079,6 +1080,7 @@ def build_rows(R: dict, peers: list[str], skipped: dict) -> tuple[list, list]:
                 "floor: bind(0) + flock'd claim file; bind alone: " + fmt(p["floor_bind"]["seconds"], "s"),
             )
         )
+    rows += _ps.rows(R)
     return rows, [na]
 
 
@@ -1278,7 +1280,7 @@ def main() -> int:
         "--only",
         default=None,
         help="comma-separated cases: startstop,restart,exitlat,chain,idle,mem,status,logs,ports,"
-        "stop1,crashloop,upidle",
+        "stop1,crashloop,upidle,ps",
     )
     ap.add_argument(
         "--source",
@@ -1366,6 +1368,7 @@ def main() -> int:
         ("stop1", lambda: _load.bench_stop_noise(r, ws, cfg)),
         ("crashloop", lambda: _load.bench_crashloop(r, ws, cfg)),
         ("upidle", lambda: _load.bench_up_idle(r, ws, cfg)),
+        ("ps", lambda: _ps.bench_ps(ws, r.env, str(ws.sleep), _peers, peers, with_peer, release_peer)),
     ]
     for name, fn in cases:
         if only and name not in only:

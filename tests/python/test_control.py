@@ -297,7 +297,7 @@ def test_log_follow_sends_the_tail_then_new_lines(running: corral.Stack) -> None
         sock.close()
     assert [e["text"] for e in later] == ["web up", "web warn"]
     assert all(e["event"] == "log" for e in later)
-    client = corral.connect("ctl")
+    client = corral.connect(running.api["socket"])  # by socket: another worker may run a "ctl" too
     follow = client["web"].follow(tail=2, timeout=30)
     assert [next(follow), next(follow)] == ["web up", "web warn"]
     follow.close()
@@ -439,7 +439,7 @@ def test_a_daemon_waits_for_a_stop_request(running: corral.Stack) -> None:
     assert not running._wait_stop_request(0.05)
     import threading
 
-    asked = threading.Thread(target=lambda: corral.connect("ctl").stop_all(timeout=60))
+    asked = threading.Thread(target=lambda: corral.connect(running.api["socket"]).stop_all(timeout=60))
     asked.start()
     try:
         assert running._wait_stop_request(60)

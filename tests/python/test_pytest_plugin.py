@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,60 @@ def test_fixture_without_config_is_a_usage_error(pytester: pytest.Pytester, monk
     result = pytester.runpytest_subprocess(*ARGS)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*corral_stack = path*"])
+
+
+def test_xdist_workers_both_restart_and_read_logs_and_report_this_tests_lines(
+        project: pytest.Pytester, tmp_path: Path):
+    # Whichever worker started the stack, both get the full Service API (a Client in the
+    # other one): restart, logs, wait_for_log; and a failure report from either shows the
+    # service's current state and the lines it printed during that very test.
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    lock = tmp_path / "restart.lock"
+    project.makepyfile(f"""
+        import contextlib, fcntl, json, os, socket
+        import pytest
+
+        @contextlib.contextmanager
+        def alone():
+            # Two restarts of one service at once: the later overtakes the earlier, which
+            # then fails (as it would locally). Tests that restart a shared service take turns.
+            with open({str(lock)!r}, "w") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                yield
+
+        @pytest.mark.parametrize("i", range(2))
+        def test_restart(corral_stack, i):
+            db = corral_stack["db"]
+            with alone():
+                old = db.pid
+                db.restart(timeout=60)
+                assert db.pid != old and db.state == "ready"
+                socket.create_connection(("127.0.0.1", db.ports["main"]), timeout=10).close()
+            assert "db says hello" in db.logs()
+            db.wait_for_log("db says hello", timeout=30)
+            worker = os.environ["PYTEST_XDIST_WORKER"]
+            with open(os.path.join({str(seen)!r}, f"{{i}}-{{worker}}.json"), "w") as f:
+                json.dump({{"worker": os.environ["PYTEST_XDIST_WORKER"],
+                           "kind": type(corral_stack).__name__}}, f)
+
+        def test_fails(corral_stack):
+            with alone():
+                corral_stack["db"].restart(timeout=60)
+                socket.create_connection(("127.0.0.1", corral_stack["db"].ports["main"]), timeout=10).close()
+            assert False, "on purpose " + os.environ["PYTEST_XDIST_WORKER"]
+    """)
+    # --dist each: every test runs in both workers, so both restart and both fail.
+    result = project.runpytest_subprocess(*ARGS, "-n", "2", "--dist", "each")
+    result.assert_outcomes(passed=4, failed=2)
+    rows = [json.loads(p.read_text()) for p in seen.iterdir()]
+    assert len(rows) == 4
+    assert {r["kind"] for r in rows} == {"Stack", "Client"}  # the owner and the other worker
+    text = result.stdout.str()
+    # Both failures carry the section, in the owner's report and the other worker's alike.
+    assert len(re.findall(r"corral logs", text)) == 2, text
+    assert "on purpose gw0" in text and "on purpose gw1" in text
+    # The state is the current one (the other worker may be restarting db right then).
+    sections = re.findall(r"--- db \((\w+), pid \w+, restarts \d+\) ---\ndb says hello", text)
+    assert len(sections) == 2, text
+    assert "[no lines during this test" not in text  # db printed its hello during each

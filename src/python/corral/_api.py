@@ -176,7 +176,19 @@ def _alive(info: dict[str, Any]) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return False
     started = process_start_time(pid)
-    return started is not None and started == info.get("start_time")
+    return started is not None and started == info.get("start_time") and not is_zombie(pid)
+
+
+def is_zombie(pid: int) -> bool:
+    """A process that has died but is not reaped yet (its parent, often init after a daemon
+    was SIGKILLed, may take its time): it still has its /proc entry and start time, but
+    it owns nothing any more."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return data[data.rfind(b")") + 2:][:1] == b"Z"
 
 
 def list_stacks() -> list[dict[str, Any]]:

@@ -7,13 +7,16 @@ Name a config file with the ini option ``corral_stack = corral.toml`` (or
         port = corral_stack["api"].ports["http"]
 
 Without xdist the test process owns the stack. Under xdist the first worker to get there
-starts it and the others attach to it: they read its ports and states from a state file
-written by the owner. Each worker holds a shared lock on the run's directory while it runs;
-the owner, at its session end, waits for an exclusive lock (every other worker done) before
-it stops the stack, so nobody loses a service under a running test.
+starts it and the others connect to it through its control API (`corral.connect`, to the
+socket named in a state file written by the owner), so every worker has the same full
+`Service` API: ports, logs, wait_for_log, restart, signal... Each worker holds a shared
+lock on the run's directory while it runs; the owner, at its session end, waits for an
+exclusive lock (every other worker done) before it stops the stack, so nobody loses a
+service under a running test.
 
-When a test fails, the report gets a "corral logs" section with the last lines of every
-service (in the worker that owns the stack; attached workers show the states instead).
+When a test fails, the report gets a "corral logs" section, from whichever worker runs it:
+each service's current state and the lines it printed during that test (or, when it
+printed none, its last lines before it).
 
 The run's directory is <runtime dir>/pytest/<run>, created private like the runtime
 directory itself (see docs/config-reference.md); its files are never opened through a
@@ -34,6 +37,7 @@ from typing import Any
 import pytest
 
 from . import _core
+from .client import Client, connect
 from .errors import CorralError, StartError
 from .stack import Stack
 
@@ -51,7 +55,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 class SharedService:
-    """A service of a stack owned by another xdist worker: its ports and last known state."""
+    """A service of a stack owned by another xdist worker whose stack serves no control API
+    (`api = false`): its ports and the state it had at start. With the API (the default),
+    other workers get a `corral.Client` instead, with the full Service API."""
 
     def __init__(self, row: dict[str, Any]) -> None:
         self.name: str = row["name"]
@@ -93,14 +99,19 @@ class _Session:
         self.run = run or f"solo-{os.getpid()}"
         self.dir: Path | None = None
         self.stack: Stack | None = None
+        self.client: Client | None = None
         self.view: SharedStack | None = None
         self._users: int | None = None
+        # Each service's log line count when the running test began: its lines from there
+        # on are "the lines it printed during that test".
+        self.marks: dict[str, int] | None = None
 
-    def get(self) -> Stack | SharedStack:
-        if self.stack is not None:
-            return self.stack
-        if self.view is not None:
-            return self.view
+    def current(self) -> Stack | Client | SharedStack | None:
+        return self.stack or self.client or self.view
+
+    def get(self) -> Stack | Client | SharedStack:
+        if (got := self.current()) is not None:
+            return got
         # Private at each level (ours, 0700, not a symlink), or a CorralError naming the path.
         base = _core.private_dir(os.path.join(_core.runtime_dir(), "pytest"))
         self.dir = Path(_core.private_dir(os.path.join(base, self.run)))
@@ -114,6 +125,9 @@ class _Session:
             if data is not None:
                 if "error" in data:
                     raise StartError(data["service"], data["error"], data.get("log_tail", []))
+                if data.get("socket"):
+                    self.client = connect(data["socket"])
+                    return self.client
                 self.view = SharedStack(data["status"])
                 return self.view
             stack = Stack.load(self.file)
@@ -124,7 +138,9 @@ class _Session:
                 stack.close()
                 raise
             self.stack = stack
-            self._write(state, {"owner": os.getpid(), "status": stack.status()})
+            api = stack.api
+            self._write(state, {"owner": os.getpid(), "status": stack.status(),
+                                "socket": api["socket"] if api else None})
             return stack
         finally:
             os.close(elect)
@@ -142,6 +158,8 @@ class _Session:
         tmp.replace(path)
 
     def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
         if self._users is None:
             return
         if self.stack is not None and self.shared:
@@ -193,9 +211,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def corral_stack(request: pytest.FixtureRequest) -> Stack | SharedStack:
+def corral_stack(request: pytest.FixtureRequest) -> Stack | Client | SharedStack:
     """The run's stack, started (once per run, across xdist workers) from the config file
-    named by the `corral_stack` ini option or `--corral-stack`."""
+    named by the `corral_stack` ini option or `--corral-stack`: the `Stack` in the worker
+    that started it, a `corral.Client` of it in the others."""
     session = request.config.stash.get(_KEY, None)
     if session is None:
         raise pytest.UsageError("corral_stack: name a config file with the ini option "
@@ -203,23 +222,50 @@ def corral_stack(request: pytest.FixtureRequest) -> Stack | SharedStack:
     return session.get()
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    session = item.config.stash.get(_KEY, None)
+    if session is None:
+        return
+    got = session.stack or session.client
+    session.marks = None
+    if got is not None:
+        with contextlib.suppress(CorralError):
+            session.marks = {r["name"]: int(r["log_lines"]) for r in got.status()}
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     if report.failed and call.when in ("setup", "call"):
         session = item.config.stash.get(_KEY, None)
-        if session is not None and session.stack is not None:
-            report.sections.append(("corral logs", _log_section(session.stack)))
+        got = None if session is None else (session.stack or session.client)
+        if session is not None and got is not None:
+            try:
+                report.sections.append(("corral logs", _log_section(got, session.marks)))
+            except CorralError as exc:  # the stack is gone: say so rather than fail the report
+                report.sections.append(("corral logs", f"(the stack cannot be read: {exc})"))
         elif session is not None and session.view is not None:
             states = "\n".join(f"{s.name}: {s.state} ports={s.ports}" for s in session.view)
             report.sections.append(("corral services (owned by another worker)", states))
     return report
 
 
-def _log_section(stack: Stack) -> str:
+def _log_section(stack: Stack | Client, marks: dict[str, int] | None) -> str:
+    """Each service's current state, then the lines it printed since `marks` (the test's
+    start; None: since the stack started, in this test's setup)."""
     parts = []
     for row in stack.status():
-        lines = stack[row["name"]].logs(tail=_LOG_LINES)
-        head = f"--- {row['name']} ({row['state']}, pid {row['pid']}, restarts {row['restarts']}) ---"
+        name = row["name"]
+        head = f"--- {name} ({row['state']}, pid {row['pid']}, restarts {row['restarts']}) ---"
+        since = (marks or {}).get(name, 0)
+        during = [text for _, _, text, seq in stack[name].log_records() if seq >= since]
+        if during:
+            lines = during[-_LOG_LINES * 5:]
+            if len(during) > len(lines):
+                lines.insert(0, f"[{len(during) - len(lines)} earlier lines of this test not shown]")
+        else:
+            lines = ["[no lines during this test; its last lines before it:]",
+                     *stack[name].logs(tail=_LOG_LINES)]
         parts.append("\n".join([head, *lines]))
     return "\n".join(parts)

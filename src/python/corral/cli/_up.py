@@ -1,4 +1,4 @@
-"""The `corral` command line: `up`, `check` and `graph`.
+"""`corral up` in the foreground, and `corral check` and `corral graph`.
 
 `corral up` runs a stack in the foreground: it streams every service's log lines with a
 name prefix, and on Ctrl+C or SIGTERM stops everything in reverse dependency order and
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import shlex
@@ -18,47 +17,11 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from .errors import ConfigError, CorralError, StartError
-
-__all__ = ["main"]
-
-_DEFAULT_FILES = ("corral.toml", "corral.yaml", "corral.yml")
-_COLORS = (36, 33, 32, 35, 34, 91, 96, 93, 92, 95, 94)
-
-
-def _find_file(path: str | None) -> str:
-    if path:
-        return path
-    for name in _DEFAULT_FILES:
-        if Path(name).is_file():
-            return name
-    raise ConfigError(
-        f"no {' or '.join(_DEFAULT_FILES[:2])} in {os.getcwd()} (use -f FILE to name one)")
-
-
-class _Printer:
-    """Prefixes each line with its service name, padded and coloured (when a terminal)."""
-
-    def __init__(self, names: list[str], out: TextIO) -> None:
-        self.out = out
-        self.width = max((len(n) for n in names), default=6)
-        self.color = out.isatty() and "NO_COLOR" not in os.environ
-        self.palette = {n: _COLORS[i % len(_COLORS)] for i, n in enumerate(names)}
-
-    def prefix(self, name: str) -> str:
-        label = f"{name:<{self.width}} |"
-        if self.color:
-            return f"\x1b[{self.palette.get(name, 37)}m{label}\x1b[0m"
-        return label
-
-    def line(self, name: str, text: str) -> None:
-        self.out.write(f"{self.prefix(name)} {text}\n")
-
-    def flush(self) -> None:
-        self.out.flush()
+from ..errors import ConfigError, CorralError
+from ._common import Printer as _Printer
+from ._common import find_file as _find_file
 
 
 def _print_events(stack: Any, printer: _Printer, verbose: bool, timeout: float,
@@ -130,8 +93,8 @@ class _Wakeup:
         os.close(self.w)
 
 
-def _cmd_up(args: argparse.Namespace) -> int:
-    from .stack import Stack
+def cmd_up(args: argparse.Namespace) -> int:
+    from ..stack import Stack
 
     path = _find_file(args.file)
     stack = Stack.load(path)
@@ -205,8 +168,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
                     for line in _port_lines(stack.status()):
                         sys.stderr.write(f"  {line}\n")
                 sys.stderr.flush()
-            starting = "starter" not in ended
-            if abort_on_exit and (ended_one := _first_ended(stack, states, starting)) is not None:
+            ended_one = _first_ended(stack, states, "starter" not in ended) if abort_on_exit else None
+            if ended_one is not None:
                 name, exit_code = ended_one
                 sys.stderr.write(f"corral: {name} ended (exit code {exit_code}); stopping the stack\n")
                 code = _shell_code(exit_code)
@@ -214,7 +177,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             # The reader's states may lag behind the engine (a "pending" not yet replaced by
             # "ready"): they only say when to look at the engine's own.
             if ("starter" in ended and "error" not in outcome and _all_settled(dict(states))
-                    and _all_settled(now := {r["name"]: r["state"] for r in stack.status()})):
+                    and _all_settled(now := _engine_states(stack, dict(states)))):
                 failed = [name for name, state in now.items() if state == "failed"]
                 sys.stderr.write("corral: every service has ended"
                                  + (f"; failed: {', '.join(failed)}\n" if failed else "\n"))
@@ -257,6 +220,19 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return code
 
 
+def _engine_states(stack: Any, seen: dict[str, str]) -> dict[str, str]:
+    """The engine's states, once they show what the events `seen` said. The engine sends a
+    state event before it updates the status snapshot (Impl::dispatch), so right after the
+    last event status() may still say `stopping`; no event would wake us again, so wait for
+    the engine itself there (a wait on its state, not a poll)."""
+    now = {r["name"]: r["state"] for r in stack.status()}
+    lagging = [n for n, state in seen.items() if now.get(n) != state]
+    for name in lagging:
+        with contextlib.suppress(CorralError):  # it went elsewhere since: the next event says
+            stack.wait(name, seen[name], timeout=10)
+    return {r["name"]: r["state"] for r in stack.status()} if lagging else now
+
+
 def _port_lines(rows: list[dict[str, Any]]) -> list[str]:
     """`api: http=41233 admin=41234`, one line per service that has ports."""
     width = max((len(r["name"]) for r in rows if r["ports"]), default=0)
@@ -269,8 +245,14 @@ def _first_ended(stack: Any, states: dict[str, str], starting: bool) -> tuple[st
     against the engine, as the reader's states may lag behind. While the start runs only
     `exited` counts: a failure then is the start's to report, with its reason."""
     ends = ("exited",) if starting else ("exited", "failed")
-    if not any(state in ends for state in states.values()):
+    seen = {n: state for n, state in dict(states).items() if state in ends}
+    if not seen:
         return None
+    for row in stack.status():
+        if row["state"] in ends:
+            return row["name"], row["exit_code"]
+    # The events said so, the snapshot does not yet (see _engine_states): wait for it.
+    _engine_states(stack, seen)
     for row in stack.status():
         if row["state"] in ends:
             return row["name"], row["exit_code"]
@@ -291,8 +273,8 @@ def _all_settled(states: dict[str, str]) -> bool:
     return all(state in ("stopped", "exited", "failed", "pending") for state in states.values())
 
 
-def _cmd_check(args: argparse.Namespace) -> int:
-    from .stack import Stack
+def cmd_check(args: argparse.Namespace) -> int:
+    from ..stack import Stack
 
     path = _find_file(args.file)
     stack = Stack.load(path)
@@ -303,8 +285,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_graph(args: argparse.Namespace) -> int:
-    from .stack import Stack
+def cmd_graph(args: argparse.Namespace) -> int:
+    from ..stack import Stack
 
     stack = Stack.load(_find_file(args.file))
     for level in stack.levels():
@@ -318,103 +300,3 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_resources(args: argparse.Namespace) -> int:
-    """Every live resource claim on this machine (ports included), whoever holds it."""
-    import json
-
-    from .resources import claims
-
-    rows = claims()
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    columns = ("type", "value", "stack", "service", "pid")
-    table = [columns] + [tuple(str(r[c]) for c in columns) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return 0
-
-
-def _cmd_history(args: argparse.Namespace) -> int:
-    """corral history [SERVICE] [--since 1h] [--json] [--db PATH]: what the history
-    database kept (the `history` key of the config file names it, or --db)."""
-    from .history import format_records, parse_since, read_history, read_runs
-    from .spec import load_file
-
-    db = args.db
-    if db is None:
-        config = load_file(_find_file(args.file))
-        if config.history is None:
-            raise ConfigError(f"{config.file}: the stack keeps no history (set history, or use --db)")
-        db = config.history
-    since = parse_since(args.since)
-    if args.runs:
-        runs = read_runs(db, args.service, since)
-        print(json.dumps(runs) if args.json else "\n".join(
-            f"{r['service']:<20} pid {r['pid']:<8} {r['reason'] or '':<8} ready {_secs(r['ready_seconds'])}  "
-            f"ran {_secs(r['run_seconds'])}  " + (f"signal {r['signal']}" if r["signal"] else
-                                                  f"code {r['code']}" if r["code"] is not None else "")
-            for r in runs))
-        return 0
-    text = format_records(read_history(db, args.service, since), args.json)
-    if text:
-        print(text)
-    return 0
-
-
-def _secs(v: float | None) -> str:
-    return "-" if v is None else f"{v:.3f}s"
-
-
-def _parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    p = argparse.ArgumentParser(prog="corral", description="Supervise a stack of local processes.")
-    p.add_argument("--version", action="version", version=f"corral {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    up = sub.add_parser("up", help="start the stack in the foreground and stream its logs")
-    up.add_argument("-f", "--file", help="config file (default: corral.toml or corral.yaml here)")
-    up.add_argument("-v", "--verbose", action="store_true", help="show each command as it is run")
-    up.add_argument("--abort-on-exit", action="store_true",
-                    help="stop the whole stack as soon as one service ends by itself, and exit with its code")
-    up.add_argument("--exit-code-from", metavar="SERVICE",
-                    help="exit with SERVICE's exit code (implies --abort-on-exit)")
-    up.add_argument("services", nargs="*", metavar="SERVICE", help="only these (and their dependencies)")
-    up.set_defaults(func=_cmd_up)
-
-    check = sub.add_parser("check", help="validate a config file and print the start order")
-    check.add_argument("-f", "--file")
-    check.set_defaults(func=_cmd_check)
-
-    graph = sub.add_parser("graph", help="print the dependency graph")
-    graph.add_argument("-f", "--file")
-    graph.add_argument("-v", "--verbose", action="store_true", help="show commands too")
-    graph.set_defaults(func=_cmd_graph)
-
-    resources = sub.add_parser("resources", help="list every resource claim on this machine")
-    resources.add_argument("--json", action="store_true", help="as a JSON list of claims")
-    resources.set_defaults(func=_cmd_resources)
-    history = sub.add_parser("history", help="show what the stack's history database kept")
-    history.add_argument("service", nargs="?", metavar="SERVICE", help="only this service")
-    history.add_argument("--since", help="only the last DURATION (90s, 15m, 1h, 2d)")
-    history.add_argument("--json", action="store_true", help="print a JSON array")
-    history.add_argument("--runs", action="store_true", help="one row per process run instead of events")
-    history.add_argument("--db", help="the database (default: the config file's `history`)")
-    history.add_argument("-f", "--file")
-    history.set_defaults(func=_cmd_history)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (ConfigError, StartError, CorralError) as exc:
-        sys.stderr.write(f"corral: error: {exc}\n")
-        return 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
