@@ -12,13 +12,21 @@ venv=${CORRAL_VENV:-$root/.venv}
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# GoogleTest is a test-only tool: from Debian's packages, installed only when missing.
+# Test-only tools from Debian's packages, each installed only when missing: GoogleTest,
+# and promtool (in the `prometheus` package) to check the metrics exposition.
+packages=()
 if [ ! -f /usr/include/gtest/gtest.h ] && ! pkg-config --exists gtest 2>/dev/null; then
-  step "installing GoogleTest (apt)"
+  packages+=(libgtest-dev)
+fi
+command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+if [ ${#packages[@]} -gt 0 ]; then
+  step "installing ${packages[*]} (apt)"
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq libgtest-dev >/dev/null
+  # RUNLEVEL=1: a package that ships a daemon (prometheus) does not start it here.
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo_cmd apt-get install -y -qq --no-install-recommends \
+    "${packages[@]}" >/dev/null
 fi
 
 step "virtual environment $venv"
