@@ -439,12 +439,22 @@ def test_a_daemon_waits_for_a_stop_request(running: corral.Stack) -> None:
     assert not running._wait_stop_request(0.05)
     import threading
 
-    asked = threading.Thread(target=lambda: corral.connect(running.api["socket"]).stop_all(timeout=60))
+    errors: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            corral.connect(running.api["socket"]).stop_all(timeout=60)
+        except BaseException as exc:  # seen below, not lost in the thread
+            errors.append(exc)
+
+    asked = threading.Thread(target=ask)
     asked.start()
     try:
-        assert running._wait_stop_request(60)
+        assert running._wait_stop_request(60)  # told as soon as the request arrives
     finally:
-        asked.join(timeout=60)
+        asked.join(timeout=90)
+    assert not asked.is_alive() and not errors, errors
+    # stop_all() returned once the stop was done: every service is down by now.
     assert {r["state"] for r in running.status()} <= {"stopped", "exited"}
 
 
