@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import _api
+from ._service_view import ServiceView
 from .errors import CorralError, StackClosed, StartError, Timeout
 
 __all__ = ["Client", "RemoteService", "connect", "list_stacks"]
@@ -215,7 +216,7 @@ def _error_from(status: int, body: Any) -> CorralError:
     return CorralError(f"the stack refused the request ({status}): {message}")
 
 
-class RemoteService:
+class RemoteService(ServiceView):
     """A service of a remote stack, with the reading and control methods of `Service`.
     Every attribute asks the stack, so it is always current."""
 
@@ -229,38 +230,6 @@ class RemoteService:
     @property
     def _q(self) -> str:
         return urllib.parse.quote(self.name, safe="")
-
-    @property
-    def state(self) -> str:
-        return str(self.status()["state"])
-
-    @property
-    def pid(self) -> int | None:
-        return self.status()["pid"]  # type: ignore[no-any-return]
-
-    @property
-    def ports(self) -> dict[str, int]:
-        return dict(self.status()["ports"])
-
-    @property
-    def port(self) -> int:
-        """The service's only port (an error when it has none or several)."""
-        ports = self.ports
-        if len(ports) != 1:
-            raise CorralError(f"service '{self.name}' has {len(ports)} ports; use .ports[name]")
-        return next(iter(ports.values()))
-
-    @property
-    def restarts(self) -> int:
-        return int(self.status()["restarts"])
-
-    @property
-    def exit_code(self) -> int | None:
-        return self.status()["exit_code"]  # type: ignore[no-any-return]
-
-    @property
-    def reason(self) -> str:
-        return str(self.status()["reason"])
 
     def log_records(self, tail: int | None = None) -> list[tuple[float, str, str, int]]:
         """Lines as (wall time, "stdout" | "stderr", text, sequence number), oldest first."""

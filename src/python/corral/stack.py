@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from . import _api, _core, _engine, _metrics
+from ._service_view import ServiceView
 from .checks import Check, ExecCheck, HttpCheck, LogCheck, NotifyCheck, TcpCheck
 from .errors import ConfigError, CorralError, StackClosed, StartError, Timeout
 from .history import HistoryWriter, Records, read_history
@@ -160,7 +161,7 @@ class _Native:
         self.handle: Any = None
 
 
-class Service:
+class Service(ServiceView):
     """One service of a stack. Reading an attribute asks the engine, so it is always current."""
 
     def __init__(self, stack: Stack, spec: ServiceSpec) -> None:
@@ -186,44 +187,6 @@ class Service:
                     "exit_code": None, "ports": {}, "reason": ""}
         row: dict[str, Any] = core.service_status(self.name)
         return row
-
-    @property
-    def state(self) -> str:
-        return str(self._row()["state"])
-
-    @property
-    def pid(self) -> int | None:
-        return self._row()["pid"]  # type: ignore[no-any-return]
-
-    @property
-    def ports(self) -> dict[str, int]:
-        return dict(self._row()["ports"])
-
-    @property
-    def port(self) -> int:
-        """The service's only port (an error when it has none or several)."""
-        ports = self.ports
-        if len(ports) != 1:
-            raise CorralError(f"service '{self.name}' has {len(ports)} ports; use .ports[name]")
-        return next(iter(ports.values()))
-
-    @property
-    def resources(self) -> dict[str, list[str]]:
-        """The values this service holds, by resource name (empty when it holds none)."""
-        return {k: list(v) for k, v in self._row().get("resources", {}).items()}
-
-    @property
-    def restarts(self) -> int:
-        return int(self._row()["restarts"])
-
-    @property
-    def exit_code(self) -> int | None:
-        return self._row()["exit_code"]  # type: ignore[no-any-return]
-
-    @property
-    def reason(self) -> str:
-        """Why the service failed, when it did."""
-        return str(self._row()["reason"])
 
     def status(self) -> dict[str, Any]:
         return self._row()
