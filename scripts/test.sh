@@ -12,13 +12,20 @@ venv=${CORRAL_VENV:-$root/.venv}
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# GoogleTest is a test-only tool: from Debian's packages, installed only when missing.
+# GoogleTest and Chromium (the dashboard's browser tests) are test-only tools: from Debian's
+# packages, installed only when missing.
+missing=""
 if [ ! -f /usr/include/gtest/gtest.h ] && ! pkg-config --exists gtest 2>/dev/null; then
-  step "installing GoogleTest (apt)"
+  missing="libgtest-dev"
+fi
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
+if [ -n "$missing" ]; then
+  step "installing$missing (apt)"
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq libgtest-dev >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq $missing >/dev/null
 fi
 
 step "virtual environment $venv"

@@ -404,6 +404,10 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("--db", help="the database (default: the config file's `history`)")
     history.add_argument("-f", "--file")
     history.set_defaults(func=_cmd_history)
+
+    from ._dashboard import add_parser as add_dashboard
+
+    add_dashboard(sub)
     return p
 
 
