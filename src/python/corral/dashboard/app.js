@@ -29,10 +29,11 @@ const state = {
   refreshQueued: false,
   followLogs: true,
   lastSamples: 0,
-  perf: { firstRender: null, lastUpdate: null, updates: 0 },
+  perf: { fetch: null, firstRender: null, lastUpdate: null, updates: 0 },
 };
 window.corral = state;  // for the browser tests and curious people
 state.loadSamples = () => loadSamples();
+state.onState = (e) => onState(e);
 
 // ---- requests -------------------------------------------------------------------------
 
@@ -148,58 +149,94 @@ function health(row) {
 
 // ---- the services table ---------------------------------------------------------------
 
-function actionButton(label, title, onClick, cls) {
-  const b = el("button", cls, label);
-  b.type = "button";
-  b.title = title;
-  b.dataset.action = label;
-  b.addEventListener("click", onClick);
-  return b;
+// Every row is a clone of one template (much cheaper than building 30 nodes by hand for
+// each of 500 services); the buttons act through one listener on the table.
+const COLUMNS = ["name", "state", "why", "pid", "ports", "uptime", "restarts", "health", "cpu", "mem", "actions"];
+let rowTemplate = null;
+
+function makeTemplate() {
+  const tr = el("tr");
+  for (const key of COLUMNS) tr.appendChild(el("td", `col-${key}`));
+  for (const k of ["pid", "restarts", "health"]) tr.querySelector(`.col-${k}`).classList.add("num");
+  const badge = el("span", "badge");
+  badge.append(el("span", "shape"), el("span", "label"));
+  tr.querySelector(".col-state").appendChild(badge);
+  const actions = tr.querySelector(".col-actions");
+  for (const [label, title] of [["start", "start it (and what it depends on)"], ["stop", "stop it"],
+    ["restart", "restart it"]]) {
+    const b = el("button", "", label);
+    b.type = "button";
+    b.title = title;
+    b.dataset.action = label;
+    actions.appendChild(b);
+  }
+  // One menu of signals for the whole table, opened under the row's button: a <select>
+  // in each of 500 rows would triple the page's layout time.
+  const sig = el("button", "", "signal\u2026");
+  sig.type = "button";
+  sig.title = "send a signal";
+  sig.dataset.action = "signal";
+  actions.appendChild(sig);
+  const kill = el("button", "kill", "kill now");
+  kill.type = "button";
+  kill.title = "SIGKILL its process group now instead of waiting for it to stop";
+  kill.dataset.action = "kill";
+  kill.hidden = true;
+  actions.appendChild(kill);
+  return tr;
 }
 
 function buildRow(name) {
-  const tr = el("tr");
+  rowTemplate ??= makeTemplate();
+  const tr = rowTemplate.cloneNode(true);
   tr.dataset.service = name;
   const cells = {};
-  for (const key of ["name", "state", "why", "pid", "ports", "uptime", "restarts", "health", "cpu", "mem", "actions"]) {
-    cells[key] = el("td", `col-${key}`);
-    tr.appendChild(cells[key]);
-  }
-  for (const k of ["pid", "restarts", "health"]) cells[k].classList.add("num");
+  tr.childNodes.forEach((td, i) => { cells[COLUMNS[i]] = td; });
   cells.name.textContent = name;
-  const shape = el("span", "shape");
-  const label = el("span", "label");
-  const badge = el("span", "badge");
-  badge.append(shape, label);
-  cells.state.appendChild(badge);
-  cells.badge = badge;
-  cells.shape = shape;
-  cells.label = label;
-  const enc = encodeURIComponent(name);
-  const act = (what, body) => () => post(`/v1/services/${enc}/${what}`, { wait: false, ...body });
-  const buttons = el("span", "buttons");
-  buttons.append(
-    actionButton("start", `start ${name} (and what it depends on)`, act("start")),
-    actionButton("stop", `stop ${name}`, act("stop")),
-    actionButton("restart", `restart ${name}`, act("restart")),
-  );
-  const sig = el("select");
-  sig.title = `send a signal to ${name}`;
-  sig.dataset.action = "signal";
-  for (const s of ["signal\u2026", "HUP", "INT", "TERM", "USR1", "USR2", "KILL"]) sig.appendChild(el("option", "", s));
-  sig.addEventListener("change", () => {
-    if (sig.selectedIndex > 0) post(`/v1/services/${enc}/signal`, { signal: sig.value });
-    sig.selectedIndex = 0;
-  });
-  const kill = actionButton("kill now", `SIGKILL ${name}'s process group now instead of waiting for it to stop`,
-    () => post(`/v1/services/${enc}/signal`, { signal: "KILL" }), "kill");
-  cells.kill = kill;
-  cells.actions.append(buttons, sig, kill);
+  cells.badge = cells.state.firstChild;
+  cells.shape = cells.badge.firstChild;
+  cells.label = cells.badge.lastChild;
+  cells.kill = cells.actions.lastChild;
   cells.cpuLabel = el("span", "spark-label");
   cells.memLabel = el("span", "spark-label");
   cells.cpuSvg = null;
   cells.memSvg = null;
   return { tr, cells };
+}
+
+function wireActions(tbody) {
+  const target = (e) => {
+    const tr = e.target.closest("tr[data-service]");
+    return tr ? `/v1/services/${encodeURIComponent(tr.dataset.service)}` : null;
+  };
+  const menu = $("#signal-menu");
+  tbody.addEventListener("click", (e) => {
+    const action = e.target.dataset && e.target.dataset.action;
+    const base = target(e);
+    if (!base || e.target.tagName !== "BUTTON") return;
+    if (action === "kill") post(`${base}/signal`, { signal: "KILL" });
+    else if (action === "signal") openSignalMenu(menu, e.target, base);
+    else post(`${base}/${action}`, { wait: false });
+  });
+  menu.addEventListener("click", (e) => {
+    const sig = e.target.dataset && e.target.dataset.signal;
+    if (sig && menu.dataset.base) post(`${menu.dataset.base}/signal`, { signal: sig });
+    menu.hidden = true;
+  });
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape") menu.hidden = true; });
+}
+
+function openSignalMenu(menu, button, base) {
+  if (!menu.hidden && menu.dataset.base === base) {
+    menu.hidden = true;
+    return;
+  }
+  menu.dataset.base = base;
+  menu.dataset.service = button.closest("tr").dataset.service;
+  const box = button.getBoundingClientRect();
+  menu.style.left = `${box.left + window.scrollX}px`;
+  menu.style.top = `${box.bottom + window.scrollY}px`;
+  menu.hidden = false;
 }
 
 function renderRow(name) {
@@ -289,7 +326,8 @@ function onState(e) {
   addEvent(e);
   state.dirty.add(e.service);
   scheduleRefresh();
-  scheduleTimeline();
+  // The timeline draws spawn, readiness and failure: other changes leave it as it is.
+  if (e.state === "starting" || e.state === "ready" || e.state === "failed") scheduleTimeline();
   renderSummary();
   state.perf.lastUpdate = performance.now() - t0;
   state.perf.updates += 1;
@@ -309,12 +347,15 @@ async function refreshDirty() {
     let rows;
     if (names.length > 20) rows = (await getJSON("/v1/services")).services;
     else rows = await Promise.all(names.map((n) => getJSON(`/v1/services/${encodeURIComponent(n)}`)));
+    let moved = false;
     for (const row of rows) {
+      const before = state.services.get(row.name);
+      moved ||= !before || before.started_at !== row.started_at || before.ready_at !== row.ready_at;
       state.services.set(row.name, row);
       renderRow(row.name);
     }
     renderResources();
-    scheduleTimeline();
+    if (moved) scheduleTimeline();
   } catch (err) {
     for (const n of names) state.dirty.add(n);
   }
@@ -475,14 +516,19 @@ async function loadTails(rows) {
 async function loadAll() {
   const t0 = performance.now();
   const [stack, services] = await Promise.all([getJSON("/v1/stack"), getJSON("/v1/services")]);
+  state.perf.fetch = performance.now() - t0;
   $("#stack-name").textContent = stack.name;
   document.title = `corral: ${stack.name}`;
   state.services = new Map(services.services.map((r) => [r.name, r]));
+  const t1 = performance.now();
   renderTable(services.services);
   renderSummary();
   renderResources();
+  const t2 = performance.now();
   timeline($("#timeline"), services.services);
+  const t3 = performance.now();
   void document.body.offsetHeight;  // the layout is part of the cost
+  state.perf.parts = { table: t2 - t1, timeline: t3 - t2, layout: performance.now() - t3 };
   state.perf.firstRender = performance.now() - t0;
   return services.services;
 }
@@ -509,6 +555,7 @@ function connect() {
 }
 
 function wireControls() {
+  wireActions($("#services tbody"));
   for (const id of ["#log-service", "#log-search", "#log-stderr"]) $(id).addEventListener("input", renderLogs);
   const box = $("#logs");
   const follow = $("#log-follow");

@@ -12,7 +12,7 @@ function svgEl(tag, attrs, text) {
 
 // Draws `values` over `times` between t0 and t1 into `svg` (made when null) and returns it.
 // The vertical scale starts at 0 and ends at the largest value shown.
-export function sparkline(svg, times, values, t0, t1, cls, width = 90, height = 22) {
+export function sparkline(svg, times, values, t0, t1, cls, width = 60, height = 20) {
   if (!svg) {
     svg = svgEl("svg", { class: `spark ${cls}`, width, height, viewBox: `0 0 ${width} ${height}` });
     svg.appendChild(svgEl("path", { d: "" }));
