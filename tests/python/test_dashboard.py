@@ -150,6 +150,31 @@ def test_backoff_says_which_attempt_and_when_the_next_try_comes(make_stack: Call
     assert stack["flaky"].state == "stopped" and stack["flaky"].reason == ""
 
 
+def test_state_events_never_carry_the_command_line(make_stack: Callable[..., corral.Stack],
+                                                  helper: str) -> None:
+    stack = make_stack("dashcmd")
+    stack.add("a", [helper, "print", "argument-9f2c", "pause"])
+    stack.start(timeout=60)
+    client = corral.connect("dashcmd")
+    client.events(timeout=0.0)  # subscribed from here on
+    stack.restart("a", timeout=60)
+    seen: list[dict[str, Any]] = []
+
+    def restarted() -> bool:
+        seen.extend(client.events(timeout=0.5))
+        # Ready (at exec), and the line its new run prints: the output does go out.
+        return (any(e["kind"] == "state" and e["state"] == "ready" for e in seen)
+                and any(e["kind"] == "log" and e["text"] == "argument-9f2c" for e in seen))
+
+    try:
+        wait_until(restarted, 60, "the restart's events")
+    finally:
+        client.close()
+    states = [e for e in seen if e["kind"] == "state"]
+    assert any(e["state"] == "starting" for e in states)
+    assert not any("argument-9f2c" in json.dumps(e) or helper in json.dumps(e) for e in states), states
+
+
 def test_login_url_turns_tcp_on_and_works_once(make_stack: Callable[..., corral.Stack], helper: str) -> None:
     stack = make_stack("dashlogin")
     stack.add("a", [helper, "pause"])
