@@ -353,6 +353,24 @@ def test_browser_shows_the_stack_and_acts_on_it(browser: Any, dash: corral.Stack
     page.context.close()
 
 
+def test_kill_now_ends_a_stop_that_waits(browser: Any, make_stack: Callable[..., corral.Stack],
+                                         helper: str) -> None:
+    stack = make_stack("dashkill")
+    stack.add("stubborn", [helper, "ignore", "TERM", "pause"], stop_timeout=600)
+    stack.start(timeout=60)
+    page, _ = login(browser, stack)
+    row = 'tr[data-service="stubborn"]'
+    assert page.locator(f'{row} button[data-action="kill"]').is_hidden()
+    page.click(f'{row} button[data-action="stop"]')
+    # It ignores SIGTERM: the stop waits (for 600 s), and the page offers to end it now.
+    page.wait_for_selector(f'{row}[data-state="stopping"] button[data-action="kill"]:visible', timeout=60_000)
+    page.click(f'{row} button[data-action="kill"]')
+    page.wait_for_selector(f'{row}[data-state="stopped"]', timeout=60_000)
+    assert page.locator(f'{row} button[data-action="kill"]').is_hidden()
+    assert stack["stubborn"].state == "stopped"
+    page.context.close()
+
+
 def test_browser_without_a_session_is_refused(browser: Any, dash: corral.Stack) -> None:
     url = dash.dashboard_url()
     base = url.split("/v1/")[0]
