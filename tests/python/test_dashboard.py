@@ -155,7 +155,7 @@ def test_state_events_never_carry_the_command_line(make_stack: Callable[..., cor
     stack = make_stack("dashcmd")
     stack.add("a", [helper, "print", "argument-9f2c", "pause"])
     stack.start(timeout=60)
-    client = corral.connect("dashcmd")
+    client = corral.connect(stack._served.socket)  # type: ignore[union-attr]
     client.events(timeout=0.0)  # subscribed from here on
     stack.restart("a", timeout=60)
     seen: list[dict[str, Any]] = []
@@ -270,10 +270,11 @@ def browser() -> Iterator[Any]:
 
 def login(browser: Any, stack: corral.Stack) -> tuple[Any, str]:
     """A new browser context logged in through a one-time link; the page and the link."""
-    link = corral.connect("dash" if stack.name == "dash" else stack.name)  # through the Unix socket
     from corral._dashboard import login_url
 
-    url = login_url(link)
+    # By socket path, not by name: another test run on this machine may have a stack of the
+    # same name in the shared runtime directory.
+    url = login_url(corral.connect(stack._served.socket))  # type: ignore[union-attr]
     context = browser.new_context()
     page = context.new_page()
     res = page.goto(url)
