@@ -13,19 +13,21 @@ venv=${CORRAL_VENV:-$root/.venv}
 step() { printf '\n==> %s\n' "$*"; }
 
 # Test-only tools from Debian's packages, each installed only when missing: GoogleTest,
-# and promtool (in the `prometheus` package) to check the metrics exposition.
+# promtool (in the `prometheus` package) to check the metrics exposition, and Chromium
+# for the dashboard's browser tests.
 packages=()
 if [ ! -f /usr/include/gtest/gtest.h ] && ! pkg-config --exists gtest 2>/dev/null; then
   packages+=(libgtest-dev)
 fi
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+[ -x /usr/bin/chromium ] || packages+=(chromium)
 if [ ${#packages[@]} -gt 0 ]; then
   step "installing ${packages[*]} (apt)"
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   # RUNLEVEL=1: a package that ships a daemon (prometheus) does not start it here.
-  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo_cmd apt-get install -y -qq --no-install-recommends \
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo_cmd apt-get install -y -qq \
     "${packages[@]}" >/dev/null
 fi
 

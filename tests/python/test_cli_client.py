@@ -285,14 +285,15 @@ def test_daemon_sigterm_stops_the_stack_and_exits(tmp_path, helper, runtime):
 
 def test_commands_without_a_stack_or_not_built_say_so_in_one_line(tmp_path, helper, runtime):
     write_stack(tmp_path, helper)
-    for args in (["ps"], ["logs"], ["restart", "api"], ["down"], ["metrics"], ["ps", "--name", "nope"]):
+    for args in (["ps"], ["logs"], ["restart", "api"], ["down"], ["metrics"], ["ps", "--name", "nope"],
+                 ["dashboard", "--no-browser"]):
         out = corral(runtime, *args, cwd=tmp_path)
         assert out.returncode == 1, args
         assert out.stderr.startswith("corral: error: no running stack"), (args, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1
     both = corral(runtime, "up", "-d", "--abort-on-exit", cwd=tmp_path)
     assert both.returncode == 2 and "need the foreground" in both.stderr
-    out = corral(runtime, "dashboard")
+    out = corral(runtime, "init")
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert "not available" in out.stderr and "usage" not in out.stderr
     empty = corral(runtime, "ls")

@@ -47,7 +47,9 @@ command = ["{helper}", "write-file", "{ready}", "up", "pause"]
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     calls = int(re.search(r"status calls while idle: (\d+)", out.stderr).group(1))
-    assert calls == 0
+    # At most the one look at the engine's states when the start ends (the log reader's may
+    # lag behind), which can fall inside the window; polling would make it 20 or more.
+    assert calls <= 1
     assert "idle | [corral] stopped" in out.stdout
 
 

@@ -37,7 +37,7 @@ using ServerHolder = std::unique_ptr<ControlServer, ReleasingDelete>;
 void register_control(py::module_& m) {
   py::class_<ControlServer, ServerHolder>(m, "ControlServer")
       .def(py::init([](Stack& stack, const std::string& unix_path, bool tcp, const std::string& tcp_host, int tcp_port,
-                       const std::string& token, const std::string& openapi) {
+                       const std::string& token, const std::string& openapi, const std::string& static_root) {
              control::ServerOptions o;
              o.unix_path = unix_path;
              o.tcp = tcp;
@@ -46,11 +46,12 @@ void register_control(py::module_& m) {
              o.tcp_port = static_cast<unsigned short>(tcp_port);
              o.token = token;
              o.openapi = openapi;
+             o.static_root = static_root;
              return ServerHolder(without_gil([&] { return new ControlServer(stack, std::move(o)); }));
            }),
            py::arg("stack"), py::arg("unix_path") = std::string(), py::kw_only(), py::arg("tcp") = false,
            py::arg("tcp_host") = std::string("127.0.0.1"), py::arg("tcp_port") = 0, py::arg("token") = std::string(),
-           py::arg("openapi") = std::string(),
+           py::arg("openapi") = std::string(), py::arg("static_root") = std::string(),
            py::keep_alive<1, 2>())  // the stack handle outlives its server
       .def("stop", [](ControlServer& s) { without_gil([&] { s.stop(); }); })
       .def_property_readonly("unix_path", &ControlServer::unix_path)

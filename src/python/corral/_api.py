@@ -82,6 +82,10 @@ def _remove(*paths: str | None) -> None:
                 os.unlink(p)
 
 
+# The dashboard's page, served by the control server at / and /static/NAME.
+_DASHBOARD_DIR = os.path.join(os.path.dirname(__file__), "dashboard")
+
+
 @functools.cache
 def _openapi_text() -> str:
     path = os.path.join(os.path.dirname(__file__), "openapi.json")
@@ -133,7 +137,8 @@ def serve(handle: Any, name: str | None, file: str | None, *, tcp: bool = False,
     openapi = _openapi_text()
 
     def start(path: str) -> Any:
-        return _core.ControlServer(handle, path, tcp=tcp, tcp_port=tcp_port, token=token, openapi=openapi)
+        return _core.ControlServer(handle, path, tcp=tcp, tcp_port=tcp_port, token=token, openapi=openapi,
+                                   static_root=_DASHBOARD_DIR)
 
     # The same config file (or name) may run elsewhere already: then this stack gets a
     # socket of its own (found through its info file), the first keeps the well-known one.

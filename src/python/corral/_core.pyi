@@ -310,7 +310,7 @@ class Engine:
     def shutdown(self) -> None:
         ...
 class ControlServer:
-    def __init__(self, stack: Stack, unix_path: str = '', *, tcp: bool = False, tcp_host: str = '127.0.0.1', tcp_port: typing.SupportsInt | typing.SupportsIndex = 0, token: str = '', openapi: str = '') -> None:
+    def __init__(self, stack: Stack, unix_path: str = '', *, tcp: bool = False, tcp_host: str = '127.0.0.1', tcp_port: typing.SupportsInt | typing.SupportsIndex = 0, token: str = '', openapi: str = '', static_root: str = '') -> None:
         ...
     def login_url(self) -> str:
         """

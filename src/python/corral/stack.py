@@ -566,6 +566,32 @@ class Stack:
             s = self._served
         return {"socket": s.socket, "url": s.url, "token_file": s.token_file}
 
+    def dashboard_url(self) -> str:
+        """A one-time login link to this stack's live dashboard (docs/dashboard.md). Turns
+        the control API's loopback TCP listener on if it is off (as `serve_api()`), and
+        metrics sampling (1 s) if it is off, so the page has sparklines."""
+        if not self._api:
+            raise CorralError("this stack has no control API (Stack(api=False)): no dashboard")
+        if self._served is None or self._served.url is None:
+            self.serve_api()
+        if self._metrics_interval <= 0 and self._handle is not None:
+            self._metrics_interval = 1.0
+            self._handle.configure_metrics(self._metrics_interval, self._metrics_pss)
+        assert self._served is not None
+        return str(self._served.server.login_url())
+
+    def dashboard(self, refresh: float | None = None, *, window: float = 300.0) -> Any:
+        """The dashboard as HTML for a notebook, without a server: the services with their
+        state and why, pid, ports, uptime, restarts, health, CPU and memory sparklines (over
+        the last `window` seconds), and the start-up timeline. Jupyter renders the returned
+        object; with `refresh` (seconds) it is displayed now and updated in place."""
+        from ._dashboard import Dashboard
+
+        view = Dashboard(self, window)
+        if refresh is not None:
+            view.show(refresh)
+        return view
+
     @property
     def api(self) -> dict[str, str | None] | None:
         """Where the running stack serves its control API: ``{"socket", "url",

@@ -42,8 +42,19 @@ TEST(ControlRules, RoutesNameEndpointsAndTellMissingFromWrongMethod) {
   EXPECT_EQ(r("GET", "/v1/stack/stop").status, 405);
   EXPECT_EQ(r("POST", "/v1/stack").status, 405);
   EXPECT_EQ(r("GET", "/v1/services/web/exec").status, 404);
-  EXPECT_EQ(r("GET", "/").status, 404);
   EXPECT_EQ(r("GET", "/v2/stack").status, 404);
+  // The dashboard: its page, its files by plain name, and the samples for its sparklines.
+  auto page = r("GET", "/");
+  EXPECT_EQ(page.route->endpoint, Endpoint::page);
+  EXPECT_EQ(page.route->action, "index.html");
+  auto file = r("GET", "/static/app.js");
+  EXPECT_EQ(file.route->endpoint, Endpoint::page);
+  EXPECT_EQ(file.route->action, "app.js");
+  EXPECT_EQ(r("POST", "/").status, 405);
+  EXPECT_EQ(r("GET", "/static").status, 404);
+  EXPECT_EQ(r("GET", "/static/a/b.js").status, 404);
+  EXPECT_EQ(r("GET", "/v1/samples").route->endpoint, Endpoint::samples);
+  EXPECT_EQ(r("POST", "/v1/samples").status, 405);
 }
 
 TEST(ControlRules, OnlyLoopbackHostsPass) {

@@ -8,12 +8,15 @@
 
 #include <fmt/format.h>
 
+#include <array>
+#include <chrono>
 #include <map>
 
 #include "corral/control/rules.hpp"
 #include "corral/control/server_impl.hpp"
 #include "corral/control/views.hpp"
 #include "corral/metrics/proc_sample.hpp"
+#include "corral/metrics/stack_metrics.hpp"
 
 namespace corral::control {
 namespace json = boost::json;
@@ -170,6 +173,107 @@ asio::awaitable<Reply> service_action(ControlServer::Core& core, const Route& r,
   co_return outcome_reply(core, r.service, p->get());
 }
 
+// A status row plus what the dashboard needs to say why a service waits: the services it
+// depends on with their conditions, and the values of the resources it holds.
+json::object row_json(ControlServer::Core& core, const ServiceStatus& s) {
+  json::object o = service_json(s);
+  json::array deps;
+  for (const auto& d : core.stack.dependencies(s.name)) {
+    json::object x;
+    x["service"] = d.name;
+    x["condition"] = std::string(to_string(d.condition));
+    deps.push_back(std::move(x));
+  }
+  o["depends_on"] = std::move(deps);
+  json::object res;
+  for (const auto& [k, values] : s.resources) {
+    json::array a;
+    for (const auto& v : values) a.push_back(json::string(valid_utf8(v)));
+    res[k] = std::move(a);
+  }
+  o["resources"] = std::move(res);
+  return o;
+}
+
+// One of the dashboard's files, from memory. The page may run scripts from this server
+// only, and never inside another site's frame.
+Reply page_reply(ControlServer::Core& core, const Request& req, const std::string& name) {
+  auto it = core.files.find(name);
+  if (it == core.files.end()) return error(404, "no such file");
+  const StaticFile& f = it->second;
+  bool fresh = etag_matches(req[http::field::if_none_match], f.etag);
+  Response res{fresh ? http::status::not_modified : http::status::ok, 11};
+  res.set(http::field::content_type, f.content_type);
+  res.set(http::field::etag, f.etag);
+  // Revalidated on every load (a 304 costs nothing): a newer corral's page is never mixed
+  // with an older script from the cache.
+  res.set(http::field::cache_control, "no-cache");
+  res.set("X-Content-Type-Options", "nosniff");
+  res.set("X-Frame-Options", "DENY");
+  res.set("Referrer-Policy", "no-referrer");
+  res.set("Content-Security-Policy",
+          "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+          "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'");
+  if (!fresh) res.body() = f.body;
+  return reply(std::move(res));
+}
+
+// Recent samples by column, per service: {"now", "services": {name: {"time": [...],
+// "cpu_percent": [...], "rss_bytes": [...]}}}, for sparklines. `since` is seconds ago.
+Reply samples_reply(ControlServer::Core& core, const Target& t) {
+  double since = 300;
+  if (auto it = t.query.find("since"); it != t.query.end()) {
+    std::size_t used = 0;
+    try {
+      since = std::stod(it->second, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != it->second.size() || !(since >= 0)) return error(400, "since must be a number of seconds >= 0");
+  }
+  std::string only;
+  if (auto it = t.query.find("service"); it != t.query.end()) {
+    if (!core.names.count(it->second)) return error(404, fmt::format("no service '{}'", it->second));
+    only = it->second;
+  }
+  double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  auto metrics = core.stack.metrics();
+  const auto& names = metrics->names();
+  std::map<std::size_t, std::array<json::array, 3>> columns;
+  for (const auto& m : core.stack.samples(only, now - since)) {
+    auto& c = columns[m.service];
+    c[0].push_back(m.time);
+    c[1].push_back(m.cpu_percent);
+    c[2].push_back(m.rss_bytes);
+  }
+  // With what the health score needs (docs/metrics.md), for every service asked about.
+  auto counters = metrics->counters();
+  json::object services;
+  for (std::size_t i = 0; i < names.size() && i < counters.size(); ++i) {
+    if (!only.empty() && names[i] != only) continue;
+    auto& c = columns[i];
+    json::object o;
+    o["time"] = std::move(c[0]);
+    o["cpu_percent"] = std::move(c[1]);
+    o["rss_bytes"] = std::move(c[2]);
+    const ServiceCounters& k = counters[i];
+    json::object h;
+    json::array restarts;
+    for (double t : k.restart_times) restarts.push_back(t);
+    h["restart_times"] = std::move(restarts);
+    std::uint32_t mask = k.recent_checks >= 32 ? ~0u : (1u << k.recent_checks) - 1;
+    h["recent_checks"] = k.recent_checks;
+    h["recent_check_failures"] = __builtin_popcount(k.recent_failures & mask);
+    h["ready_seconds"] = k.last_ready_seconds >= 0 ? json::value(k.last_ready_seconds) : json::value(nullptr);
+    o["counters"] = std::move(h);
+    services[names[i]] = std::move(o);
+  }
+  json::object out;
+  out["now"] = now;
+  out["services"] = std::move(services);
+  return reply(json_response(200, out));
+}
+
 Reply open_stream(ControlServer::Core& core, const Route& r, const Target& t, long tail = 10) {
   if (r.endpoint == Endpoint::events) {
     std::string only;
@@ -252,13 +356,13 @@ asio::awaitable<Reply> handle(ControlServer::Core& core, const Request& req, boo
       }
       case Endpoint::services: {
         json::array rows;
-        for (const auto& s : core.stack.status()) rows.push_back(service_json(s));
+        for (const auto& s : core.stack.status()) rows.push_back(row_json(core, s));
         json::object o;
         o["services"] = std::move(rows);
         co_return reply(json_response(200, o));
       }
       case Endpoint::service:
-        co_return reply(json_response(200, service_json(core.stack.status(r.service))));
+        co_return reply(json_response(200, row_json(core, core.stack.status(r.service))));
       case Endpoint::service_logs: {
         long tail = -1;
         if (auto it = target->query.find("tail"); it != target->query.end()) {
@@ -322,6 +426,9 @@ asio::awaitable<Reply> handle(ControlServer::Core& core, const Request& req, boo
       case Endpoint::login_url: {
         json::object o;
         try {
+          // {"serve": true}: turn loopback TCP on first if it is off (`corral dashboard`).
+          if (auto it = body.find("serve"); it != body.end() && it->value().is_bool() && it->value().as_bool())
+            core.listen_tcp();
           o["url"] = core.new_login_url();
         } catch (const Error& e) {
           co_return error(409, e.what());
@@ -330,6 +437,10 @@ asio::awaitable<Reply> handle(ControlServer::Core& core, const Request& req, boo
       }
       case Endpoint::login:
         break;  // answered above
+      case Endpoint::samples:
+        co_return samples_reply(core, *target);
+      case Endpoint::page:
+        co_return page_reply(core, req, r.action);
       case Endpoint::openapi: {
         Response res{http::status::ok, 11};
         res.set(http::field::content_type, "application/json");

@@ -114,6 +114,8 @@ Routed route(std::string_view method, const Target& t) {
     return {std::move(r), 0};
   };
   if (s.size() == 1 && s[0] == "metrics") return want("GET", {Endpoint::metrics, {}, {}});
+  if (s.empty()) return want("GET", {Endpoint::page, {}, "index.html"});
+  if (s.size() == 2 && s[0] == "static") return want("GET", {Endpoint::page, {}, s[1]});
   if (s.empty() || s[0] != "v1") return {std::nullopt, 404};
   if (s.size() == 2 && s[1] == "stack") return want("GET", {Endpoint::stack, {}, {}});
   if (s.size() == 3 && s[1] == "stack" && s[2] == "stop") return want("POST", {Endpoint::stack_stop, {}, {}});
@@ -122,6 +124,7 @@ Routed route(std::string_view method, const Target& t) {
   if (s.size() == 2 && s[1] == "metrics") return want("GET", {Endpoint::metrics_json, {}, {}});
   if (s.size() == 2 && s[1] == "login_url") return want("POST", {Endpoint::login_url, {}, {}});
   if (s.size() == 2 && s[1] == "login") return want("GET", {Endpoint::login, {}, {}});
+  if (s.size() == 2 && s[1] == "samples") return want("GET", {Endpoint::samples, {}, {}});
   if (s.size() == 2 && s[1] == "openapi.json") return want("GET", {Endpoint::openapi, {}, {}});
   if (s.size() >= 3 && s[1] == "services") {
     if (s.size() == 3) return want("GET", {Endpoint::service, s[2], {}});

@@ -34,6 +34,8 @@ enum class Endpoint {
   openapi,        // GET  /v1/openapi.json
   login_url,      // POST /v1/login_url: a one-time browser login link (TCP on)
   login,          // GET  /v1/login?nonce=...: spends the link, sets the session cookie
+  samples,        // GET  /v1/samples?since=S[&service=NAME]: recent metric samples, by column
+  page,           // GET  / and /static/NAME: the dashboard's files (the name is in `action`)
 };
 struct Route {
   Endpoint endpoint;

@@ -40,12 +40,13 @@ std::string random_hex(std::size_t bytes) {
 }
 
 std::string ControlServer::Core::new_login_url() {
-  if (!tcp_acceptor) throw Error("the control API is not on TCP (see Stack.serve_api)");
+  unsigned short port = tcp_port.load();
+  if (port == 0) throw Error("the control API is not on TCP (see Stack.serve_api)");
   std::string nonce = random_hex(16);
   std::lock_guard lock(login_mutex);
   nonces.push_back(nonce);
   if (nonces.size() > 32) nonces.pop_front();  // links nobody opened do not pile up
-  return fmt::format("http://127.0.0.1:{}/v1/login?nonce={}", tcp_port, nonce);
+  return fmt::format("http://127.0.0.1:{}/v1/login?nonce={}", port, nonce);
 }
 
 bool ControlServer::Core::spend_login(std::string_view nonce) {
@@ -333,11 +334,27 @@ void bind_tcp(ControlServer::Core& core) {
   acc.bind(ep, ec);
   if (ec) throw Error(fmt::format("cannot serve the control API on {}:{}: {}", opt.tcp_host, opt.tcp_port, ec.message()));
   acc.listen();
-  core.tcp_port = acc.local_endpoint().port();
+  // The session first: a login link names the port only once the cookie it sets exists.
   core.session = random_hex(16);
+  core.tcp_port = acc.local_endpoint().port();
 }
 
 }  // namespace
+
+// Server thread: TCP turned on for a running server (`corral dashboard` on a stack that was
+// started without it). Nobody outside this process needs the token then (the browser gets
+// the session cookie), so a fresh one is made and never written anywhere.
+void ControlServer::Core::listen_tcp() {
+  if (tcp_acceptor) return;
+  if (options.token.empty()) options.token = random_hex(16);
+  try {
+    bind_tcp(*this);
+  } catch (...) {
+    tcp_acceptor.reset();
+    throw;
+  }
+  asio::co_spawn(io, accept_loop<asio::ip::tcp::acceptor, asio::ip::tcp>(*this, *tcp_acceptor, true), asio::detached);
+}
 
 ControlServer::ControlServer(Stack& stack, ServerOptions options) {
   if (options.unix_path.empty() && !options.tcp) throw Error("the control server needs a socket path or TCP");
@@ -345,6 +362,7 @@ ControlServer::ControlServer(Stack& stack, ServerOptions options) {
   core_ = std::make_shared<Core>(stack, std::move(options));
   core_->self = core_;
   for (auto& n : stack.service_names()) core_->names.insert(n);
+  core_->files = load_static_files(core_->options.static_root);
   if (!core_->options.unix_path.empty()) bind_unix(*core_);
   try {
     if (core_->options.tcp) bind_tcp(*core_);

@@ -28,6 +28,7 @@ struct ServerOptions {
   unsigned short tcp_port = 0;      // 0: any free port
   std::string token;                // required on TCP, compared in constant time
   std::string openapi;              // the document served at /v1/openapi.json
+  std::string static_root;          // the dashboard's files, served at / and /static/NAME
   std::size_t max_header_bytes = 16 * 1024;
   std::size_t max_body_bytes = 64 * 1024;
   std::size_t max_feed_bytes = 4u << 20;  // per event-stream client

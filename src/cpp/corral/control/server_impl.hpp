@@ -21,6 +21,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -28,6 +29,7 @@
 #include <vector>
 
 #include "corral/control/server.hpp"
+#include "corral/control/static_files.hpp"
 
 namespace corral::control {
 namespace asio = boost::asio;
@@ -77,6 +79,7 @@ struct ControlServer::Core {
   ServerOptions options;
   std::weak_ptr<Core> self;
   std::set<std::string> names;  // the stack's services: anything else is a 404
+  std::map<std::string, StaticFile> files;  // the dashboard, read once at start-up
   std::mutex feeds_mutex;
   std::vector<std::shared_ptr<Feed>> feeds;
   std::mutex listener_mutex;  // taken before feeds_mutex, never inside the tap
@@ -96,7 +99,9 @@ struct ControlServer::Core {
   asio::io_context io{1};
   std::optional<asio::local::stream_protocol::acceptor> unix_acceptor;
   std::optional<asio::ip::tcp::acceptor> tcp_acceptor;
-  unsigned short tcp_port = 0;
+  // Set once TCP listens (at start, or later by POST /v1/login_url {"serve": true} on the
+  // server thread); read by login_url() from other threads, hence atomic.
+  std::atomic<unsigned short> tcp_port{0};
 
   void on_event(const EngineEvent& e);
   void drop_listener();
@@ -105,6 +110,7 @@ struct ControlServer::Core {
   void note_stop_request();
   asio::awaitable<bool> await_ready(const std::shared_ptr<Pending<Outcome>>& p, double timeout);
   std::string new_login_url();
+  void listen_tcp();  // binds loopback TCP (options.tcp_host/tcp_port) with a fresh token
   bool spend_login(std::string_view nonce);
 };
 

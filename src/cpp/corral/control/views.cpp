@@ -108,7 +108,9 @@ json::object event_json(const EngineEvent& e) {
     o["text"] = valid_utf8(e.text);
   } else {
     o["state"] = std::string(to_string(e.state));
-    o["reason"] = valid_utf8(e.text);
+    // The engine's detail of a `starting` event is the command line, which is part of the
+    // spec and never leaves the stack (docs/security.md); other states' text is a reason.
+    o["reason"] = e.state == State::starting ? std::string() : valid_utf8(e.text);
     o["exit_code"] = e.exit_code ? json::value(*e.exit_code) : json::value(nullptr);
   }
   return o;

@@ -21,7 +21,10 @@ bool Engine::Impl::dispatch(StackState& st, Svc& s, Event ev, std::string why, s
   if (!next) return false;
   State before = s.state;
   s.state = next->next;
-  if (!why.empty()) s.reason = std::move(why);
+  if (!why.empty()) {
+    s.reason = std::move(why);
+    s.reason_is_deadline = false;
+  }
   if (s.state != before) {
     // The snapshot before the event: whoever sees the event and then reads status() must
     // find at least this state there (changed() publishes it again after the action).
@@ -102,6 +105,9 @@ void Engine::Impl::stop_checks(Svc& s) {
 }
 
 void Engine::Impl::end_budget(Svc& s) {
+  // The deadline it announced is moot (a failure's reason, set by dispatch, stays).
+  if (s.reason_is_deadline) s.reason.clear();
+  s.reason_is_deadline = false;
   s.budget = false;
   ++s.deadline_gen;
   s.deadline.cancel();
@@ -249,9 +255,14 @@ Event Engine::Impl::classify_exit(Svc& s, const ExitInfo& exit, std::string& why
   if (s.health_kill && !exit.signaled && exit.code == 0) judged.code = 1;  // a clean exit on our TERM
   s.health_kill = false;
   auto d = decide_restart(s.spec.restart, judged, s.streak, s.ever_ready, s.spec.ready.has_value(), unit(rng));
-  if (d.event == Event::exit_failed)
-    why = exit.signaled ? fmt::format("{} (killed by signal {})", d.why, exit.signal)
-                        : fmt::format("{} (exit code {})", d.why, exit.code);
+  std::string how = exit.signaled ? fmt::format("killed by signal {}", exit.signal) : fmt::format("exit code {}", exit.code);
+  if (d.event == Event::exit_failed) why = fmt::format("{} ({})", d.why, how);
+  // Why it waits, for status rows and the dashboard: "backoff 3/5, next try in 1.6 s".
+  if (d.event == Event::exit_restart) {
+    int max = s.spec.restart.max_restarts;
+    why = fmt::format("backoff {}{}, next try in {:.1f} s ({})", s.streak + 1, max >= 0 ? fmt::format("/{}", max) : "",
+                      d.delay, how);
+  }
   s.restart_delay = d.delay;
   return d.event;
 }

@@ -96,6 +96,12 @@ void Engine::Impl::begin_checks(StackState& st, Svc& s, bool readiness) {
       s.budget_end = Clock::now() + to_duration(c.start_timeout);
     }
     arm_deadline(st, s);
+    // Why it is still starting, for status rows and the dashboard.
+    double left = std::chrono::duration<double>(s.budget_end - Clock::now()).count();
+    s.reason = fmt::format("waiting for its {} check, readiness deadline in {:.0f} s", to_string(c.kind),
+                           std::max(0.0, left));
+    s.reason_is_deadline = true;
+    publish_status(st, s);
     if (c.kind == CheckSpec::Kind::log) {
       s.ready_regex.emplace(Pattern::compile(c.pattern));
       return;

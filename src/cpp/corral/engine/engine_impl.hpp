@@ -111,6 +111,7 @@ struct Svc {
   bool spawned_once = false;  // spawned since the last start request
   double restart_delay = 0;   // of the pending restart (set with exit_restart)
   std::string reason;
+  bool reason_is_deadline = false;  // `reason` only says when the readiness deadline is
   std::string last_check;  // what the last failed readiness attempt said
   Clock::time_point spawned_at{};
   Clock::time_point check_started{};  // of the probe attempt in flight, for its duration

@@ -148,6 +148,7 @@ bool Engine::Impl::is_down(const Svc& s) {
 void Engine::Impl::try_start(StackState& st, Svc& s) {
   if (s.state != State::pending || !s.want_up || st.closed) return;
   bool ready = true;
+  const Dependency* waiting_on = nullptr;
   for (const auto& dep : s.spec.depends_on) {
     const Svc& d = *st.services[st.index.at(dep.name)];
     if (satisfied(d, dep.condition)) continue;
@@ -156,6 +157,15 @@ void Engine::Impl::try_start(StackState& st, Svc& s) {
       return;
     }
     ready = false;
+    if (!waiting_on) waiting_on = &dep;
+  }
+  // Why it is still pending, for status rows and the dashboard: "waiting for db: ready".
+  if (waiting_on) {
+    std::string why = fmt::format("waiting for {}: {}", waiting_on->name, to_string(waiting_on->condition));
+    if (why != s.reason) {
+      s.reason = std::move(why);
+      publish_status(st, s);
+    }
   }
   // The slot is still full when the previous run was killed and is not reaped yet; the
   // reap calls try_start again.
@@ -166,6 +176,7 @@ void Engine::Impl::try_stop(StackState& st, Svc& s) {
   if (!s.want_down) return;
   if (s.state == State::pending || s.state == State::backoff) {
     s.want_down = false;
+    s.reason.clear();  // no longer waiting for anything
     dispatch(st, s, Event::stop);
     return;
   }

@@ -17,9 +17,9 @@ from ..errors import ConfigError, CorralError, StartError
 __all__ = ["main"]
 
 # Commands users try that this version does not have: one line says so, not argparse's
-# usage dump. (`dashboard` is being built beside this; its subparser replaces the entry.)
+# usage dump. (Container mode is the next; `corral init` was asked for by users too.)
 _NOT_BUILT = {
-    "dashboard": "the web dashboard is not available in this version (see docs/user-guide.md)",
+    "init": "PID-1 / container mode is not available in this version (see docs/user-guide.md)",
 }
 
 
@@ -135,7 +135,9 @@ def _parser() -> argparse.ArgumentParser:
     metrics.add_argument("--json", action="store_true", help="as JSON")
     metrics.set_defaults(func=_lazy("_remote", "cmd_metrics"))
 
-    # The dashboard's subcommand goes here (`corral dashboard`), from its own module.
+    from .._dashboard import add_parser as add_dashboard
+
+    add_dashboard(sub)  # corral dashboard: its own module (the page and the notebook view)
 
     check = sub.add_parser("check", help="validate a config file and print the start order")
     check.add_argument("-f", "--file")
