@@ -302,7 +302,9 @@ def release_engine(build_dir: Path, source: Path = REPO) -> Path:
         shutil.rmtree(pkg)
     pkg.mkdir(parents=True)
     for f in (source / "src" / "python" / "corral").iterdir():
-        if f.suffix == ".py" or f.name == "py.typed":
+        # Modules, data files (openapi.json) and subpackages (cli/, dashboard/): all of the
+        # package but the compiled module of another build.
+        if not f.name.endswith(".so") and f.name != "__pycache__":
             (pkg / f.name).symlink_to(f)
     (pkg / so.name).symlink_to(so)
     return build_dir / "pkg"
