@@ -2,7 +2,6 @@
 
 #include "corral/metrics/procfs.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -14,22 +13,6 @@
 
 namespace corral {
 using procfs::read_small;
-
-namespace {
-
-int count_fds(pid_t pid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/fd", pid);
-  DIR* d = ::opendir(path);
-  if (!d) return 0;
-  int n = 0;
-  while (auto* e = ::readdir(d))
-    if (e->d_name[0] != '.') ++n;
-  ::closedir(d);
-  return n;
-}
-
-}  // namespace
 
 std::vector<ProcessSample> sample_groups(const std::vector<std::pair<std::string, pid_t>>& groups,
                                          const std::optional<std::pair<pid_t, pid_t>>& range) {
@@ -68,7 +51,7 @@ std::vector<ProcessSample> sample_groups(const std::vector<std::pair<std::string
     s.cpu_seconds += static_cast<double>(std::atoll(fields[14 - 3]) + std::atoll(fields[15 - 3])) / ticks;
     s.threads += std::atoi(fields[20 - 3]);
     s.rss_bytes += static_cast<std::uint64_t>(std::atoll(fields[24 - 3])) * page;
-    s.open_fds += count_fds(pid);
+    s.open_fds += procfs::open_fds(pid);
     return false;
   });
   return out;

@@ -1,6 +1,8 @@
 #include "corral/metrics/procfs.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -14,6 +16,22 @@ ssize_t read_small(const char* path, char* buf, std::size_t size) {
   ssize_t n = ::read(fd, buf, size - 1);
   ::close(fd);
   if (n >= 0) buf[n] = 0;
+  return n;
+}
+
+int open_fds(pid_t pid) {
+  char path[48];
+  std::snprintf(path, sizeof path, "/proc/%d/fd", pid);
+  // Since Linux 6.2 the size of /proc/PID/fd is its number of open fds: one stat() instead
+  // of listing the directory. Before, it is 0, and the listing says.
+  struct stat st {};
+  if (::stat(path, &st) == 0 && st.st_size > 0) return static_cast<int>(st.st_size);
+  DIR* d = ::opendir(path);
+  if (!d) return 0;
+  int n = 0;
+  while (auto* e = ::readdir(d))
+    if (e->d_name[0] != '.') ++n;
+  ::closedir(d);
   return n;
 }
 

@@ -23,6 +23,9 @@ std::string comm(pid_t pid);
 // The process group of `pid`, or -1.
 pid_t process_group(pid_t pid);
 
+// How many fds `pid` has open (0 when it cannot be read).
+int open_fds(pid_t pid);
+
 // Where the kernel's pid allocation stands: how many processes were ever forked
 // ("processes" in /proc/stat) and the last pid handed out in our pid namespace. Two
 // readings bound the pids of every process created between them: they lie after the first

@@ -1,6 +1,5 @@
 #include "corral/metrics/tree_sampler.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -50,22 +49,6 @@ bool read_proc_stat(pid_t pid, int fd, ProcStat& out) {
 }
 
 namespace {
-
-int count_fds(pid_t pid) {
-  char path[48];
-  std::snprintf(path, sizeof path, "/proc/%d/fd", pid);
-  // Since Linux 6.2 the size of /proc/PID/fd is its number of open fds: one stat() instead
-  // of listing the directory. Before, it is 0, and the listing says.
-  struct stat st {};
-  if (::stat(path, &st) == 0 && st.st_size > 0) return static_cast<int>(st.st_size);
-  DIR* d = ::opendir(path);
-  if (!d) return 0;
-  int n = 0;
-  while (auto* e = ::readdir(d))
-    if (e->d_name[0] != '.') ++n;
-  ::closedir(d);
-  return n;
-}
 
 // rchar / wchar of /proc/PID/io: every byte read and written through system calls (the
 // storage-level counters are 0 in most containers). A reaped child's counts move into its
@@ -180,7 +163,7 @@ std::vector<TreeReading> TreeSampler::sample(const std::vector<SampleTarget>& ta
       cpu_user += st.utime + st.cutime;
       cpu_system += st.stime + st.cstime;
       r.rss += static_cast<std::uint64_t>(std::max(0L, st.rss_pages)) * page;
-      r.fds += count_fds(it->first);
+      r.fds += procfs::open_fds(it->first);
       read_io(it->first, it->second.io.get(), r.read, r.write);
       if (pss_) r.pss += read_pss(it->first);
       ++it;
