@@ -295,17 +295,23 @@ def _query(path: str, sql: str, args: tuple[Any, ...]) -> Records:
         db.close()
 
 
+def _filter(service_column: str, service: str | None, time_column: str, since: float | None,
+            where: list[str], args: list[Any]) -> None:
+    """Adds the readers' common conditions: one `service`, and rows from `since` seconds ago."""
+    if service is not None:
+        where.append(f"{service_column} = ?")
+        args.append(service)
+    if since is not None:
+        where.append(f"{time_column} >= ?")
+        args.append(time.time() - since)
+
+
 def read_history(path: str, service: str | None = None, since: float | None = None,
                  kinds: Iterable[str] | None = None) -> Records:
     """Events, oldest first, optionally of one `service`, from `since` seconds ago."""
     where: list[str] = ["1"]
     args: list[Any] = []
-    if service is not None:
-        where.append("e.service = ?")
-        args.append(service)
-    if since is not None:
-        where.append("e.time >= ?")
-        args.append(time.time() - since)
+    _filter("e.service", service, "e.time", since, where, args)
     if kinds is not None:
         kinds = list(kinds)
         where.append(f"e.kind IN ({', '.join('?' * len(kinds))})")
@@ -319,12 +325,7 @@ def read_runs(path: str, service: str | None = None, since: float | None = None)
     """One row per process a service ran: ready time, exit, run time, why it started."""
     where: list[str] = ["1"]
     args: list[Any] = []
-    if service is not None:
-        where.append("service = ?")
-        args.append(service)
-    if since is not None:
-        where.append("started >= ?")
-        args.append(time.time() - since)
+    _filter("service", service, "started", since, where, args)
     return _query(path, "SELECT run, service, pid, started, reason, ready_seconds, ended, code, signal, "
                   f"run_seconds FROM service_runs WHERE {' AND '.join(where)} ORDER BY started", tuple(args))
 
@@ -334,12 +335,7 @@ def read_summaries(path: str, tier: str = "minute", service: str | None = None,
     """Resource summaries of one tier (minute, hour, day), oldest first."""
     where: list[str] = ["tier = ?"]
     args: list[Any] = [tier]
-    if service is not None:
-        where.append("service = ?")
-        args.append(service)
-    if since is not None:
-        where.append("start >= ?")
-        args.append(time.time() - since)
+    _filter("service", service, "start", since, where, args)
     sql = f"SELECT * FROM summaries WHERE {' AND '.join(where)} ORDER BY start, service"
     return _query(path, sql, tuple(args))
 
