@@ -95,6 +95,8 @@ class DeathWatcher {
   void start() noexcept;
   void schedule_start() noexcept;
   void flush() noexcept;
+  void flush_soon() noexcept;  // at the end of this turn of the io_context
+  void drop_opened(pid_t pgid) noexcept;
   void arm_write() noexcept;
   void replace(bool kill_it) noexcept;
 
@@ -105,6 +107,8 @@ class DeathWatcher {
   std::uint64_t link_gen_ = 0;  // tells a handler of a replaced link from a current one
   unsigned restarts_ = 0;
   bool abandoned_ = false;
+  bool flush_posted_ = false;
+  static constexpr std::size_t flush_batch = 512;  // dirty entries that are sent at once
   std::shared_ptr<char> token_;  // expires with us: handlers still queued then do nothing
   // What should be watched (group -> generation: a recycled pgid is a new watch), what the
   // current watcher has been told, and what differs between the two.
@@ -112,6 +116,7 @@ class DeathWatcher {
   std::unordered_map<pid_t, std::uint64_t> groups_, told_groups_;
   std::unordered_set<std::string> stacks_, told_stacks_;
   std::unordered_set<pid_t> dirty_groups_;
+  std::unordered_map<pid_t, int> opened_;  // pidfds taken by watch(), not sent yet
   std::unordered_set<std::string> dirty_stacks_;
 };
 
