@@ -22,13 +22,11 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _core, _engine, _metrics, _stack_api, _stack_metrics
+from . import _core, _engine, _metrics, _stack_api, _stack_metrics, _stack_spec
 from ._service_view import ServiceView
-from .checks import Check, ExecCheck, HttpCheck, LogCheck, NotifyCheck, TcpCheck
 from .errors import ConfigError, CorralError, StackClosed, StartError, Timeout
 from .history import Records
 from .resources import ResourceType, make_resource_type
-from .restart import Restart
 from .spec import (
     LogFiles,
     ServiceSpec,
@@ -67,87 +65,6 @@ _OPTIONS = frozenset(
     if not name.startswith("_"))
 _LOG_TAIL = 20
 _LIVE = frozenset(("starting", "ready", "unhealthy", "stopping", "backoff"))
-
-
-def _shell(command: list[str] | str) -> list[str]:
-    return ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
-
-
-def _check_to_core(check: Check) -> Any:
-    c = _core.CheckSpec()
-    if isinstance(check, TcpCheck):
-        c.kind, c.port = "tcp", str(check.port)
-    elif isinstance(check, HttpCheck):
-        c.kind, c.path = "http", check.path
-        c.port = "" if check.port is None else str(check.port)
-        c.status = check.status or 0
-    elif isinstance(check, LogCheck):
-        c.kind, c.pattern = "log", check.regex
-    elif isinstance(check, ExecCheck):
-        c.kind = "exec"
-        c.command = _shell(check.command if isinstance(check.command, str) else list(check.command))
-    elif isinstance(check, NotifyCheck):
-        c.kind = "notify"
-    else:  # pragma: no cover - spec validation rejects anything else
-        raise ConfigError(f"unsupported check {check!r}")
-    c.interval = check.interval
-    c.timeout = check.timeout
-    c.start_timeout = check.start_timeout
-    c.retries = check.retries
-    return c
-
-
-def _restart_to_core(restart: Restart) -> Any:
-    r = _core.RestartSpec()
-    r.policy = restart.policy
-    r.backoff = restart.backoff
-    r.max_backoff = restart.max_backoff
-    r.max_restarts = -1 if restart.max_restarts is None else restart.max_restarts
-    r.reset_after = restart.reset_after
-    r.jitter = restart.jitter
-    return r
-
-
-def _service_to_core(spec: ServiceSpec, name: str) -> Any:
-    s = _core.ServiceSpec()
-    s.name = name
-    s.argv = _shell(spec.command)
-    s.env = dict(spec.env)
-    s.cwd = spec.cwd or ""
-    s.ports = list(spec.ports)
-    s.pinned_ports = dict(spec.pinned_ports)
-    s.listen = list(spec.listen)
-    claims = []
-    for res, claim in spec.resources.items():
-        c = _core.ResourceClaimSpec()
-        c.name, c.count, c.values, c.wait = res, claim.count, list(claim.values), claim.wait
-        claims.append(c)
-    s.resources = claims
-    s.depends_on = list(spec.depends_on.items())
-    s.ready = None if spec.ready is None else _check_to_core(spec.ready)
-    s.health = None if spec.health is None else _check_to_core(spec.health)
-    s.restart = _restart_to_core(spec.restart)
-    s.stop_signal = int(spec.stop_signal)
-    s.stop_timeout = float(spec.stop_timeout)
-    s.log_lines = int(spec.log_lines)
-    return s
-
-
-def _expand_replicas(specs: list[ServiceSpec]) -> list[tuple[str, ServiceSpec]]:
-    """`replicas = N` becomes N services `name-1` .. `name-N`; a dependency on `name`
-    becomes a dependency on each of them."""
-    names = {s.name: [f"{s.name}-{i}" for i in range(1, s.replicas + 1)] if s.replicas > 1 else [s.name]
-             for s in specs}
-    out = []
-    for spec in specs:
-        deps: dict[str, str] = {}
-        for dep, cond in spec.depends_on.items():
-            for replica in names.get(dep, [dep]):
-                deps[replica] = cond
-        for replica in names[spec.name]:
-            clone = ServiceSpec(**{**spec.__dict__, "depends_on": deps, "name": replica})
-            out.append((replica, clone))
-    return out
 
 
 class _Native:
@@ -468,35 +385,14 @@ class Stack:
             return service
         # Replicas are services of their own, `name-1` .. `name-N` (as docker compose names
         # its containers); the first is returned.
-        replicas = [Service(self, clone) for _, clone in _expand_replicas([spec])]
+        replicas = [Service(self, clone) for _, clone in _stack_spec.expand_replicas([spec])]
         for r in replicas:
             self._services[r.name] = r
         return replicas[0]
 
     def _core_spec(self) -> Any:
-        for spec in self._specs.values():
-            for dep in spec.depends_on:
-                if dep not in self._specs:
-                    raise ConfigError(
-                        f"service '{spec.name}': depends_on: unknown service '{dep}'",
-                        service=spec.name, key="depends_on")
-        s = _core.StackSpec()
-        s.name = self.name or "corral"
-        expanded = _expand_replicas(list(self._specs.values()))
-        s.services = [_service_to_core(spec, name) for name, spec in expanded]
-        types = []
-        for t in self._resource_types.values():
-            c = _core.ResourceTypeSpec()
-            c.name, c.range, c.values = t.name, t.range, list(t.values)
-            c.check, c.env, c.timeout = t.check or "", t.env or "", t.timeout
-            types.append(c)
-        s.resource_types = types
-        if self._logs is not None:
-            s.log_dir, s.log_max_size, s.log_keep = self._logs.dir, self._logs.max_size, self._logs.keep
-        # As bytes: one variable that is not UTF-8 in the owner's environment must neither
-        # stop every start (the binding cannot encode its surrogates) nor be altered.
-        s.base_env = dict(os.environb)  # type: ignore[arg-type]  # std::string takes bytes too
-        return s
+        return _stack_spec.stack_spec(self.name or "corral", self._specs, self._resource_types.values(),
+                                      self._logs)
 
     def _validate(self) -> None:
         try:
