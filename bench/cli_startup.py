@@ -2,7 +2,8 @@
 
     python bench/cli_startup.py [--runs 20] [--services 20]
 
-Each figure is the median of `--runs` fresh interpreters (wall time around subprocess.run):
+Each figure is the median and the minimum (the one least disturbed by other work on the
+machine) of `--runs` fresh interpreters (wall time around subprocess.run):
 a bare interpreter (`python -c pass`, the floor), `import corral`, `import corral.cli`
 (what the `corral` console script imports before it parses its arguments), and
 `corral ps` (the console script's `corral.cli:main`) against a `corral up -d` stack of
@@ -26,7 +27,7 @@ from pathlib import Path
 _SCRIPT = "import sys; from corral.cli import main; sys.exit(main())"
 
 
-def _median_ms(argv: list[str], runs: int, **kw: object) -> float:
+def _ms(argv: list[str], runs: int, **kw: object) -> str:
     subprocess.run(argv, check=True, capture_output=True, **kw)  # type: ignore[call-overload]  # warm the caches
     times = []
     for _ in range(runs):
@@ -34,13 +35,13 @@ def _median_ms(argv: list[str], runs: int, **kw: object) -> float:
         subprocess.run(argv, check=True, capture_output=True, **kw)  # type: ignore[call-overload]
         times.append(time.perf_counter() - t0)
     times.sort()
-    return times[len(times) // 2] * 1000
+    return f"{times[len(times) // 2] * 1000:6.1f} ms (min {times[0] * 1000:5.1f})"
 
 
-def _importtime(statement: str, top: int = 8) -> list[tuple[str, int]]:
-    """The cumulative import time (us) of the `top` heaviest modules under corral."""
-    err = subprocess.run([sys.executable, "-X", "importtime", "-c", statement],
-                         check=True, capture_output=True, text=True).stderr
+def _importtime(statement: str, top: int = 8, **kw: object) -> list[tuple[str, int]]:
+    """The cumulative import time (us) of the `top` heaviest modules `statement` imports."""
+    err = subprocess.run([sys.executable, "-X", "importtime", "-c", statement],  # type: ignore[call-overload]
+                         check=True, capture_output=True, text=True, **kw).stderr
     rows = []
     for line in err.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
@@ -55,10 +56,10 @@ def main() -> None:
     p.add_argument("--services", type=int, default=20)
     args = p.parse_args()
     py = sys.executable
-    print(f"python -c pass       {_median_ms([py, '-c', 'pass'], args.runs):6.1f} ms")
-    print(f"import corral        {_median_ms([py, '-c', 'import corral'], args.runs):6.1f} ms")
-    print(f"import corral.cli    {_median_ms([py, '-c', 'import corral.cli'], args.runs):6.1f} ms")
-    print(f"corral --help        {_median_ms([py, '-c', _SCRIPT, '--help'], args.runs):6.1f} ms")
+    print(f"python -c pass       {_ms([py, '-c', 'pass'], args.runs)}")
+    print(f"import corral        {_ms([py, '-c', 'import corral'], args.runs)}")
+    print(f"import corral.cli    {_ms([py, '-c', 'import corral.cli'], args.runs)}")
+    print(f"corral --help        {_ms([py, '-c', _SCRIPT, '--help'], args.runs)}")
     for name, us in _importtime("import corral"):
         print(f"  importtime {name:<28} {us / 1000:6.1f} ms")
 
@@ -73,13 +74,15 @@ def main() -> None:
     if up.returncode != 0:
         raise SystemExit(f"corral up -d: {up.stderr[-1000:]}")
     try:
-        ps = _median_ms([py, "-c", _SCRIPT, "ps"], args.runs, env=env, cwd=root)
-        print(f"corral ps ({args.services} services) {ps:6.1f} ms")
+        ps = _ms([py, "-c", _SCRIPT, "ps"], args.runs, env=env, cwd=root)
+        print(f"corral ps ({args.services} services) {ps}")
         ps_modules = subprocess.run(
             [py, "-c", "import sys; from corral.cli import main; main(['ps']); "
              "print(sorted(m for m in sys.modules if m.startswith('corral')), file=sys.stderr)"],
             env=env, cwd=root, check=True, capture_output=True, text=True).stderr.strip()
         print(f"  modules of corral ps: {ps_modules}")
+        for name, us in _importtime(_SCRIPT.replace("main()", "main(['ps'])"), env=env, cwd=root):
+            print(f"  importtime (ps) {name:<23} {us / 1000:6.1f} ms")
     finally:
         subprocess.run([py, "-c", _SCRIPT, "down"], env=env, cwd=root, capture_output=True, timeout=300,
                        check=False)
