@@ -55,9 +55,8 @@ __all__ = [
 
 # Where each public name is defined. `import corral` imports none of these modules: the
 # first use of a name does (PEP 562), so a `corral ps` that only talks to a socket never
-# loads the engine extension, the config parser or the history database, and a pytest
-# session pays for the plugin only what its fixtures use. The names are still the package's
-# own: `from corral import Stack` and `corral.Stack` work as before.
+# loads the config parser, the history database or the Stack side of the engine. The names
+# are still the package's own: `from corral import Stack` and `corral.Stack` work as before.
 _WHERE = {
     "Check": "checks", "ExecCheck": "checks", "HttpCheck": "checks", "LogCheck": "checks",
     "NotifyCheck": "checks", "TcpCheck": "checks",
