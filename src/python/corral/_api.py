@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import re
-import secrets
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-from . import _core
 from .errors import CorralError
 
 _MAX_SUN_PATH = 107
@@ -35,12 +31,18 @@ _MAX_SUN_PATH = 107
 
 def api_dir() -> str:
     """The directory of the sockets and info files, created private."""
+    # Imported here: a client (`corral ps`) needs only these two functions of the engine
+    # extension, and only once it looks for a stack.
+    from . import _core
+
     return str(_core.private_dir(os.path.join(_core.runtime_dir(), "api")))
 
 
 def stack_key(name: str | None, file: str | None) -> str:
     """The file name stem of a stack's socket and info file: a readable prefix plus a hash
     of the config file's absolute path (or of the name, for a stack without a file)."""
+    import hashlib  # here: a client that only lists stacks does not load OpenSSL
+
     # The real path: the same file reached through a symlink is the same stack.
     ident = "file:" + os.path.realpath(file) if file else "name:" + (name or "corral")
     digest = hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:16]
@@ -96,17 +98,18 @@ def _openapi_text() -> str:
         return "{}"
 
 
-@dataclass
 class Served:
-    """A stack's running control server and the files that announce it."""
+    """A stack's running control server and the files that announce it. (A plain class,
+    not a dataclass: `dataclasses` would add its imports to every client's start-up.)"""
 
-    server: Any
-    socket: str
-    info: str
-    pid: int = field(default_factory=os.getpid)
-    url: str | None = None
-    token_file: str | None = None
-    closed: bool = False
+    def __init__(self, server: Any, socket: str, info: str) -> None:
+        self.server = server
+        self.socket = socket
+        self.info = info
+        self.pid = os.getpid()
+        self.url: str | None = None
+        self.token_file: str | None = None
+        self.closed = False
 
     def close(self) -> None:
         """Stops the server (its socket goes with it) and removes the info and token files.
@@ -133,6 +136,10 @@ def serve(handle: Any, name: str | None, file: str | None, *, tcp: bool = False,
     if len(socket) > _MAX_SUN_PATH:
         raise CorralError(f"the control socket path is too long ({len(socket)} bytes): {socket}; "
                           "set CORRAL_RUNTIME_DIR to a shorter directory")
+    import secrets
+
+    from . import _core
+
     token = secrets.token_hex(16) if tcp else ""  # 128 bits
     openapi = _openapi_text()
 

@@ -20,29 +20,27 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _api, _core, _engine, _metrics
+from . import _core, _engine, _metrics, _stack_api, _stack_metrics, _stack_spec
 from ._service_view import ServiceView
-from .checks import Check, ExecCheck, HttpCheck, LogCheck, NotifyCheck, TcpCheck
 from .errors import ConfigError, CorralError, StackClosed, StartError, Timeout
-from .history import HistoryWriter, Records, read_history
-from .history import connect as history_connect
+from .history import Records
 from .resources import ResourceType, make_resource_type
-from .restart import Restart
 from .spec import (
     LogFiles,
     ServiceSpec,
     StackConfig,
-    history_path,
     load_file,
     log_files,
     make_service,
     stack_name,
     wait_timeout,
 )
-from .spec import metrics_interval as _metrics_interval
 from .templates import Template, instantiate
+
+if TYPE_CHECKING:
+    from . import _api
 
 __all__ = ["STATES", "Service", "Stack"]
 
@@ -67,87 +65,6 @@ _OPTIONS = frozenset(
     if not name.startswith("_"))
 _LOG_TAIL = 20
 _LIVE = frozenset(("starting", "ready", "unhealthy", "stopping", "backoff"))
-
-
-def _shell(command: list[str] | str) -> list[str]:
-    return ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
-
-
-def _check_to_core(check: Check) -> Any:
-    c = _core.CheckSpec()
-    if isinstance(check, TcpCheck):
-        c.kind, c.port = "tcp", str(check.port)
-    elif isinstance(check, HttpCheck):
-        c.kind, c.path = "http", check.path
-        c.port = "" if check.port is None else str(check.port)
-        c.status = check.status or 0
-    elif isinstance(check, LogCheck):
-        c.kind, c.pattern = "log", check.regex
-    elif isinstance(check, ExecCheck):
-        c.kind = "exec"
-        c.command = _shell(check.command if isinstance(check.command, str) else list(check.command))
-    elif isinstance(check, NotifyCheck):
-        c.kind = "notify"
-    else:  # pragma: no cover - spec validation rejects anything else
-        raise ConfigError(f"unsupported check {check!r}")
-    c.interval = check.interval
-    c.timeout = check.timeout
-    c.start_timeout = check.start_timeout
-    c.retries = check.retries
-    return c
-
-
-def _restart_to_core(restart: Restart) -> Any:
-    r = _core.RestartSpec()
-    r.policy = restart.policy
-    r.backoff = restart.backoff
-    r.max_backoff = restart.max_backoff
-    r.max_restarts = -1 if restart.max_restarts is None else restart.max_restarts
-    r.reset_after = restart.reset_after
-    r.jitter = restart.jitter
-    return r
-
-
-def _service_to_core(spec: ServiceSpec, name: str) -> Any:
-    s = _core.ServiceSpec()
-    s.name = name
-    s.argv = _shell(spec.command)
-    s.env = dict(spec.env)
-    s.cwd = spec.cwd or ""
-    s.ports = list(spec.ports)
-    s.pinned_ports = dict(spec.pinned_ports)
-    s.listen = list(spec.listen)
-    claims = []
-    for res, claim in spec.resources.items():
-        c = _core.ResourceClaimSpec()
-        c.name, c.count, c.values, c.wait = res, claim.count, list(claim.values), claim.wait
-        claims.append(c)
-    s.resources = claims
-    s.depends_on = list(spec.depends_on.items())
-    s.ready = None if spec.ready is None else _check_to_core(spec.ready)
-    s.health = None if spec.health is None else _check_to_core(spec.health)
-    s.restart = _restart_to_core(spec.restart)
-    s.stop_signal = int(spec.stop_signal)
-    s.stop_timeout = float(spec.stop_timeout)
-    s.log_lines = int(spec.log_lines)
-    return s
-
-
-def _expand_replicas(specs: list[ServiceSpec]) -> list[tuple[str, ServiceSpec]]:
-    """`replicas = N` becomes N services `name-1` .. `name-N`; a dependency on `name`
-    becomes a dependency on each of them."""
-    names = {s.name: [f"{s.name}-{i}" for i in range(1, s.replicas + 1)] if s.replicas > 1 else [s.name]
-             for s in specs}
-    out = []
-    for spec in specs:
-        deps: dict[str, str] = {}
-        for dep, cond in spec.depends_on.items():
-            for replica in names.get(dep, [dep]):
-                deps[replica] = cond
-        for replica in names[spec.name]:
-            clone = ServiceSpec(**{**spec.__dict__, "depends_on": deps, "name": replica})
-            out.append((replica, clone))
-    return out
 
 
 class _Native:
@@ -340,15 +257,11 @@ class Stack:
         self.file: str | None = None
         self._api = api or api_tcp
         self._api_tcp = api_tcp
-        self._served: _api.Served | None = None
-        self._history_path = history_path(history)
-        self._metrics_interval = (
-            _metrics_interval(metrics_interval) if metrics_interval is not None
-            else 1.0 if self._history_path else 0.0)
+        self._control = _stack_api.ControlApi()
+        self._history_path, self._metrics_interval = _stack_metrics.sampling(metrics_interval, history)
         self._metrics_pss = bool(metrics_pss)
         self._logs = logs if isinstance(logs, LogFiles) or logs is None else log_files(logs)
-        self._history: HistoryWriter | None = None
-        self._metrics_server: _metrics.MetricsServer | None = None
+        self._telemetry = _stack_metrics.Telemetry()
         self._specs: dict[str, ServiceSpec] = {}
         self._resource_types: dict[str, ResourceType] = {}
         self._templates: dict[str, Template] = {}
@@ -364,6 +277,11 @@ class Stack:
     @property
     def _handle(self) -> Any:
         return self._native.handle
+
+    @property
+    def _served(self) -> _api.Served | None:
+        """The control server while the stack serves its API (tests and the dashboard read it)."""
+        return self._control.served
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
@@ -467,35 +385,14 @@ class Stack:
             return service
         # Replicas are services of their own, `name-1` .. `name-N` (as docker compose names
         # its containers); the first is returned.
-        replicas = [Service(self, clone) for _, clone in _expand_replicas([spec])]
+        replicas = [Service(self, clone) for _, clone in _stack_spec.expand_replicas([spec])]
         for r in replicas:
             self._services[r.name] = r
         return replicas[0]
 
     def _core_spec(self) -> Any:
-        for spec in self._specs.values():
-            for dep in spec.depends_on:
-                if dep not in self._specs:
-                    raise ConfigError(
-                        f"service '{spec.name}': depends_on: unknown service '{dep}'",
-                        service=spec.name, key="depends_on")
-        s = _core.StackSpec()
-        s.name = self.name or "corral"
-        expanded = _expand_replicas(list(self._specs.values()))
-        s.services = [_service_to_core(spec, name) for name, spec in expanded]
-        types = []
-        for t in self._resource_types.values():
-            c = _core.ResourceTypeSpec()
-            c.name, c.range, c.values = t.name, t.range, list(t.values)
-            c.check, c.env, c.timeout = t.check or "", t.env or "", t.timeout
-            types.append(c)
-        s.resource_types = types
-        if self._logs is not None:
-            s.log_dir, s.log_max_size, s.log_keep = self._logs.dir, self._logs.max_size, self._logs.keep
-        # As bytes: one variable that is not UTF-8 in the owner's environment must neither
-        # stop every start (the binding cannot encode its surrogates) nor be altered.
-        s.base_env = dict(os.environb)  # type: ignore[arg-type]  # std::string takes bytes too
-        return s
+        return _stack_spec.stack_spec(self.name or "corral", self._specs, self._resource_types.values(),
+                                      self._logs)
 
     def _validate(self) -> None:
         try:
@@ -518,7 +415,7 @@ class Stack:
                 # One running stack per name in this process: an earlier one with the same
                 # name is closed (in IPython, a re-run cell) or this one is refused.
                 # The history database first: a path that cannot be opened starts nothing.
-                db = history_connect(self._history_path) if self._history_path is not None else None
+                db = _stack_metrics.open_history(self._history_path)
                 if self._logs is not None:
                     try:
                         os.makedirs(self._logs.dir, exist_ok=True)
@@ -528,43 +425,22 @@ class Stack:
                 _engine.claim_name(self)
                 handle = _engine.engine().create_stack(spec)
                 self._finalizer = weakref.finalize(self, _close_handle, handle, self._pid)
-                self._setup_metrics(handle, db)
+                self._telemetry.attach(self, handle, db, interval=self._metrics_interval,
+                                       pss=self._metrics_pss, name=self.name or "corral", file=self.file)
                 self._native.handle = handle
                 _engine.register(self)
                 if self._api:
-                    self._start_api(self._api_tcp, 0)
+                    self._control.start(self, handle, self.name, self.file, tcp=self._api_tcp)
         return self._handle
-
-    def _start_api(self, tcp: bool, port: int) -> None:
-        """Serves the control API; a stack runs without it rather than not at all (a warning
-        says why: an unsafe runtime directory, say)."""
-        try:
-            served = _api.serve(self._handle, self.name, self.file, tcp=tcp, tcp_port=port)
-        except CorralError as exc:
-            import warnings
-
-            warnings.warn(f"corral: stack '{self.name or 'corral'}' runs without its control API: {exc}",
-                          RuntimeWarning, stacklevel=4)
-            return
-        self._served = served
-        weakref.finalize(self, served.close)
 
     def serve_api(self, port: int = 0) -> dict[str, str | None]:
         """Serves the control API on loopback TCP too (port 0: any free one) and returns
         where: ``{"socket", "url", "token_file"}``. The token is in the 0600 token file, for
         the ``Authorization: Bearer`` header; it is never on a command line or in a
         service's environment. Starts the stack's engine side if needed."""
-        self._core()
+        handle = self._core()
         with self._create_lock:
-            if self._served is None or self._served.url is None:
-                if self._served is not None:
-                    self._served.close()
-                    self._served = None
-                served = _api.serve(self._handle, self.name, self.file, tcp=True, tcp_port=port)
-                self._served = served
-                weakref.finalize(self, served.close)
-            s = self._served
-        return {"socket": s.socket, "url": s.url, "token_file": s.token_file}
+            return self._control.serve_tcp(self, handle, self.name, self.file, port)
 
     def dashboard_url(self) -> str:
         """A one-time login link to this stack's live dashboard (docs/dashboard.md). Turns
@@ -596,21 +472,13 @@ class Stack:
     def api(self) -> dict[str, str | None] | None:
         """Where the running stack serves its control API: ``{"socket", "url",
         "token_file", "info"}`` (url and token_file only with TCP); None when it does not."""
-        s = self._served
-        if s is None or s.closed:
-            return None
-        return {"socket": s.socket, "url": s.url, "token_file": s.token_file, "info": s.info}
+        return self._control.where()
 
     def _wait_stop_request(self, timeout: float | None = None) -> bool:
         """For a detached stack's daemon: waits until a client asked the stack to stop
         (``POST /v1/stack/stop``, `Client.stop_all`); False at the timeout or without an
         API. Ctrl+C interrupts it."""
-        s = self._served
-        return bool(s is not None and not s.closed and s.server.wait_stop_request(timeout))
-
-    def _stop_api(self) -> None:
-        if self._served is not None:
-            self._served.close()
+        return self._control.wait_stop_request(timeout)
 
     def _running(self) -> bool:
         """Open, with a service that has (or is about to have) a process."""
@@ -728,11 +596,11 @@ class Stack:
                 raise Timeout(f"stack did not stop within {timeout}s")
         finally:
             # After the close: event-stream clients see the last state changes.
-            self._stop_api()
+            self._control.close()
         if self._finalizer is not None:
             self._finalizer.detach()
         self._closed = True
-        self._close_metrics()
+        self._telemetry.close()
 
     def _post_close(self) -> None:
         """Begins closing and returns at once (close() then waits for the end). Safe in a
@@ -773,44 +641,21 @@ class Stack:
     def serve_metrics(self, port: int = 0) -> str:
         """Serves `prometheus()` at http://127.0.0.1:PORT/metrics (0: any free port) until
         the stack closes; returns the URL."""
-        if self._metrics_server is None:
+        if self._telemetry.server is None:
             self._core()
-            self._metrics_server = _metrics.MetricsServer(self.prometheus, port)
-        return self._metrics_server.url
+        return self._telemetry.serve(self.prometheus, port)
 
     def history(self, service: str | None = None, since: float | str | None = None) -> Records:
         """What the history database holds (every run of this stack's file), oldest first:
         state changes, spawns, readiness times, exits, check result changes. `since`:
         seconds ago, or a duration such as "1h". Needs ``Stack(history=...)``."""
-        from .history import parse_since
-
-        if self._history_path is None:
-            raise CorralError("this stack keeps no history: use Stack(history='dev.db') or a history key")
-        if self._history is not None:
-            self._history.flush()
-        return read_history(self._history_path, service, parse_since(since))
+        return self._telemetry.history(self._history_path, service, since)
 
     def plot(self, metric: str = "cpu_percent", services: list[str] | None = None,
              since: float | None = None) -> Any:
         """A matplotlib figure of `metric` (a field of `samples()`) over time, a line per
         service. matplotlib is optional: ImportError says how to get it."""
         return _metrics.plot(self.samples(since=since), metric, services)
-
-    def _setup_metrics(self, handle: Any, db: Any) -> None:
-        if self._metrics_interval > 0 or self._metrics_pss:
-            handle.configure_metrics(self._metrics_interval, self._metrics_pss)
-        if db is not None:
-            handle.enable_history(100_000)
-            self._history = HistoryWriter(db, handle, self.name or "corral", self.file)
-            weakref.finalize(self, self._history.stop)
-
-    def _close_metrics(self) -> None:
-        if self._metrics_server is not None:
-            self._metrics_server.close()
-            self._metrics_server = None
-        if self._history is not None:
-            self._history.close()
-            self._history = None
 
     def _subscribe(self, lossless: bool) -> None:
         """Starts the event stream before anything runs. Lossless (for `corral up`): when

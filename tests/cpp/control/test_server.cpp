@@ -15,35 +15,13 @@
 #include <filesystem>
 #include <string>
 
+#include "support/engine_fixture.hpp"
+
 using namespace corral;
 using namespace corral::control;
+using namespace corral::fixture;
 
 namespace {
-
-ServiceSpec helper(std::string name, std::vector<std::string> args) {
-  ServiceSpec s;
-  s.name = std::move(name);
-  s.argv = {CORRAL_HELPER};
-  s.argv.insert(s.argv.end(), args.begin(), args.end());
-  return s;
-}
-
-StackSpec stack_of(std::vector<ServiceSpec> services) {
-  StackSpec s;
-  s.name = "t";
-  s.services = std::move(services);
-  s.base_env = {{"PATH", "/usr/bin:/bin"}};
-  return s;
-}
-
-struct TempDir {
-  TempDir() {
-    char tmpl[] = "/tmp/crlcXXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-  std::string path;
-};
 
 int connect_to(const std::string& path) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);

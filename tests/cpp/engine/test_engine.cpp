@@ -13,17 +13,12 @@
 #include <thread>
 #include <vector>
 
+#include "support/engine_fixture.hpp"
+
 using namespace corral;
+using namespace corral::fixture;
 
 namespace {
-
-ServiceSpec helper(std::string name, std::vector<std::string> args) {
-  ServiceSpec s;
-  s.name = std::move(name);
-  s.argv = {CORRAL_HELPER};
-  s.argv.insert(s.argv.end(), args.begin(), args.end());
-  return s;
-}
 
 CheckSpec tcp(std::string port, double start_timeout = 20) {
   CheckSpec c;
@@ -32,19 +27,6 @@ CheckSpec tcp(std::string port, double start_timeout = 20) {
   c.interval = 0.02;
   c.start_timeout = start_timeout;
   return c;
-}
-
-StackSpec stack_of(std::vector<ServiceSpec> services) {
-  StackSpec s;
-  s.name = "t";
-  s.services = std::move(services);
-  s.base_env = {{"PATH", "/usr/bin:/bin"}};
-  return s;
-}
-
-Outcome wait(const std::shared_ptr<Pending<Outcome>>& p, double seconds = 30) {
-  EXPECT_TRUE(p->wait_for(seconds)) << "timed out";
-  return p->get();
 }
 
 // Children of this process that have exited and nobody reaped.

@@ -9,37 +9,10 @@
 #include <chrono>
 #include <thread>
 
+#include "support/engine_fixture.hpp"
+
 using namespace corral;
-
-namespace {
-
-ServiceSpec helper(std::string name, std::vector<std::string> args) {
-  ServiceSpec s;
-  s.name = std::move(name);
-  s.argv = {CORRAL_HELPER};
-  s.argv.insert(s.argv.end(), args.begin(), args.end());
-  return s;
-}
-
-StackSpec stack_of(std::vector<ServiceSpec> services) {
-  StackSpec s;
-  s.name = "t";
-  s.services = std::move(services);
-  s.base_env = {{"PATH", "/usr/bin:/bin"}};
-  return s;
-}
-
-template <class P>
-bool eventually(P pred, double seconds = 30) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return true;
-}
-
-}  // namespace
+using namespace corral::fixture;
 
 TEST(MetricsTick, SamplesAtTheIntervalAndNotAtZero) {
   auto engine = Engine::create();

@@ -18,7 +18,6 @@ import urllib.parse
 from typing import Any
 
 from ..errors import CorralError, StartError
-from . import _daemon
 from ._common import Printer, connect, duration, since, table
 
 _DONE = {"start": "started", "stop": "stopped", "restart": "restarted"}
@@ -30,6 +29,7 @@ def _json(value: Any) -> None:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     from ..client import Client, _Transport, list_stacks
+    from . import _daemon
 
     out: list[dict[str, Any]] = []
     _daemon.prune()
@@ -220,6 +220,8 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from . import _daemon
+
     client = connect(args)
     owner = client.pid
     daemon = _daemon.is_daemon(owner)
