@@ -29,7 +29,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -430,6 +432,50 @@ static void step_escape(char **a) {
   say(STDOUT_FILENO, "escaped %d", (int)escaped);
 }
 
+/* hop LOCKFILE SECONDS: a child leaves the group and session (setsid), takes an exclusive
+ * flock on LOCKFILE and becomes a subreaper; its child says "hopping PID" and then, for
+ * SECONDS, forks and exits every ~250 us, so that the process that carries on is a new one
+ * each time: a pid found by a scan of /proc is gone by the time it is signalled. The group
+ * stays the first one's pid. The subreaper reaps each exited hop (a slow init would let
+ * their zombies fill the pid space) and leaves when the chain is gone; the chain stops
+ * hopping two seconds after it finds the subreaper gone. Every process of it shares the locked open file, so the
+ * lock is free again only once the last of them is dead: what a test waits for. */
+static void step_hop(char **a) {
+  double seconds = parse_seconds(a[1]);
+  pid_t mid = fork();
+  if (mid < 0) fail(EXIT_FAILED, "hop: fork: %s", strerror(errno));
+  if (mid == 0) {
+    reset_traps();
+    (void)setsid();
+    int lock = open(a[0], O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock < 0 || flock(lock, LOCK_EX) != 0) fail(EXIT_FAILED, "hop: lock %s: %s", a[0], strerror(errno));
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) fail(EXIT_FAILED, "hop: subreaper: %s", strerror(errno));
+    pid_t reaper = getpid();
+    pid_t chain = fork();
+    if (chain < 0) fail(EXIT_FAILED, "hop: fork: %s", strerror(errno));
+    if (chain == 0) {
+      say(STDOUT_FILENO, "hopping %d", (int)getpgrp());
+      long long end = mono_ns() + (long long)(seconds * 1e9), orphaned = 0;
+      while (mono_ns() < end) {
+        /* Without the reaper our zombies go to init: two more seconds (long enough for a
+         * sweep that kills pids, not the group, to lose us), then sit still. */
+        if (orphaned == 0 && kill(reaper, 0) != 0) orphaned = mono_ns();
+        if (orphaned != 0 && mono_ns() - orphaned > 2000000000LL) break;
+        sleep_seconds(0.00025);
+        pid_t next = fork();
+        if (next > 0) _exit(0); /* the child carries on */
+      }
+      sleep_seconds((double)(end - mono_ns()) / 1e9);
+      _exit(0);
+    }
+    while (waitpid(-1, NULL, 0) >= 0 || errno == EINTR) {
+    }
+    _exit(0);
+  }
+  while (waitpid(mid, NULL, 0) < 0 && errno == EINTR) {
+  }
+}
+
 static void step_orphans(char **a) {
   long n = parse_long(a[0], 0, 100000);
   pid_t mid = fork();
@@ -640,6 +686,7 @@ static const struct {
     {"grandchild", 1, step_grandchild},
     {"escape", 1, step_escape},
     {"orphans", 1, step_orphans},
+    {"hop", 2, step_hop},
     {"fds", 0, step_fds},
     {"env", 1, step_env},
     {"cwd", 0, step_cwd},

@@ -3,7 +3,10 @@ closed, so a failing test never leaves processes behind."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -58,6 +61,30 @@ def alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return state != "Z"
+
+
+def lock_held(path: str | os.PathLike[str]) -> bool:
+    """True while some process holds an flock on `path`: the `hop` step's escapees share one,
+    so it is free again only when the last of them is dead (a scan of /proc cannot tell:
+    each of them lives microseconds)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def kill_hopper(group: int, lock: str | os.PathLike[str]) -> None:
+    """After a failure: the hopping escapees of a test do not outlive it. Their group is
+    killed by number only while they hold the lock, so the number is still theirs."""
+    deadline = time.monotonic() + 20
+    while lock_held(lock) and time.monotonic() < deadline:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+        time.sleep(0.01)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:

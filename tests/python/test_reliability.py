@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import corral
-from conftest import alive, python_script, wait_until
+from conftest import alive, kill_hopper, lock_held, python_script, wait_until
 
 
 def _rss_kb() -> int:
@@ -390,6 +390,28 @@ def test_escaped_grandchildren_are_found_by_marker_and_killed(make_stack, helper
     assert any(f"killed pid {escaped}" in line for line in svc.logs())
     stack.close()
     wait_until(lambda: not alive(other_escaped), what="the other escaped grandchild to be killed")
+
+
+def test_an_escapee_that_hops_from_pid_to_pid_is_killed_by_stop_and_close(make_stack, helper, tmp_path):
+    # It forks and exits in a tight loop: a new pid every few microseconds, so a sweep that
+    # signals the pids it found hits only its past. Its process group goes whole.
+    stack = make_stack()
+    locks = [tmp_path / "hopper.lock", tmp_path / "other.lock"]
+    hopper, other = (stack.add(lock.stem, [helper, "hop", str(lock), "300", "pause"],
+                               ready=corral.LogCheck("^hopping ")) for lock in locks)
+    stack.start(timeout=60)
+    groups = [int(s.logs()[0].split()[1]) for s in (hopper, other)]
+    try:
+        assert lock_held(locks[0]) and lock_held(locks[1])
+        stack.stop("hopper", timeout=60)
+        wait_until(lambda: not lock_held(locks[0]), what="the hopping escapee to be killed by stop()")
+        assert any("which had escaped" in line for line in hopper.logs())
+        assert lock_held(locks[1]), "stopping one service killed another's escapee"
+        stack.close(timeout=60)
+        wait_until(lambda: not lock_held(locks[1]), what="the other hopping escapee to be killed by close()")
+    finally:
+        for group, lock in zip(groups, locks, strict=True):
+            kill_hopper(group, lock)
 
 
 # Row 11 ----------------------------------------------------------------------------------------

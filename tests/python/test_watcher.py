@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 import corral
-from conftest import alive, python_script, wait_until
+from conftest import alive, kill_hopper, lock_held, python_script, wait_until
 from test_reliability import _watcher_binary
 
 
@@ -92,6 +92,10 @@ OWNER = textwrap.dedent("""
         stack.start(timeout=60)
         svc = stack["svc"]
         info["pids"] = [svc.pid] + [int(l.split()[1]) for l in svc.logs()]
+    elif what == "hop":
+        stack.add("svc", [helper, "hop", sys.argv[3], "300", "pause"], ready=corral.LogCheck("^hopping "))
+        stack.start(timeout=60)
+        info["group"] = int(stack["svc"].logs()[0].split()[1])
     else:
         # The check runs without corral's marker, and its sleep is the shell's child: only
         # the check's process group leads to it.
@@ -138,6 +142,24 @@ def test_owner_sigkill_kills_a_grandchild_that_escaped_with_setsid(helper, owner
             owner.kill()
             if stack_id:
                 _kill_marked(stack_id)
+
+
+def test_owner_sigkill_kills_an_escapee_that_hops_from_pid_to_pid(helper, owner_env, tmp_path):
+    # A new pid every few microseconds: the watcher's sweep kills its group, not its past.
+    lock = tmp_path / "hop.lock"
+    with subprocess.Popen([*python_script(OWNER), helper, "hop", str(lock)], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True, env=owner_env) as owner:
+        group = 0
+        try:
+            group = json.loads(owner.stdout.readline())["group"]
+            assert lock_held(lock)
+            owner.kill()
+            owner.wait(timeout=30)
+            wait_until(lambda: not lock_held(lock), what="the hopping escapee to die with the owner")
+        finally:
+            owner.kill()
+            if group:
+                kill_hopper(group, lock)
 
 
 def test_owner_sigkill_kills_a_running_exec_check(helper, owner_env):

@@ -151,6 +151,7 @@ void Engine::Impl::act_spawn(StackState& st, Svc& s) {
       for (std::size_t i = 1; i < s.listen_fds.size(); ++i) req.more_fds.push_back(s.listen_fds[i].get());
       req.listen_pid = true;
     }
+    s.spawns.fetch_add(1);  // before the clone: see Svc::spawns
     r = spawn(req);
     if (!r) error = r.message;
   }

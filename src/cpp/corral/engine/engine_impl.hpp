@@ -88,6 +88,9 @@ struct Svc {
   // Where pid allocation stood before this service's first spawn since its last sweep:
   // whatever it left behind was created after that (see procfs::PidClock).
   std::optional<procfs::PidClock> sweep_since;
+  // Spawns so far, counted before each clone: a sweep on the chores thread that sees it move
+  // knows a new run exists, whose processes it must not take for the old run's escapees.
+  std::atomic<unsigned> spawns{0};
 
   // What the requests want. A start sets want_up until the service is running (or can
   // no longer get there); a stop sets want_down until it is down. `intent_gen` moves when

@@ -2,7 +2,6 @@
 // gating that turns "want up" / "want down" into machine events in graph order.
 #include <signal.h>
 #include <sys/syscall.h>
-#include <poll.h>
 #include <sys/wait.h>
 
 #include <fmt/format.h>
@@ -15,22 +14,6 @@
 #include "corral/metrics/procfs.hpp"
 
 namespace corral {
-
-namespace {
-
-// Waits until every pidfd is readable (its process has exited), for at most `seconds`.
-void wait_gone(std::vector<Fd>& pidfds, double seconds) {
-  auto end = Clock::now() + to_duration(seconds);
-  for (auto& fd : pidfds) {
-    pollfd p{fd.get(), POLLIN, 0};
-    while (true) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now()).count();
-      if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) != 0) break;
-    }
-  }
-}
-
-}  // namespace
 
 void Waiter::finish(Outcome o) {
   done = true;
@@ -297,122 +280,6 @@ void Engine::Impl::request_stop(StackState& st, const std::vector<std::string>& 
   };
   add_waiter(st, w, targets);
   for (auto i : targets) try_stop(st, *st.services[i]);
-}
-
-// Processes that escaped their service's group (double fork + setsid) still carry the
-// stack's marker in their environment: find them, kill them through a pidfd (re-checked,
-// so a recycled pid is never signalled), and say so in the service's log. `only`: the
-// services to clean up after. `then` runs on the engine thread when it is done.
-namespace {
-
-struct SweepResult {
-  std::vector<std::pair<std::string, std::string>> lines;  // service, log line
-  bool found = false;
-};
-
-// One look at /proc: kills (through a re-checked pidfd) every process that carries
-// `marker` and belongs to one of `names` (service, last process group), among the
-// `candidate` pids; waits until they are gone.
-SweepResult kill_marked(const std::string& marker, const std::vector<std::pair<std::string, pid_t>>& names,
-                        const std::optional<std::pair<pid_t, pid_t>>& range) {
-  SweepResult r;
-  std::vector<Fd> dying;
-  for (const auto& m : find_marked(marker, range)) {
-    auto named = std::find_if(names.begin(), names.end(), [&](const auto& n) { return n.first == m.service; });
-    if (named == names.end()) continue;
-    int fd = static_cast<int>(::syscall(SYS_pidfd_open, m.pid, 0));
-    if (fd < 0) continue;
-    Fd pidfd(fd);
-    if (!has_marker(m.pid, marker)) continue;  // the pid we hold may have been recycled
-    ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
-    r.found = true;
-    // Members of the service's own group were SIGKILLed with it and are only still
-    // dying; the others had escaped it.
-    if (procfs::process_group(m.pid) != named->second)
-      r.lines.emplace_back(m.service, fmt::format("corral: killed pid {} ({}), which had escaped the service's "
-                                                  "process group", m.pid, m.command));
-    dying.push_back(std::move(pidfd));
-  }
-  // The members of each service's last process group were SIGKILLed at its exit, but die
-  // asynchronously, and a dying process's environment may no longer be readable: wait for
-  // them by their group too, so nothing of the service is still running when this returns.
-  procfs::for_each_pid_in(range, [&](pid_t pid) {
-    pid_t group = procfs::process_group(pid);
-    if (group <= 0 || std::none_of(names.begin(), names.end(), [&](const auto& n) { return n.second == group; }))
-      return false;
-    int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-    if (fd < 0) return false;
-    Fd pidfd(fd);
-    if (procfs::process_group(pid) != group) return false;  // recycled meanwhile
-    ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
-    dying.push_back(std::move(pidfd));
-    return false;
-  });
-  // Done when they are gone, not when they were told to go.
-  wait_gone(dying, 2.0);
-  return r;
-}
-
-}  // namespace
-
-void Engine::Impl::sweep_escapees(const std::shared_ptr<StackState>& st, std::vector<std::size_t> only,
-                                  std::function<void()> then) {
-  std::string marker = "CORRAL_STACK=" + st->id;
-  // Each service's name and its last process group; the oldest pid clock among them.
-  std::vector<std::pair<std::string, pid_t>> names;
-  std::optional<procfs::PidClock> since;
-  bool unbounded = false;
-  for (auto i : only) {
-    Svc& s = *st->services[i];
-    names.emplace_back(s.spec.name, s.last_pid);
-    if (!s.spawned_once && !s.sweep_since) continue;  // never ran since the last sweep
-    if (!s.sweep_since) unbounded = true;
-    else if (!since || s.sweep_since->forks < since->forks) since = s.sweep_since;
-    s.sweep_since.reset();  // a start from now on opens a new window
-  }
-  if (unbounded) since.reset();
-  chores.post([this, st, marker, names = std::move(names), since, unbounded, then = std::move(then)] {
-    std::vector<std::pair<std::string, std::string>> lines;
-    // An escapee that keeps forking makes new marked processes while we look: look again
-    // until a pass finds nothing (each pass kills what it finds, so the tree stops growing).
-    for (int pass = 0; pass < 8; ++pass) {
-      // Only processes created since the services started can be theirs: with thousands of
-      // older processes on the machine, only the new ones' environments are read.
-      std::optional<std::pair<pid_t, pid_t>> range;
-      if (since && !unbounded) range = procfs::pids_since(*since);
-      auto r = kill_marked(marker, names, range);
-      lines.insert(lines.end(), r.lines.begin(), r.lines.end());
-      if (!r.found) break;
-    }
-    post_sweep_lines(st, std::move(lines), then);
-  });
-}
-
-void Engine::Impl::sweep_run(StackState& st, Svc& s, procfs::PidClock since, procfs::PidClock upto) {
-  // What the run left behind was created after `since` and before its exit (`upto`): the
-  // next run's processes, created later, are out of that range, so they are safe even if
-  // the next run starts before this sweep is done. Without a bounded range (pids may have
-  // wrapped round), nothing is swept here: the stop or close sweeps it.
-  auto range = procfs::pids_between(since, upto);
-  if (!range) return;
-  auto self = st.shared_from_this();
-  std::string marker = "CORRAL_STACK=" + st.id;
-  std::vector<std::pair<std::string, pid_t>> names{{s.spec.name, s.last_pid}};
-  chores.post([this, self, marker, names = std::move(names), range] {
-    auto r = kill_marked(marker, names, range);
-    post_sweep_lines(self, std::move(r.lines), [] {});
-  });
-}
-
-void Engine::Impl::post_sweep_lines(const std::shared_ptr<StackState>& st,
-                                    std::vector<std::pair<std::string, std::string>> lines, std::function<void()> then) {
-  asio::post(io, [this, st, lines = std::move(lines), then = std::move(then)] {
-    for (const auto& [name, line] : lines) {
-      auto it = st->index.find(name);
-      if (it != st->index.end()) record_line(*st, *st->services[it->second], Stream::err, line);
-    }
-    then();
-  });
 }
 
 void Engine::Impl::request_close(const std::shared_ptr<StackState>& st, const std::shared_ptr<Pending<Outcome>>& done) {

@@ -126,6 +126,7 @@ struct Sweep {
   pid_t self;
   int killed;
 };
+pid_t owner_group = -1, owner_session = -1;  // the owner's, taken before our setsid
 char value[wp::max_id + 2];
 
 bool marked(pid_t pid) {
@@ -139,7 +140,18 @@ void sweep_one(pid_t pid, void* ctx) {
   if (fd < 0) return;
   // The pid may have been recycled between the read and the open: look again, now that the
   // pidfd pins the process we will signal (a later recycling makes the signal fail).
-  if (marked(pid) && ::syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0U) == 0) ++sweep.killed;
+  if (marked(pid)) {
+    // One that hops (fork, exit, the child carries on) is gone by the time its pid is
+    // signalled; its process group stays. The same rule as the engine's sweep (sweep.cpp):
+    // not the owner's group or session, no leader or a marked one, the member checked alive
+    // and still in the group right before.
+    pid_t group = os::process_group(pid);
+    bool ours = group > 1 && group != owner_group && group != owner_session &&
+                (group == pid || os::process_group(group) != group || marked(group));
+    if (ours && ::syscall(SYS_pidfd_send_signal, fd, 0, nullptr, 0U) == 0 && os::process_group(pid) == group)
+      ::kill(-group, SIGKILL);
+    if (::syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0U) == 0) ++sweep.killed;
+  }
   ::close(fd);
 }
 
@@ -158,6 +170,8 @@ void sweep_markers() {
 }  // namespace
 
 [[noreturn]] void run_watcher(int fd) {
+  owner_group = ::getpgrp();
+  owner_session = ::getsid(0);
   ::setsid();  // Ctrl+C on the owner's terminal must not take the watcher down with it
   ::prctl(PR_SET_NAME, "corral-watch", 0, 0, 0);
   struct sigaction ign {};

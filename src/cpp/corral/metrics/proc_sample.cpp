@@ -79,7 +79,8 @@ bool has_marker(pid_t pid, const std::string& marker, std::string* service) {
   return marked;
 }
 
-std::vector<MarkedProcess> find_marked(const std::string& marker, const std::optional<std::pair<pid_t, pid_t>>& range) {
+std::vector<MarkedProcess> find_marked(const std::string& marker, const std::optional<std::pair<pid_t, pid_t>>& range,
+                                       bool follow) {
   std::vector<MarkedProcess> out;
   const pid_t self = ::getpid();
   procfs::for_each_pid_in(range, [&](pid_t pid) {
@@ -89,7 +90,7 @@ std::vector<MarkedProcess> find_marked(const std::string& marker, const std::opt
     m.command = procfs::comm(pid);
     out.push_back(std::move(m));
     return false;
-  });
+  }, follow);
   return out;
 }
 

@@ -28,9 +28,11 @@ struct MarkedProcess {
 
 // Every process (readable by us) whose environment holds `marker` exactly: the services'
 // descendants inherit it, even those that left the process group (double fork + setsid).
-// `range`, when given, holds every pid worth opening (see procfs::pids_since).
+// `range`, when given, holds every pid worth opening (see procfs::pids_since); `follow`:
+// and those created while it is looked at (see procfs::for_each_pid_in).
 std::vector<MarkedProcess> find_marked(const std::string& marker,
-                                       const std::optional<std::pair<pid_t, pid_t>>& range = std::nullopt);
+                                       const std::optional<std::pair<pid_t, pid_t>>& range = std::nullopt,
+                                       bool follow = false);
 bool has_marker(pid_t pid, const std::string& marker, std::string* service = nullptr);
 
 }  // namespace corral

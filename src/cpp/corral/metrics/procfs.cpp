@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <limits>
 
 namespace corral::procfs {
 
@@ -88,29 +89,51 @@ std::optional<std::pair<pid_t, pid_t>> pids_since(const PidClock& since) {
   return pids_between(since, *now);
 }
 
-void for_each_pid_in(const std::optional<std::pair<pid_t, pid_t>>& range, const std::function<bool(pid_t)>& f) {
+void for_each_pid_in(const std::optional<std::pair<pid_t, pid_t>>& range, const std::function<bool(pid_t)>& f,
+                     bool follow) {
   constexpr long walk_limit = 1024;  // pids to try one by one before listing /proc is cheaper
   if (range) {
     long max = pid_max();
     auto [after, upto] = *range;
-    long span = after <= upto ? upto - after : (max - after) + upto;
+    auto span_to = [max](long from, long to) { return from <= to ? to - from : (max - from) + to; };
+    long pos = after;  // the last pid looked at
+    long span = span_to(pos, upto), walked = 0;
     if (max > 0 && span >= 0 && span <= walk_limit) {
       char path[48], status[2048];
-      for (long i = 1; i <= span; ++i) {
-        long pid = after + i;
-        if (pid > max) pid -= max;
-        std::snprintf(path, sizeof path, "/proc/%ld/status", pid);
-        if (read_small(path, status, sizeof status) <= 0) continue;
-        // Thread ids have /proc entries too (not listed, but reachable): only processes,
-        // whose thread-group id is their own, count.
-        const char* tgid = std::strstr(status, "\nTgid:");
-        if (!tgid || std::atol(tgid + 6) != pid) continue;
-        if (f(static_cast<pid_t>(pid))) return;
+      while (span > 0) {
+        for (long i = 0; i < span; ++i) {
+          long pid = pos + 1 > max ? 1 : pos + 1;
+          pos = pid;
+          std::snprintf(path, sizeof path, "/proc/%ld/status", pid);
+          if (read_small(path, status, sizeof status) <= 0) continue;
+          // Thread ids have /proc entries too (not listed, but reachable): only processes,
+          // whose thread-group id is their own, count.
+          const char* tgid = std::strstr(status, "\nTgid:");
+          if (!tgid || std::atol(tgid + 6) != pid) continue;
+          if (f(static_cast<pid_t>(pid))) return;
+        }
+        walked += span;
+        if (!follow) return;
+        // What was created while we walked (a process that keeps forking): on to the pid
+        // allocated last, within a bound.
+        char buf[32];
+        if (read_small("/proc/sys/kernel/ns_last_pid", buf, sizeof buf) <= 0) return;
+        span = span_to(pos, std::atol(buf));
+        if (span > walk_limit || walked + span > 4 * walk_limit) break;  // list /proc instead
       }
-      return;
+      if (span <= 0) return;
+      // Too many new ones to walk: list what comes after the last pid looked at.
+      after = static_cast<pid_t>(pos);
+      upto = after;  // (widened just below)
     }
+    // Listing /proc: while it is read, pids keep being allocated after `upto`; with
+    // `follow` they count too (unless the pids wrapped round: then only the range).
+    std::pair<pid_t, pid_t> r{after, upto};
+    if (follow && after <= upto) r.second = std::numeric_limits<pid_t>::max();
+    for_each_pid([&](pid_t pid) { return in_pid_range(pid, r) && f(pid); });
+    return;
   }
-  for_each_pid([&](pid_t pid) { return (!range || in_pid_range(pid, *range)) && f(pid); });
+  for_each_pid([&](pid_t pid) { return f(pid); });
 }
 
 bool in_pid_range(pid_t pid, std::pair<pid_t, pid_t> range) noexcept {

@@ -48,7 +48,10 @@ bool in_pid_range(pid_t pid, std::pair<pid_t, pid_t> range) noexcept;
 // Calls f(pid) for every process in /proc whose pid lies in `range` (all when nullopt);
 // f returns true to stop early. A narrow range is walked pid by pid: listing /proc costs
 // milliseconds on a machine with thousands of processes, more than the few lookups.
-void for_each_pid_in(const std::optional<std::pair<pid_t, pid_t>>& range, const std::function<bool(pid_t)>& f);
+// `follow`: the range has no end; processes created while it is walked count too (what a
+// sweep needs to catch a process that keeps forking).
+void for_each_pid_in(const std::optional<std::pair<pid_t, pid_t>>& range, const std::function<bool(pid_t)>& f,
+                     bool follow = false);
 
 // Calls f(pid) for every process in /proc; f returns true to stop early.
 template <class F>

@@ -10,8 +10,8 @@
 namespace corral::os {
 namespace {
 
-// "/proc/<pid>/environ" without snprintf (not async-signal-safe).
-void environ_path(pid_t pid, char (&path)[40]) {
+// "/proc/<pid>/<file>" without snprintf (not async-signal-safe).
+void proc_path(pid_t pid, const char* file, char (&path)[40]) {
   char digits[16];
   int n = 0;
   auto v = static_cast<unsigned>(pid);
@@ -22,10 +22,13 @@ void environ_path(pid_t pid, char (&path)[40]) {
   std::memcpy(path, "/proc/", 6);
   int at = 6;
   while (n > 0) path[at++] = digits[--n];
-  std::memcpy(path + at, "/environ", 9);
+  path[at++] = '/';
+  std::size_t len = std::strlen(file);
+  std::memcpy(path + at, file, len + 1);
 }
 
 char chunk[16 * 1024];
+char stat[1024];
 char dents[32 * 1024];
 
 }  // namespace
@@ -33,7 +36,7 @@ char dents[32 * 1024];
 int environ_value(pid_t pid, const char* name, char* out, std::size_t cap) noexcept {
   if (cap == 0) return -1;
   char path[40];
-  environ_path(pid, path);
+  proc_path(pid, "environ", path);
   int fd = ::open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -1;
   const std::size_t name_len = std::strlen(name);
@@ -106,6 +109,33 @@ bool for_each_process(void (*visit)(pid_t pid, void* ctx), void* ctx) noexcept {
   }
   ::close(fd);
   return true;
+}
+
+pid_t process_group(pid_t pid) noexcept {
+  char path[40];
+  proc_path(pid, "stat", path);
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n;
+  while ((n = ::read(fd, stat, sizeof stat - 1)) < 0 && errno == EINTR) {
+  }
+  ::close(fd);
+  if (n <= 0) return -1;
+  stat[n] = '\0';
+  // "pid (comm) state ppid pgrp ...": the command may hold spaces and parentheses, so the
+  // fields start after the last ')'.
+  const char* p = std::strrchr(stat, ')');
+  if (p == nullptr) return -1;
+  // ") S 123 456": skip the state and the parent's pid.
+  for (int spaces = 0; *p != '\0' && spaces < 3; ++p)
+    if (*p == ' ') ++spaces;
+  long pgrp = 0;
+  bool digits = false;
+  for (; *p >= '0' && *p <= '9'; ++p) {
+    pgrp = pgrp * 10 + (*p - '0');
+    digits = true;
+  }
+  return digits ? static_cast<pid_t>(pgrp) : -1;
 }
 
 }  // namespace corral::os

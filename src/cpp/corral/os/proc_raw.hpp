@@ -21,4 +21,7 @@ int environ_value(pid_t pid, const char* name, char* out, std::size_t cap) noexc
 // /proc cannot be read.
 bool for_each_process(void (*visit)(pid_t pid, void* ctx), void* ctx) noexcept;
 
+// The process group of `pid` (from /proc/<pid>/stat), or -1 when it is gone or unreadable.
+pid_t process_group(pid_t pid) noexcept;
+
 }  // namespace corral::os
