@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from . import _api, _core, _engine, _metrics
+from ._dashboard import publish_runs
 from ._service_view import ServiceView
 from .checks import Check, ExecCheck, HttpCheck, LogCheck, NotifyCheck, TcpCheck
 from .errors import ConfigError, CorralError, StackClosed, StartError, Timeout
@@ -563,6 +564,7 @@ class Stack:
                 served = _api.serve(self._handle, self.name, self.file, tcp=True, tcp_port=port)
                 self._served = served
                 weakref.finalize(self, served.close)
+                publish_runs(self)  # the new server starts without the runs document
             s = self._served
         return {"socket": s.socket, "url": s.url, "token_file": s.token_file}
 
@@ -654,6 +656,7 @@ class Stack:
         for n in names:
             self[n]
         core = self._core()
+        publish_runs(self)  # the dashboard's earlier runs (GET /v1/runs), while this one starts
         outcome = core.start(list(names), wait_timeout(timeout))
         if outcome is None:
             waiting = [r["name"] for r in core.status() if r["state"] in ("pending", "starting", "backoff")]
@@ -661,6 +664,7 @@ class Stack:
         ok, service, reason = outcome
         if not ok:
             raise self._start_error(service, reason)
+        publish_runs(self)  # and this run's start-up among them
 
     def _start_error(self, service: str, reason: str) -> StartError:
         tail = []
