@@ -710,13 +710,14 @@ def test_browser_draws_only_the_rows_in_view_past_1000_services(browser: Any,
     assert page.evaluate(rows) < 200
     # A change to a row out of view is there when it comes into view.
     assert post(stack, "/v1/services/svc0000/start", {"wait": True})[0] == 200
-    page.wait_for_function('window.corral.services.get("svc0000").state === "ready"', timeout=60_000)
+    # (Functions, not expressions: the page's CSP forbids evaluating strings while polling.)
+    page.wait_for_function('() => window.corral.services.get("svc0000").state === "ready"', timeout=60_000)
     page.evaluate('document.querySelector("#services-scroll").scrollTop = 0')
     page.wait_for_selector('tr[data-service="svc0000"][data-state="ready"]', timeout=60_000)
     assert cell(page, "svc0000", "pid") == str(stack["svc0000"].pid)
     # The log view: 3,000 lines, of which only those in view are elements.
     assert post(stack, "/v1/services/talker/start", {"wait": False})[0] == 202
-    page.wait_for_function("window.corral.logView.shown.length >= 3000", timeout=60_000)
+    page.wait_for_function("() => window.corral.logView.shown.length >= 3000", timeout=60_000)
     page.wait_for_selector("#logs .line >> text=line 2999", timeout=60_000)  # followed to the end
     assert page.locator("#logs .line").count() < 200
     page.evaluate('document.querySelector("#logs").scrollTop = 0')
@@ -724,7 +725,7 @@ def test_browser_draws_only_the_rows_in_view_past_1000_services(browser: Any,
     assert page.locator("#logs .line").count() < 200
     assert page.locator("#log-follow").is_visible()  # reading up there: no auto-scroll
     page.fill("#log-search", "line 1234")
-    page.wait_for_function("window.corral.logView.shown.length === 1", timeout=60_000)
+    page.wait_for_function("() => window.corral.logView.shown.length === 1", timeout=60_000)
     page.wait_for_selector("#logs .line >> text=line 1234", timeout=60_000)
     page.context.close()
 
@@ -738,8 +739,8 @@ def bench(browser: Any, stack: corral.Stack, count: int) -> str:
     updates = page.evaluate("window.corral.perf.updates")
     victim = f"svc{count // 2:04d}"
     stack.stop(victim, timeout=60)
-    page.wait_for_function(f"window.corral.perf.updates >= {updates + 2}")
-    page.wait_for_function(f"window.corral.services.get('{victim}').state === 'stopped'")
+    page.wait_for_function(f"() => window.corral.perf.updates >= {updates + 2}", timeout=60_000)
+    page.wait_for_function(f"() => window.corral.services.get('{victim}').state === 'stopped'", timeout=60_000)
     update = page.evaluate("window.corral.perf.lastUpdate")
     # One state event through to the next frame (style, layout, paint of the change).
     frame = page.evaluate("""(name) => new Promise((done) => {
