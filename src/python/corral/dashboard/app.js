@@ -5,11 +5,12 @@
 // are POSTs with a JSON body; the session cookie (HttpOnly, SameSite=Strict) authenticates
 // every request. Everything a service prints is put into the page as text (textContent),
 // never as HTML. Past VIRTUAL_FROM services the table draws only the rows in view.
-import { compareRuns, runRows, runTotal, sparkline, timeline } from "/static/charts.js";
+import { sparkline } from "/static/charts.js";
+import { EventsPanel } from "/static/events.js";
+import { $, bytes, duration, el, exitText } from "/static/format.js";
 import { LogView } from "/static/logs.js";
+import { TimelineView } from "/static/runs.js";
 
-const $ = (sel) => document.querySelector(sel);
-const MAX_EVENTS = 300;  // of each kind: a flood of state changes never hides a check failure
 const VIRTUAL_FROM = 1000;  // services; below, every row is in the page
 const ROW_MARGIN = 15;  // rows drawn above and below the visible ones
 const SAMPLE_WINDOW = 300;  // seconds of CPU and memory in the sparklines
@@ -27,11 +28,11 @@ const state = {
   samples: new Map(),    // name -> {time, cpu_percent, rss_bytes, counters}
   stateTime: new Map(),  // name -> wall time of the latest state event (for countdowns)
   dependents: new Map(), // name -> names of the services that depend on it
-  events: { state: [], check: [], restart: [] },  // the <li> of each kind, newest last
+  events: null,          // the events panel (events.js)
   dirty: new Set(),
   refreshQueued: false,
   lastSamples: 0,
-  runs: null,            // GET /v1/runs: the last runs' start-ups from history
+  timeline: null,        // the start-up timeline (runs.js)
   table: { order: [], index: new Map(), virtual: false, rowHeight: 0, queued: false },
   logView: null,
   perf: { fetch: null, firstRender: null, lastUpdate: null, updates: 0 },
@@ -58,40 +59,12 @@ async function post(path, body) {
   });
   let answer = {};
   try { answer = await res.json(); } catch { /* an empty answer */ }
-  if (!res.ok && res.status !== 202) addEvent({ service: path.split("/")[3] || "", time: Date.now() / 1000,
+  if (!res.ok && res.status !== 202) state.events.add({ service: path.split("/")[3] || "", time: Date.now() / 1000,
     state: "error", reason: answer.error || `${res.status}` });
   return answer;
 }
 
 // ---- formatting -----------------------------------------------------------------------
-
-function duration(s) {
-  if (s < 0 || !isFinite(s)) return "";
-  if (s < 60) return `${Math.floor(s)} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} m ${Math.floor(s % 60)} s`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} m`;
-  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
-}
-
-function bytes(n) {
-  if (!n) return "0";
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return `${n < 10 ? n.toFixed(1) : Math.round(n)} ${units[i]}`;
-}
-
-function clock(t) {
-  const d = new Date(t * 1000);
-  return d.toTimeString().slice(0, 8) + "." + String(d.getMilliseconds()).padStart(3, "0");
-}
-
-function el(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 function stateClass(row) {
   if (row.state === "exited") return row.exit_code === 0 ? "s-exited-ok" : "s-exited-bad";
@@ -123,11 +96,6 @@ function why(row) {
   if (!text && row.state === "failed" && row.exit_code !== null) text = exitText(row.exit_code);
   if (!text && row.state === "stopping") text = "stopping: waiting for the process to exit";
   return text;
-}
-
-function exitText(code) {
-  if (code < 0) return `killed by signal ${-code}${code === -9 ? " (SIGKILL: out of memory?)" : ""}`;
-  return `exit code ${code}${code === 137 ? " (killed: out of memory?)" : ""}`;
 }
 
 function satisfied(dep) {
@@ -415,7 +383,7 @@ function onState(e) {
   // Dependents may be waiting on this one: their "why" changes with it.
   for (const name of state.dependents.get(e.service) || [])
     if (state.services.get(name)?.state === "pending") renderRow(name);
-  addEvent(e, before);
+  state.events.add(e, before);
   state.dirty.add(e.service);
   scheduleRefresh();
   // The timeline draws spawn, readiness and failure: other changes leave it as it is.
@@ -462,113 +430,22 @@ function scheduleTimeline() {
   timelineQueued = true;
   requestAnimationFrame(() => {
     timelineQueued = false;
-    drawTimeline();
+    state.timeline.draw(state.services);
   });
 }
 
-// The runs of GET /v1/runs other than this one, newest first, as rows timeline() takes.
-function pastRuns() {
-  const doc = state.runs;
-  if (!doc) return [];
-  const deps = new Map([...state.services.values()].map((r) => [r.name, r.depends_on || []]));
-  return doc.runs.filter((r) => r.run !== doc.current && r.services.length).map((r) => {
-    const rows = runRows(r, deps);
-    const t0 = Math.min(...rows.map((x) => x.started_at));
-    return { id: r.run, label: `run ${r.run} (${new Date(t0 * 1000).toLocaleString()})`, rows };
-  });
-}
-
-function totalText(rows) {
-  const t = runTotal(rows);
-  return t.seconds === null ? "not all ready" : `all ${t.services} ready after ${t.seconds.toFixed(3)} s`;
-}
-
-// The timeline of this run (live), of one past run, or of the last runs side by side.
-function drawTimeline() {
-  const box = $("#timeline");
-  const pick = $("#timeline-run");
-  const live = [...state.services.values()];
-  const past = pastRuns();
-  const view = pick.value;
-  box.dataset.view = view;
-  if (view === "compare" && past.length) {
-    compareRuns(box, [{ label: "this run", rows: live }, ...past.map((p) => ({ label: p.label, rows: p.rows }))]);
-  } else if (view.startsWith("run-") && past.some((p) => `run-${p.id}` === view)) {
-    timeline(box, past.find((p) => `run-${p.id}` === view).rows);
-  } else {
-    box.dataset.view = "live";
-    timeline(box, live);
-  }
-  const legend = $("#timeline-legend");
-  if (box.dataset.view === "compare") {
-    legend.replaceChildren(el("li", "", `this run (top bars): ${totalText(live)}`),
-      ...past.map((p) => el("li", "", `${p.label}: ${totalText(p.rows)}`)));
-  } else {
-    legend.replaceChildren();
-  }
-}
-
-// GET /v1/runs: the choices of past runs, or why there are none (no history).
+// GET /v1/runs: the earlier runs' start-ups (read once: they do not change during a run).
 async function loadRuns() {
+  let doc = null;
   try {
-    state.runs = await getJSON("/v1/runs");
-  } catch {
-    state.runs = null;
-  }
-  const pick = $("#timeline-run");
-  const keep = pick.value;
-  const past = pastRuns();
-  const options = [el("option", "", "this run (live)")];
-  options[0].value = "live";
-  if (past.length) {
-    const all = el("option", "", `the last ${past.length + 1} runs side by side`);
-    all.value = "compare";
-    options.push(all);
-    for (const p of past) {
-      const o = el("option", "", `${p.label}: ${totalText(p.rows)}`);
-      o.value = `run-${p.id}`;
-      options.push(o);
-    }
-  }
-  pick.replaceChildren(...options);
-  pick.value = options.some((o) => o.value === keep) ? keep : "live";
-  pick.disabled = !past.length;
-  $("#timeline-note").textContent = past.length ? "" : (state.runs && state.runs.reason) || "";
+    doc = await getJSON("/v1/runs");
+  } catch { /* the page shows this run only */ }
+  state.timeline.setRuns(doc, state.services);
   scheduleTimeline();
 }
 
 function onLog(e) {
   state.logView.add({ service: e.service, time: e.time, stream: e.stream, text: e.text });
-}
-
-// What kind of event this is, for the events panel's filter: a check failure (the server
-// marks the reasons of a liveness check past its retries, a readiness deadline passed
-// while the check failed, a log regex beyond its cost), a restart by the policy (the
-// backoff and the new try after it), or another state change.
-function eventKind(e, before) {
-  if (e.check_failed) return "check";
-  if (e.state === "backoff" || (e.state === "starting" && before === "backoff")) return "restart";
-  return "state";
-}
-
-function addEvent(e, before) {
-  const kind = eventKind(e, before);
-  const li = el("li");
-  li.dataset.service = e.service;
-  li.dataset.state = e.state;
-  li.dataset.kind = kind;
-  li.append(el("time", "", clock(e.time)), el("b", "", e.service), document.createTextNode(` ${e.state}`));
-  if (kind === "check") li.append(el("span", "tag", "check"));
-  let detail = ["failed", "error", "dropped", "unhealthy"].includes(e.state) || kind === "check" ? e.reason || "" : "";
-  if (!detail && e.exit_code !== null && e.exit_code !== undefined && (e.state === "exited" || e.state === "backoff"))
-    detail = exitText(e.exit_code);
-  if (detail) li.append(el("span", "why", ` \u2014 ${detail}`));
-  $("#events").prepend(li);
-  const kept = state.events[kind];
-  kept.push(li);
-  if (kept.length > MAX_EVENTS) kept.shift().remove();
-  const count = $(`#event-kind option[value="${kind}"]`);
-  if (count) count.textContent = `${count.dataset.label} (${kept.length})`;
 }
 
 function renderResources() {
@@ -680,7 +557,7 @@ async function loadAll() {
   renderSummary();
   renderResources();
   const t2 = performance.now();
-  drawTimeline();
+  state.timeline.draw(state.services);
   const t3 = performance.now();
   void document.body.offsetHeight;  // the layout is part of the cost
   state.perf.parts = { table: t2 - t1, timeline: t3 - t2, layout: performance.now() - t3 };
@@ -705,7 +582,7 @@ function connect() {
   });
   source.addEventListener("state", (m) => onState(JSON.parse(m.data)));
   source.addEventListener("log", (m) => onLog(JSON.parse(m.data)));
-  source.addEventListener("dropped", () => addEvent({ service: "", time: Date.now() / 1000, state: "dropped",
+  source.addEventListener("dropped", () => state.events.add({ service: "", time: Date.now() / 1000, state: "dropped",
     reason: "the page fell behind: some log lines were skipped" }));
 }
 
@@ -728,8 +605,9 @@ function wireControls() {
     follow.hidden = true;
     view.draw();
   });
-  const kinds = $("#event-kind");
-  kinds.addEventListener("input", () => { $("#events").dataset.show = kinds.value; });
+  state.events = new EventsPanel($("#events"), $("#event-kind"));
+  state.timeline = new TimelineView({ box: $("#timeline"), pick: $("#timeline-run"), note: $("#timeline-note"),
+    legend: $("#timeline-legend") });
   $("#timeline-run").addEventListener("input", scheduleTimeline);
   // Uptimes and backoff countdowns tick here; nothing is asked of the server.
   setInterval(() => {

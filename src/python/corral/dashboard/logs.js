@@ -4,6 +4,7 @@
 // one row of fixed height (long lines scroll sideways), which is what lets a scroll
 // position name a line without measuring any. So 5,000 lines of 2,000 services cost what
 // fifty do.
+import { clock } from "/static/format.js";
 
 const MAX_LINES = 5000;
 const TRIM = 500;     // lines dropped at once past the cap, so a busy stream trims rarely
@@ -92,11 +93,6 @@ export class LogView {
   atBottom() {
     return this.box.scrollHeight - this.box.scrollTop - this.box.clientHeight < 8;
   }
-}
-
-function clock(t) {
-  const d = new Date(t * 1000);
-  return d.toTimeString().slice(0, 8) + "." + String(d.getMilliseconds()).padStart(3, "0");
 }
 
 function lineElement(line) {
