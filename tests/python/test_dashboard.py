@@ -628,7 +628,7 @@ def test_a_cross_origin_post_is_refused(browser: Any, dash: corral.Stack) -> Non
 def test_browser_compares_the_last_runs_start_ups(browser: Any, tmp_path: Path, helper: str) -> None:
     db = tmp_path / "h.db"
     past_runs(db, helper, 2)
-    stack = history_stack(db, helper)
+    stack = history_stack(db, helper, slow=0.3)  # this time api takes 0.3 s longer
     try:
         stack.start(timeout=60)
         page, _ = login(browser, stack)
@@ -647,6 +647,15 @@ def test_browser_compares_the_last_runs_start_ups(browser: Any, tmp_path: Path, 
         legend = page.locator("#timeline-legend li").all_inner_texts()
         assert len(legend) == 3 and legend[0].startswith("this run")
         assert all("all 2 ready after" in t for t in legend), legend
+        # The slower start-up shows: this run's api bar is longer than the earlier runs'.
+        width = page.eval_on_selector_all('#timeline rect.bar[data-service="api"]',
+                                          "bars => bars.map(b => [b.dataset.run, b.width.baseVal.value])")
+        widths = dict(width)
+        assert widths["0"] > 2 * max(widths["1"], widths["2"]), widths
+        if os.environ.get("CORRAL_SCREENSHOT"):
+            shot = Path(os.environ["CORRAL_SCREENSHOT"])
+            runs_shot = ROOT / shot.with_name(shot.stem + "-runs.png")  # docs/dashboard-runs.png
+            page.locator("#timeline-section").screenshot(path=str(runs_shot))
         page.select_option("#timeline-run", values[3])
         page.wait_for_selector(f'#timeline[data-view="{values[3]}"]', timeout=60_000)
         assert page.locator("#timeline rect.bar.ready").count() == 2
@@ -740,7 +749,8 @@ def bench(browser: Any, stack: corral.Stack, count: int) -> str:
     victim = f"svc{count // 2:04d}"
     stack.stop(victim, timeout=60)
     page.wait_for_function(f"() => window.corral.perf.updates >= {updates + 2}", timeout=60_000)
-    page.wait_for_function(f"() => window.corral.services.get('{victim}').state === 'stopped'", timeout=60_000)
+    page.wait_for_function(f"() => window.corral.services.get('{victim}').state === 'stopped'",
+                           timeout=60_000)
     update = page.evaluate("window.corral.perf.lastUpdate")
     # One state event through to the next frame (style, layout, paint of the change).
     frame = page.evaluate("""(name) => new Promise((done) => {
