@@ -720,10 +720,12 @@ def test_browser_draws_only_the_rows_in_view_past_1000_services(browser: Any,
     # A change to a row out of view is there when it comes into view.
     assert post(stack, "/v1/services/svc0000/start", {"wait": True})[0] == 200
     # (Functions, not expressions: the page's CSP forbids evaluating strings while polling.)
-    page.wait_for_function('() => window.corral.services.get("svc0000").state === "ready"', timeout=60_000)
+    pid = stack["svc0000"].pid
+    page.wait_for_function(f'() => {{ const r = window.corral.services.get("svc0000");'
+                           f' return r.state === "ready" && r.pid === {pid}; }}', timeout=60_000)
     page.evaluate('document.querySelector("#services-scroll").scrollTop = 0')
     page.wait_for_selector('tr[data-service="svc0000"][data-state="ready"]', timeout=60_000)
-    assert cell(page, "svc0000", "pid") == str(stack["svc0000"].pid)
+    assert cell(page, "svc0000", "pid") == str(pid)
     # The log view: 3,000 lines, of which only those in view are elements.
     assert post(stack, "/v1/services/talker/start", {"wait": False})[0] == 202
     page.wait_for_function("() => window.corral.logView.shown.length >= 3000", timeout=60_000)
