@@ -486,6 +486,9 @@ def login(browser: Any, stack: corral.Stack) -> tuple[Any, str]:
     res = page.goto(url)
     assert res is not None and res.ok and urllib.parse.urlsplit(page.url).path == "/"
     page.wait_for_selector('body[data-ready="1"]', timeout=60_000)
+    # The event stream is open (its answer came, so the server registered the page's feed):
+    # from here on no event is missed.
+    page.wait_for_selector('#conn[data-state="live"]', timeout=60_000)
     return page, url
 
 
