@@ -4,8 +4,8 @@ driven by Playwright with `executable_path`), plus what it needs from the contro
 command and the notebook view.
 
 Environment: CORRAL_SCREENSHOT=docs/dashboard.png saves a screenshot of the page;
-CORRAL_DASHBOARD_BENCH=1 runs the 500-service bench (first render and one update, timed
-in the browser) and prints its figures."""
+CORRAL_DASHBOARD_BENCH=1 runs the 500- and 2,000-service bench (first render and one
+update, timed in the browser) and prints its figures."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -254,6 +255,211 @@ def test_notebook_view_renders_status_sparklines_and_timeline(make_stack: Callab
         stack.close(timeout=60)
 
 
+# -- the last runs, from history ----------------------------------------------------------------
+def history_stack(db: Path, helper: str, *, slow: float = 0.0) -> corral.Stack:
+    """db (ready by TCP) and api (depends on db; ready by a log line after `slow` seconds)."""
+    stack = corral.Stack(name="dashruns", history=str(db))
+    stack.add("db", [helper, "listen", "{{port.main}}", "pause"], ports=["main"],
+              ready=corral.TcpCheck(port="main"))
+    steps = ["sleep", str(slow)] if slow else []
+    stack.add("api", [helper, *steps, "print", "api ready", "pause"], depends_on=["db"],
+              ready=corral.LogCheck("api ready"))
+    return stack
+
+
+def past_runs(db: Path, helper: str, count: int) -> None:
+    for _ in range(count):
+        stack = history_stack(db, helper)
+        try:
+            stack.start(timeout=60)
+        finally:
+            stack.close(timeout=60)
+
+
+def test_runs_without_history_say_so(dash: corral.Stack) -> None:
+    status, body, _ = call(dash, "GET", "/v1/runs")
+    assert status == 200
+    check_response("/v1/runs", "GET", 200, body)
+    assert body["history"] is False and body["runs"] == [] and body["current"] is None
+    assert "keeps no history" in body["reason"]
+
+
+def test_runs_list_the_last_start_ups_from_history(tmp_path: Path, helper: str) -> None:
+    db = tmp_path / "h.db"
+    past_runs(db, helper, 5)
+    stack = history_stack(db, helper)
+    try:
+        stack.start(timeout=60)
+        status, body, _ = call(stack, "GET", "/v1/runs")
+        assert status == 200
+        check_response("/v1/runs", "GET", 200, body)
+        assert body["history"] is True and body["reason"] is None
+        runs = body["runs"]
+        # Five at most, newest first, this run first of all and with its start-up in it.
+        assert len(runs) == 5 and [r["run"] for r in runs] == sorted((r["run"] for r in runs), reverse=True)
+        assert runs[0]["run"] == body["current"] and runs[0]["ended"] is None
+        assert all(r["ended"] is not None for r in runs[1:])
+        for run in runs:
+            services = {s["service"]: s for s in run["services"]}
+            assert set(services) == {"db", "api"}
+            db_ready = services["db"]["started"] + services["db"]["ready_seconds"]
+            assert services["api"]["started"] >= db_ready - 0.01
+            assert services["api"]["ready_seconds"] > 0
+        # A restart within a run is not its start-up: the first process stays.
+        def startup(doc: dict[str, Any]) -> list[tuple[str, float, float]]:
+            return [(s["service"], s["started"], s["ready_seconds"]) for s in doc["runs"][0]["services"]]
+
+        first = startup(body)
+        stack.restart("api", timeout=60)
+        stack.start(timeout=60)  # publishes again
+        _, again, _ = call(stack, "GET", "/v1/runs")
+        assert startup(again) == first
+        api = next(s for s in again["runs"][0]["services"] if s["service"] == "api")
+        assert api["ended"] is not None and api["signal"] == 15  # that first process was stopped
+        # serve_api replaces the server: the new one serves the document too.
+        stack.dashboard_url()
+        _, served, _ = call(stack, "GET", "/v1/runs")
+        assert served["current"] == body["current"] and len(served["runs"]) == 5
+    finally:
+        stack.close(timeout=60)
+
+
+def test_runs_of_a_history_that_cannot_be_read_say_why(tmp_path: Path, helper: str) -> None:
+    # The first run of a history: nothing earlier to show, and the reason says so.
+    stack = history_stack(tmp_path / "first.db", helper)
+    try:
+        stack.start(timeout=60)
+        _, body, _ = call(stack, "GET", "/v1/runs")
+        check_response("/v1/runs", "GET", 200, body)
+        assert [r["run"] for r in body["runs"]] == [body["current"]]
+        assert body["reason"] == "no earlier run of this stack in its history"
+    finally:
+        stack.close(timeout=60)
+
+
+def test_notebook_view_compares_the_last_runs(tmp_path: Path, helper: str) -> None:
+    db = tmp_path / "h.db"
+    past_runs(db, helper, 2)
+    stack = history_stack(db, helper)
+    try:
+        stack.start(timeout=60)
+        page = stack.dashboard()._repr_html_()
+        assert "start-up of the last 3 runs" in page
+        assert page.count('class="run-bar"') == 6  # two services, three runs
+        assert page.count("all 2 ready after") == 3
+    finally:
+        stack.close(timeout=60)
+    plain = corral.Stack(name="dashnohist")
+    try:
+        plain.add("a", [helper, "pause"])
+        plain.start(timeout=60)
+        assert "run-bar" not in plain.dashboard()._repr_html_()
+    finally:
+        plain.close(timeout=60)
+
+
+# -- check failures in the event stream -------------------------------------------------------
+def test_check_failures_are_marked_in_the_event_stream(make_stack: Callable[..., corral.Stack],
+                                                       helper: str) -> None:
+    stack = make_stack("dashchecks")
+    stack.add("idle", [helper, "pause"])
+    # Ready at once, then its liveness check (nothing listens on that port) fails 2 times.
+    stack.add("sick", [helper, "pause"], ports=["main"],
+              health=corral.TcpCheck(port="main", interval=0.05, timeout=1, retries=2))
+    stack.add("slow", [helper, "pause"], ports=["main"],
+              ready=corral.TcpCheck(port="main", interval=0.05, start_timeout=0.5))
+    stack.add("costly", [helper, "print", "x" * 40, "pause"], ready=corral.LogCheck("(x+x+)+y"))
+    stack.add("dependent", [helper, "pause"], depends_on=["slow"])
+    stack.start("idle", timeout=60)
+    client = corral.connect(stack._served.socket)  # type: ignore[union-attr]
+    client.events(timeout=0.0)
+    for name in ("sick", "slow", "costly", "dependent"):
+        assert post(stack, f"/v1/services/{name}/start", {"wait": False})[0] == 202
+    seen: list[dict[str, Any]] = []
+
+    def settled() -> bool:
+        seen.extend(e for e in client.events(timeout=0.5) if e["kind"] == "state")
+        got = {(e["service"], e["state"]) for e in seen}
+        want = {("sick", "unhealthy"), ("slow", "failed"), ("costly", "failed"), ("dependent", "failed")}
+        return want <= got
+
+    try:
+        wait_until(settled, 60, "the check failures")
+    finally:
+        client.close()
+    for e in seen:
+        check({"$ref": "#/components/schemas/StateEvent"}, {k: v for k, v in e.items() if k != "kind"})
+    marked = {(e["service"], e["state"]): e for e in seen if e["check_failed"]}
+    assert set(marked) == {("sick", "unhealthy"), ("slow", "failed"), ("costly", "failed")}, seen
+    assert marked[("sick", "unhealthy")]["reason"].startswith("liveness check failed 2 times: ")
+    assert marked[("slow", "failed")]["reason"].startswith("not ready within 0.5s (tcp check: ")
+    assert "too costly to match" in marked[("costly", "failed")]["reason"]
+    # Failed because of another service: not its own check.
+    dependent = [e for e in seen if e["service"] == "dependent" and e["state"] == "failed"]
+    assert dependent and not dependent[0]["check_failed"]
+
+
+# -- the notebook's auto-refresh ----------------------------------------------------------------
+def test_notebook_refresh_re_renders_in_place_until_stopped(make_stack: Callable[..., corral.Stack],
+                                                             helper: str) -> None:
+    ipython = pytest.importorskip("IPython", reason="IPython is not installed")
+    from IPython.core.displaypub import CapturingDisplayPublisher
+    from IPython.core.interactiveshell import InteractiveShell
+
+    # IPython's own display machinery without a kernel: a shell whose publisher records what
+    # display() and a display handle's update() send (what a notebook front end receives).
+    assert ipython.version_info >= (7,)
+    shell = InteractiveShell.instance()
+    publisher = CapturingDisplayPublisher()
+    saved, shell.display_pub = shell.display_pub, publisher
+    stack = make_stack("dashrefresh")
+    stack.add("a", [helper, "pause"])
+    stack.start(timeout=60)
+    try:
+        view = stack.dashboard(refresh=0.05)
+        assert publisher.outputs and not publisher.outputs[0]["update"]
+        display_id = publisher.outputs[0]["transient"]["display_id"]
+
+        def rendered(text: str) -> bool:
+            return any(o["update"] and o["transient"]["display_id"] == display_id
+                       and text in o["data"]["text/html"] for o in list(publisher.outputs))
+
+        wait_until(lambda: rendered("</span> ready</td>"), 60, "a refresh showing a ready")
+        stack.stop("a", timeout=60)
+        # A later rendering of the same output shows the change.
+        wait_until(lambda: rendered("</span> stopped</td>"), 60, "a refresh showing the stop")
+        thread = view._thread
+        assert thread is not None and thread.is_alive()
+        view.stop()
+        assert not thread.is_alive()  # stop() waits for the thread: nothing renders after it
+    finally:
+        shell.display_pub = saved
+        InteractiveShell.clear_instance()
+
+
+def test_notebook_refresh_ends_when_the_stack_closes(helper: str) -> None:
+    pytest.importorskip("IPython", reason="IPython is not installed")
+    from IPython.core.displaypub import CapturingDisplayPublisher
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    saved, shell.display_pub = shell.display_pub, CapturingDisplayPublisher()
+    stack = corral.Stack(name="dashrefreshclose")
+    try:
+        stack.add("a", [helper, "pause"])
+        stack.start(timeout=60)
+        view = stack.dashboard(refresh=0.05)
+        thread = view._thread
+        assert thread is not None
+        stack.close(timeout=60)
+        thread.join(60)
+        assert not thread.is_alive()
+    finally:
+        stack.close(timeout=60)
+        shell.display_pub = saved
+        InteractiveShell.clear_instance()
+
+
 # -- in a real browser ---------------------------------------------------------------------------
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
 
@@ -280,6 +486,9 @@ def login(browser: Any, stack: corral.Stack) -> tuple[Any, str]:
     res = page.goto(url)
     assert res is not None and res.ok and urllib.parse.urlsplit(page.url).path == "/"
     page.wait_for_selector('body[data-ready="1"]', timeout=60_000)
+    # The event stream is open (its answer came, so the server registered the page's feed):
+    # from here on no event is missed.
+    page.wait_for_selector('#conn[data-state="live"]', timeout=60_000)
     return page, url
 
 
@@ -310,6 +519,9 @@ def test_browser_shows_the_stack_and_acts_on_it(browser: Any, dash: corral.Stack
         assert page.locator(f'#timeline rect.bar[data-service="{name}"]').count() == 1
     assert page.locator('#timeline rect.bar[data-service="late"]').count() == 0
     assert page.locator('#timeline path.edge.held[data-from="db"][data-to="web"]').count() == 1
+    # Without history only this run: no past run to pick, and the page says why.
+    assert "keeps no history" in page.inner_text("#timeline-note")
+    assert page.locator("#timeline-run").is_disabled()
     # Logs: combined with prefixes, stderr told apart.
     page.wait_for_selector('#logs .line.stderr[data-service="web"] >> text=web warn')
     assert page.locator('#logs .line.stdout[data-service="db"] >> text=db up').count() == 1
@@ -416,43 +628,169 @@ def test_a_cross_origin_post_is_refused(browser: Any, dash: corral.Stack) -> Non
     page.context.close()
 
 
-def test_bench_500_services(browser: Any, make_stack: Callable[..., corral.Stack], helper: str) -> None:
-    if not os.environ.get("CORRAL_DASHBOARD_BENCH"):
-        pytest.skip("the 500-service bench runs with CORRAL_DASHBOARD_BENCH=1")
-    stack = make_stack("dashbench")
-    for i in range(500):
-        stack.add(f"svc{i:03d}", [helper, "pause"], ports=["http"] if i % 5 == 0 else [])
-    stack.start(timeout=600)
+def test_browser_compares_the_last_runs_start_ups(browser: Any, tmp_path: Path, helper: str) -> None:
+    db = tmp_path / "h.db"
+    past_runs(db, helper, 2)
+    stack = history_stack(db, helper, slow=0.3)  # this time api takes 0.3 s longer
+    try:
+        stack.start(timeout=60)
+        page, _ = login(browser, stack)
+        # This run (live), the runs side by side, and each of the two earlier runs.
+        page.wait_for_selector('#timeline-run option[value="compare"]', state="attached", timeout=60_000)
+        values = page.eval_on_selector_all("#timeline-run option", "os => os.map(o => o.value)")
+        assert values[:2] == ["live", "compare"] and len(values) == 4, values
+        assert page.locator('#timeline[data-view="live"] rect.bar').count() == 2
+        page.select_option("#timeline-run", "compare")
+        page.wait_for_selector('#timeline[data-view="compare"]', timeout=60_000)
+        # A bar per service and run, the current run's on top.
+        for name in ("db", "api"):
+            for run in range(3):
+                bar = f'#timeline rect.bar[data-service="{name}"][data-run="{run}"]'
+                assert page.locator(bar).count() == 1
+        legend = page.locator("#timeline-legend li").all_inner_texts()
+        assert len(legend) == 3 and legend[0].startswith("this run")
+        assert all("all 2 ready after" in t for t in legend), legend
+        # The slower start-up shows: this run's api bar is longer than the earlier runs'.
+        width = page.eval_on_selector_all('#timeline rect.bar[data-service="api"]',
+                                          "bars => bars.map(b => [b.dataset.run, b.width.baseVal.value])")
+        widths = dict(width)
+        assert widths["0"] > 2 * max(widths["1"], widths["2"]), widths
+        if os.environ.get("CORRAL_SCREENSHOT"):
+            shot = Path(os.environ["CORRAL_SCREENSHOT"])
+            runs_shot = ROOT / shot.with_name(shot.stem + "-runs.png")  # docs/dashboard-runs.png
+            page.locator("#timeline-section").screenshot(path=str(runs_shot))
+        page.select_option("#timeline-run", values[3])
+        page.wait_for_selector(f'#timeline[data-view="{values[3]}"]', timeout=60_000)
+        assert page.locator("#timeline rect.bar.ready").count() == 2
+        assert page.locator('#timeline path.edge.held[data-from="db"][data-to="api"]').count() == 1
+        assert page.locator("#timeline-legend li").count() == 0
+        page.context.close()
+    finally:
+        stack.close(timeout=60)
+
+
+def test_browser_lists_check_failures_and_restarts_apart(browser: Any,
+                                                         make_stack: Callable[..., corral.Stack],
+                                                         helper: str) -> None:
+    stack = make_stack("dashcheckpage")
+    stack.add("idle", [helper, "pause"])
+    stack.add("sick", [helper, "pause"], ports=["main"],
+              health=corral.TcpCheck(port="main", interval=0.05, timeout=1, retries=2))
+    stack.add("flaky", [helper, "exit", "3"],
+              restart=corral.Restart("on-failure", backoff=0.05, max_restarts=2))
+    stack.start("idle", timeout=60)
+    page, _ = login(browser, stack)
+    for name in ("sick", "flaky"):
+        assert post(stack, f"/v1/services/{name}/start", {"wait": False})[0] == 202
+    check_item = '#events li[data-kind="check"][data-service="sick"][data-state="unhealthy"]'
+    page.wait_for_selector(check_item, timeout=60_000)
+    assert "liveness check failed 2 times" in page.inner_text(check_item)
+    page.wait_for_selector('#events li[data-kind="restart"][data-service="flaky"][data-state="backoff"]',
+                           timeout=60_000)
+    assert "exit code 3" in page.inner_text('#events li[data-kind="restart"][data-state="backoff"] >> nth=0')
+    # The filter: only the check failures, then only the restarts.
+    page.select_option("#event-kind", "check")
+    assert page.locator(check_item).is_visible()
+    assert page.locator('#events li[data-kind="state"] >> visible=true').count() == 0
+    assert page.locator('#events li[data-kind="restart"] >> visible=true').count() == 0
+    assert page.inner_text('#event-kind option[value="check"]').startswith("check failures (")
+    page.select_option("#event-kind", "restart")
+    assert page.locator(check_item).is_hidden()
+    assert page.locator('#events li[data-kind="restart"] >> visible=true').count() >= 1
+    page.select_option("#event-kind", "all")
+    assert page.locator(check_item).is_visible()
+    page.context.close()
+
+
+def test_browser_draws_only_the_rows_in_view_past_1000_services(browser: Any,
+                                                                 make_stack: Callable[..., corral.Stack],
+                                                                 helper: str) -> None:
+    # 1,500 services, of which only two ever run: the table lists them all the same.
+    stack = make_stack("dashvirtual")
+    for i in range(1500):
+        stack.add(f"svc{i:04d}", [helper, "pause"])
+    stack.add("talker", [helper, "lines", "3000", "line", "pause"])
+    stack.start("svc0750", timeout=60)
+    page, _ = login(browser, stack)
+    rows = 'document.querySelectorAll("#services tbody tr[data-service]").length'
+    assert 10 < page.evaluate(rows) < 200
+    assert page.evaluate("window.corral.table.order.length") == 1501
+    # Scrolled to the end: the last rows are drawn, the first are not.
+    page.evaluate('document.querySelector("#services-scroll").scrollTop = 1e9')
+    page.wait_for_selector('tr[data-service="talker"]', timeout=60_000)
+    assert page.locator('tr[data-service="svc0000"]').count() == 0
+    assert page.evaluate(rows) < 200
+    # A change to a row out of view is there when it comes into view.
+    assert post(stack, "/v1/services/svc0000/start", {"wait": True})[0] == 200
+    # (Functions, not expressions: the page's CSP forbids evaluating strings while polling.)
+    pid = stack["svc0000"].pid
+    page.wait_for_function(f'() => {{ const r = window.corral.services.get("svc0000");'
+                           f' return r.state === "ready" && r.pid === {pid}; }}', timeout=60_000)
+    page.evaluate('document.querySelector("#services-scroll").scrollTop = 0')
+    page.wait_for_selector('tr[data-service="svc0000"][data-state="ready"]', timeout=60_000)
+    assert cell(page, "svc0000", "pid") == str(pid)
+    # The log view: 3,000 lines, of which only those in view are elements.
+    assert post(stack, "/v1/services/talker/start", {"wait": False})[0] == 202
+    page.wait_for_function("() => window.corral.logView.shown.length >= 3000", timeout=60_000)
+    page.wait_for_selector("#logs .line >> text=line 2999", timeout=60_000)  # followed to the end
+    assert page.locator("#logs .line").count() < 200
+    page.evaluate('document.querySelector("#logs").scrollTop = 0')
+    page.wait_for_selector("#logs .line >> text=/^line 0$/", timeout=60_000)
+    assert page.locator("#logs .line").count() < 200
+    assert page.locator("#log-follow").is_visible()  # reading up there: no auto-scroll
+    page.fill("#log-search", "line 1234")
+    page.wait_for_function("() => window.corral.logView.shown.length === 1", timeout=60_000)
+    page.wait_for_selector("#logs .line >> text=line 1234", timeout=60_000)
+    page.context.close()
+
+
+def bench(browser: Any, stack: corral.Stack, count: int) -> str:
+    """First render and one state event, timed in the page (performance.now)."""
     page, _ = login(browser, stack)
     first = page.evaluate("window.corral.perf.firstRender")
     fetched = page.evaluate("window.corral.perf.fetch")
     parts = page.evaluate("window.corral.perf.parts")
     updates = page.evaluate("window.corral.perf.updates")
-    stack.stop("svc250", timeout=60)
-    page.wait_for_function(f"window.corral.perf.updates >= {updates + 2}")
-    page.wait_for_function(
-        'document.querySelector(\'tr[data-service="svc250"]\').dataset.state === "stopped"')
+    victim = f"svc{count // 2:04d}"
+    stack.stop(victim, timeout=60)
+    page.wait_for_function(f"() => window.corral.perf.updates >= {updates + 2}", timeout=60_000)
+    page.wait_for_function(f"() => window.corral.services.get('{victim}').state === 'stopped'",
+                           timeout=60_000)
     update = page.evaluate("window.corral.perf.lastUpdate")
     # One state event through to the next frame (style, layout, paint of the change).
-    frame = page.evaluate("""() => new Promise((done) => {
+    frame = page.evaluate("""(name) => new Promise((done) => {
         const t0 = performance.now();
-        window.corral.onState({service: "svc251", time: Date.now() / 1000, state: "stopping",
-                               reason: "", exit_code: null});
+        window.corral.onState({service: name, time: Date.now() / 1000, state: "stopping",
+                               reason: "", exit_code: null, check_failed: false});
         requestAnimationFrame(() => setTimeout(() => done(performance.now() - t0), 0));
-      })""")
-    print(f"\ndashboard bench, 500 services: first render {first:.1f} ms (of which the two GETs "
-          f"{fetched:.1f} ms; table {parts['table']:.1f}, timeline {parts['timeline']:.1f}, "
-          f"layout {parts['layout']:.1f}); one state event applied in {update:.2f} ms, "
-          f"to the next frame {frame:.1f} ms")
-    assert page.locator("#services tbody tr").count() == 500
+      })""", f"svc{count // 2 + 1:04d}")
+    drawn = page.evaluate('document.querySelectorAll("#services tbody tr[data-service]").length')
     page.context.close()
+    return (f"{count} services ({drawn} rows drawn): first render {first:.1f} ms (of which the two GETs "
+            f"{fetched:.1f} ms; table {parts['table']:.1f}, timeline {parts['timeline']:.1f}, "
+            f"layout {parts['layout']:.1f}); one state event applied in {update:.2f} ms, "
+            f"to the next frame {frame:.1f} ms")
+
+
+@pytest.mark.parametrize("count", [500, 2000])
+def test_bench_services(browser: Any, make_stack: Callable[..., corral.Stack], helper: str,
+                        count: int) -> None:
+    if not os.environ.get("CORRAL_DASHBOARD_BENCH"):
+        pytest.skip("the 500- and 2,000-service bench runs with CORRAL_DASHBOARD_BENCH=1")
+    stack = make_stack("dashbench")
+    for i in range(count):
+        stack.add(f"svc{i:04d}", [helper, "pause"], ports=["http"] if i % 5 == 0 else [])
+    t0 = time.monotonic()
+    stack.start(timeout=600)
+    started = time.monotonic() - t0
+    print(f"\ndashboard bench, {bench(browser, stack, count)} (the stack started in {started:.0f} s)")
 
 
 def test_openapi_documents_the_new_fields() -> None:
     # The Service rows' new fields and the new paths are in the document the tests check against.
     service = DOC["components"]["schemas"]["Service"]
     assert {"depends_on", "resources"} <= set(service["required"])
-    assert {"/v1/samples", "/", "/static/{file}"} <= set(DOC["paths"])
+    assert {"/v1/samples", "/v1/runs", "/", "/static/{file}"} <= set(DOC["paths"])
     check({"$ref": "#/components/schemas/Service"}, {
         "name": "a", "state": "ready", "pid": 1, "restarts": 0, "exit_code": None, "ports": {},
         "reason": "", "started_at": 1.0, "ready_at": 1.0, "log_lines": 0, "log_dropped": 0,

@@ -60,6 +60,13 @@ void register_control(py::module_& m) {
       .def("login_url", &ControlServer::login_url,
            "A one-time browser login link (TCP only): opening it sets the session cookie.")
       .def(
+          "set_document",
+          [](ControlServer& s, const std::string& name, const std::string& json) {
+            without_gil([&] { s.set_document(name, json); });  // a large document parses in ms
+          },
+          py::arg("name"), py::arg("json"),
+          "Replaces a document the server serves: \"runs\" (GET /v1/runs), a JSON object.")
+      .def(
           "wait_stop_request",
           [](ControlServer& s, std::optional<double> timeout) {
             // In slices, so that Ctrl+C interrupts the wait.

@@ -316,6 +316,10 @@ class ControlServer:
         """
         A one-time browser login link (TCP only): opening it sets the session cookie.
         """
+    def set_document(self, name: str, json: str) -> None:
+        """
+        Replaces a document the server serves: "runs" (GET /v1/runs), a JSON object.
+        """
     def stop(self) -> None:
         ...
     def wait_stop_request(self, timeout: typing.SupportsFloat | typing.SupportsIndex | None = None) -> bool:

@@ -6,21 +6,28 @@
   ``corral/dashboard/``) is served by the stack's control server.
 - `Stack.dashboard()` in a notebook: the same status, sparklines and start-up timeline as
   HTML rendered by the kernel, without a server.
+- `publish_runs(stack)`: the start-up timelines of the stack's last runs, read from its
+  history database and handed to its control server (GET /v1/runs). The server is C++ and
+  the database is written by Python, so the owner reads and the server only serves.
+
+Imported by stack.py at `import corral`: keep what it imports at the top light.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import html
 import importlib
+import json
 import os
 import sys
 import threading
 import time
-import webbrowser
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import argparse
+
     from .stack import Stack
 
 _REQUEST_TIMEOUT = 10.0
@@ -55,6 +62,8 @@ def can_open_browser() -> bool:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    import webbrowser
+
     from .client import connect
 
     client = connect(args.file or args.name)
@@ -75,6 +84,115 @@ def add_parser(sub: Any) -> None:
     where.add_argument("--name", help="the stack of this name")
     p.add_argument("--no-browser", action="store_true", help="only print the login link")
     p.set_defaults(func=cmd_dashboard)
+
+
+# -- the last runs' start-up timelines ----------------------------------------------------
+
+#: How many runs the timeline compares (the current one included).
+RUNS_SHOWN = 5
+_NO_HISTORY = "this stack keeps no history (Stack(history=...) or a history key in the config file)"
+
+
+def runs_document(stack: Stack, limit: int = RUNS_SHOWN) -> dict[str, Any]:
+    """What GET /v1/runs answers (src/python/corral/openapi.json, RunsDocument): the last
+    `limit` runs' start-ups from the stack's history, newest first, or why there are none."""
+    path = stack._history_path
+    writer = stack._telemetry.writer
+    current = writer.run if writer is not None else None
+    doc: dict[str, Any] = {"history": path is not None, "reason": None, "current": current, "runs": []}
+    if path is None:
+        doc["reason"] = _NO_HISTORY
+        return doc
+    import sqlite3  # here, not at the top: the CLI client imports this module
+
+    from .errors import ConfigError
+    from .history import read_startups
+
+    try:
+        doc["runs"] = read_startups(path, stack.name or "corral", limit, current)
+    except (sqlite3.Error, ConfigError) as exc:
+        # The stack runs on; the page says why it has no past runs.
+        doc["reason"] = f"cannot read the history database {path}: {exc}"
+        return doc
+    if not any(r["run"] != current for r in doc["runs"]):
+        doc["reason"] = "no earlier run of this stack in its history"
+    return doc
+
+
+def publish_runs(stack: Stack) -> None:
+    """Hands the last runs' timelines to the stack's control server. Called when a start
+    begins (the page then compares a slow start-up with earlier ones while it happens),
+    when it is done (the current run's records are flushed first), and when the server is
+    replaced (serve_api). Nothing for a stack without history: the server's default
+    document says it has none."""
+    served = stack._served
+    if stack._history_path is None or served is None or served.closed:
+        return
+    if stack._telemetry.writer is not None:
+        # A locked or full disk: the document holds what was written.
+        import sqlite3  # here, not at the top: the CLI client imports this module
+        with contextlib.suppress(sqlite3.Error):
+            stack._telemetry.writer.flush()
+    text = json.dumps(runs_document(stack), separators=(",", ":"))
+    # The server may have stopped meanwhile (a close on another thread).
+    with contextlib.suppress(Exception):
+        served.server.set_document("runs", text)
+
+
+def _compare_timeline(doc: dict[str, Any], rows: list[dict[str, Any]], now: float) -> str:
+    """The last runs side by side for the notebook: per service one thin bar per run (the
+    current one first, darkest), each from its run's first spawn, so a service that became
+    ready later than last time stands out; a line per run says when all were ready."""
+    current = doc.get("current")
+    runs: list[tuple[str, dict[str, tuple[float, float | None, bool]]]] = []
+    live = {r["name"]: (float(r["started_at"]), float(r["ready_at"]) if r.get("ready_at") else None,
+                        r["state"] == "failed") for r in rows if r.get("started_at")}
+    if live:
+        t0 = min(v[0] for v in live.values())
+        runs.append(("this run", {k: (s - t0, None if e is None else e - t0, f)
+                                  for k, (s, e, f) in live.items()}))
+    for run in doc.get("runs", []):
+        if run["run"] == current or not run["services"]:
+            continue
+        t0 = min(s["started"] for s in run["services"])
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t0))
+        bars = {s["service"]: (s["started"] - t0,
+                               None if s["ready_seconds"] is None else s["started"] - t0 + s["ready_seconds"],
+                               s["ready_seconds"] is None and s["ended"] is not None)
+                for s in run["services"]}
+        runs.append((f"run {run['run']} ({when})", bars))
+    if len(runs) < 2:
+        return ""
+    names = list(dict.fromkeys(n for _, bars in runs for n in bars))
+    span = max(0.05, *(max((e if e is not None else s) for s, e, _ in bars.values()) for _, bars in runs))
+    label, width, sub = 150, 700, 6
+    plot = width - label - 10
+    group = sub * len(runs) + 4
+    out = [f'<svg class="corral-runs" width="{width}" height="{len(names) * group + 4}">']
+    for i, name in enumerate(names):
+        y = i * group + 2
+        out.append(f'<text x="2" y="{y + group / 2 + 3:.0f}" font-size="11">{html.escape(name)}</text>')
+        for j, (run_label, bars) in enumerate(runs):
+            if name not in bars:
+                continue
+            start, ready, failed = bars[name]
+            end = ready if ready is not None else start
+            color = "#cf222e" if failed else "#1a7f37" if ready is not None else "#0969da"
+            took = f"{ready - start:.3f} s to ready" if ready is not None else "not ready"
+            x0, w = label + start / span * plot, max(2.0, (end - start) / span * plot)
+            out.append(f'<rect class="run-bar" x="{x0:.1f}" y="{y + j * sub}" width="{w:.1f}" '
+                       f'height="{sub - 1}" fill="{color}" fill-opacity="{1.0 - 0.7 * j / len(runs):.2f}">'
+                       f"<title>{html.escape(name)}, {html.escape(run_label)}: {took}</title></rect>")
+    out.append("</svg>")
+    legend = []
+    for run_label, bars in runs:
+        readies = [e for _, e, _ in bars.values() if e is not None]
+        all_ready = len(readies) == len(bars)
+        total = f"all {len(bars)} ready after {max(readies):.3f} s" if all_ready and readies else \
+            f"{len(readies)} of {len(bars)} ready"
+        legend.append(f"<li>{html.escape(run_label)}: {total}</li>")
+    return (f'<details open><summary>start-up of the last {len(runs)} runs (top bar: this run)</summary>'
+            f'<ul class="corral-runs-legend">{"".join(legend)}</ul>{"".join(out)}</details>')
 
 
 # -- the notebook view ---------------------------------------------------------------------
@@ -176,9 +294,16 @@ def render_html(stack: Stack, window: float = 300.0) -> str:
         body.append("<tr>" + "".join(f'<td style="text-align:left">{c}</td>' for c in cells) + "</tr>")
     thead = "".join(f'<th style="text-align:left">{h}</th>' for h in head)
     title = html.escape(stack.name or "corral")
+    runs = ""
+    if stack._history_path is not None:
+        if stack._telemetry.writer is not None:
+            import sqlite3  # here, not at the top: the CLI client imports this module
+            with contextlib.suppress(sqlite3.Error):
+                stack._telemetry.writer.flush()  # this run's spawns and readiness, up to now
+        runs = _compare_timeline(runs_document(stack), rows, now)
     return (f'<div class="corral-dashboard"><b>corral: {title}</b>'
             f"<table><thead><tr>{thead}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-            f"<details open><summary>start-up timeline</summary>{_timeline(rows, now)}</details></div>")
+            f"<details open><summary>start-up timeline</summary>{_timeline(rows, now)}</details>{runs}</div>")
 
 
 class Dashboard:
@@ -216,6 +341,10 @@ class Dashboard:
             except Exception:  # the stack closed under us: the last rendering stays
                 break
 
-    def stop(self) -> None:
-        """Stops updating the displayed dashboard."""
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Stops updating the displayed dashboard: returns once the refresh thread has ended
+        (or after `timeout` seconds, if a rendering is stuck), so nothing renders after it."""
         self._stop.set()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout)

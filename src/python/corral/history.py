@@ -36,7 +36,8 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["RETENTION", "Records", "parse_since", "read_history", "read_runs", "read_summaries"]
+__all__ = ["RETENTION", "Records", "parse_since", "read_history", "read_runs", "read_startups",
+           "read_summaries"]
 
 #: How long rows are kept, by table or tier, in seconds.
 RETENTION: dict[str, float] = {
@@ -62,6 +63,7 @@ CREATE TABLE IF NOT EXISTS service_runs (
   run INTEGER NOT NULL, service TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL,
   reason TEXT, ready_seconds REAL, ended REAL, code INTEGER, signal INTEGER, run_seconds REAL);
 CREATE INDEX IF NOT EXISTS service_runs_by_service ON service_runs (service, started);
+CREATE INDEX IF NOT EXISTS service_runs_by_run ON service_runs (run);
 CREATE TABLE IF NOT EXISTS summaries (
   tier TEXT NOT NULL, start REAL NOT NULL, service TEXT NOT NULL, samples INTEGER NOT NULL,
   cpu_percent_avg REAL, cpu_percent_max REAL, rss_bytes_avg REAL, rss_bytes_max REAL,
@@ -328,6 +330,42 @@ def read_runs(path: str, service: str | None = None, since: float | None = None)
     _filter("service", service, "started", since, where, args)
     return _query(path, "SELECT run, service, pid, started, reason, ready_seconds, ended, code, signal, "
                   f"run_seconds FROM service_runs WHERE {' AND '.join(where)} ORDER BY started", tuple(args))
+
+
+def read_startups(path: str, stack: str, limit: int = 5, current: int | None = None) -> list[dict[str, Any]]:
+    """The start-up of each of the last `limit` runs of the stack named `stack`, newest
+    first (the dashboard's timeline of past runs): per run its id, ``started``, ``ended``
+    and, for every service, its first process of that run (``service``, ``started``,
+    ``ready_seconds``, ``ended``, ``code``, ``signal``), by spawn time. Runs in which nothing
+    was spawned are left out, except the `current` one."""
+    if not os.path.exists(path):
+        raise ConfigError(f"no history database at {path}")
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+    try:
+        db.row_factory = sqlite3.Row
+        runs = [dict(r) for r in db.execute(
+            "SELECT id AS run, started, ended FROM runs r WHERE stack = ? AND (id = ? OR EXISTS "
+            "(SELECT 1 FROM service_runs s WHERE s.run = r.id)) ORDER BY id DESC LIMIT ?",
+            (stack, -1 if current is None else current, max(0, limit)))]
+        if not runs:
+            return []
+        ids = [r["run"] for r in runs]
+        marks = ", ".join("?" * len(ids))
+        # A service's first process in a run is its start-up; later ones are restarts.
+        rows = db.execute(
+            "SELECT s.run, s.service, s.started, s.ready_seconds, s.ended, s.code, s.signal "
+            "FROM service_runs s JOIN (SELECT min(rowid) AS first FROM service_runs "
+            f"WHERE run IN ({marks}) GROUP BY run, service) f ON s.rowid = f.first "
+            "ORDER BY s.run, s.started, s.service", ids)
+        by_run: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+        for r in rows:
+            d = dict(r)
+            by_run[d.pop("run")].append(d)
+    finally:
+        db.close()
+    for r in runs:
+        r["services"] = by_run[r["run"]]
+    return runs
 
 
 def read_summaries(path: str, tier: str = "minute", service: str | None = None,

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _core, _engine, _metrics, _stack_api, _stack_metrics, _stack_spec
+from ._dashboard import publish_runs
 from ._service_view import ServiceView
 from .errors import ConfigError, CorralError, StackClosed, StartError, Timeout
 from .history import Records
@@ -440,7 +441,11 @@ class Stack:
         service's environment. Starts the stack's engine side if needed."""
         handle = self._core()
         with self._create_lock:
-            return self._control.serve_tcp(self, handle, self.name, self.file, port)
+            before = self._control.served
+            where = self._control.serve_tcp(self, handle, self.name, self.file, port)
+            if self._control.served is not before:
+                publish_runs(self)  # the new server starts without the runs document
+        return where
 
     def dashboard_url(self) -> str:
         """A one-time login link to this stack's live dashboard (docs/dashboard.md). Turns
@@ -522,6 +527,7 @@ class Stack:
         for n in names:
             self[n]
         core = self._core()
+        publish_runs(self)  # the dashboard's earlier runs (GET /v1/runs), while this one starts
         outcome = core.start(list(names), wait_timeout(timeout))
         if outcome is None:
             waiting = [r["name"] for r in core.status() if r["state"] in ("pending", "starting", "backoff")]
@@ -529,6 +535,7 @@ class Stack:
         ok, service, reason = outcome
         if not ok:
             raise self._start_error(service, reason)
+        publish_runs(self)  # and this run's start-up among them
 
     def _start_error(self, service: str, reason: str) -> StartError:
         tail = []

@@ -55,6 +55,8 @@ TEST(ControlRules, RoutesNameEndpointsAndTellMissingFromWrongMethod) {
   EXPECT_EQ(r("GET", "/static/a/b.js").status, 404);
   EXPECT_EQ(r("GET", "/v1/samples").route->endpoint, Endpoint::samples);
   EXPECT_EQ(r("POST", "/v1/samples").status, 405);
+  EXPECT_EQ(r("GET", "/v1/runs").route->endpoint, Endpoint::runs);
+  EXPECT_EQ(r("POST", "/v1/runs").status, 405);
 }
 
 TEST(ControlRules, OnlyLoopbackHostsPass) {

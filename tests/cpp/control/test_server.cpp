@@ -3,6 +3,7 @@
 // request's result set after its server is gone). The API's answers themselves are
 // checked in tests/python/test_control.py.
 #include "corral/control/server.hpp"
+#include "corral/control/views.hpp"
 
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -111,4 +112,47 @@ TEST(ControlServer, StopsWithRequestsAndStreamsInFlight) {
   ::close(half);
   // Closing the stack settles the wait_log request whose server is gone.
   EXPECT_TRUE(stack->close()->wait_for(30));
+}
+
+TEST(ControlServer, ServesTheRunsDocumentItsOwnerPublishes) {
+  TempDir dir;
+  auto engine = Engine::create();
+  auto stack = engine->create_stack(stack_of({helper("a", {"pause"})}));
+  std::string path = dir.path + "/s.sock";
+  ControlServer server(*stack, ServerOptions{.unix_path = path});
+  auto get_runs = [&] {
+    int fd = connect_to(path);
+    send_all(fd, "GET /v1/runs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    auto answer = read_until(fd, "\x01");  // to the end: the server closes
+    ::close(fd);
+    return answer;
+  };
+  // Nothing published: no history, said so, with an empty list.
+  auto none = get_runs();
+  EXPECT_EQ(none.rfind("HTTP/1.1 200", 0), 0u) << none;
+  EXPECT_NE(none.find(R"("history":false)"), std::string::npos) << none;
+  EXPECT_NE(none.find(R"("runs":[])"), std::string::npos) << none;
+  server.set_document("runs", R"({"history": true, "current": 7, "runs": [{"run": 7, "services": []}]})");
+  auto some = get_runs();
+  EXPECT_NE(some.find(R"({"history":true,"current":7,"runs":[{"run":7,"services":[]}]})"), std::string::npos) << some;
+  // Only known names, only JSON objects; a refused document leaves the last one served.
+  EXPECT_THROW(server.set_document("other", "{}"), Error);
+  EXPECT_THROW(server.set_document("runs", "[1, 2]"), Error);
+  EXPECT_THROW(server.set_document("runs", "{\"history\": "), Error);
+  EXPECT_NE(get_runs().find(R"("current":7)"), std::string::npos);
+  server.stop();
+  EXPECT_TRUE(stack->close()->wait_for(30));
+}
+
+TEST(ControlViews, TellsCheckFailuresFromOtherReasons) {
+  // The engine's own words (engine/check_runner.cpp, engine/capture.cpp, checks/pattern.cpp).
+  EXPECT_TRUE(is_check_failure(State::unhealthy, "liveness check failed 3 times: connection refused"));
+  EXPECT_TRUE(is_check_failure(State::failed, "not ready within 5s (http check: status 500)"));
+  EXPECT_TRUE(is_check_failure(State::failed, "log pattern '(a+)+$' is too costly to match on a line of 40 bytes"));
+  // Another service's failure, an exit, a spawn error, and other states are not.
+  EXPECT_FALSE(is_check_failure(State::failed, "dependency 'db' failed: not ready within 5s (tcp check: refused)"));
+  EXPECT_FALSE(is_check_failure(State::failed, "restart limit reached (exit code 1)"));
+  EXPECT_FALSE(is_check_failure(State::failed, "command not found: nope"));
+  EXPECT_FALSE(is_check_failure(State::stopped, "liveness check failed 3 times: refused"));
+  EXPECT_FALSE(is_check_failure(State::unhealthy, ""));
 }

@@ -274,6 +274,24 @@ Reply samples_reply(ControlServer::Core& core, const Target& t) {
   return reply(json_response(200, out));
 }
 
+// The last runs' start-up timelines: the owner reads them from its history database and
+// publishes them (set_document); a stack without history has none, and says so.
+Reply runs_reply(ControlServer::Core& core) {
+  std::shared_ptr<const std::string> doc;
+  {
+    std::lock_guard lock(core.documents_mutex);
+    doc = core.runs_document;
+  }
+  Response res{http::status::ok, 11};
+  res.set(http::field::content_type, "application/json");
+  res.set(http::field::cache_control, "no-store");
+  res.set("X-Content-Type-Options", "nosniff");
+  res.body() = doc ? *doc
+                   : R"json({"history":false,"reason":"this stack keeps no history (Stack(history=...) or a )json"
+                     R"json(history key in the config file)","current":null,"runs":[]})json";
+  return reply(std::move(res));
+}
+
 Reply open_stream(ControlServer::Core& core, const Route& r, const Target& t, long tail = 10) {
   if (r.endpoint == Endpoint::events) {
     std::string only;
@@ -439,6 +457,8 @@ asio::awaitable<Reply> handle(ControlServer::Core& core, const Request& req, boo
         break;  // answered above
       case Endpoint::samples:
         co_return samples_reply(core, *target);
+      case Endpoint::runs:
+        co_return runs_reply(core);
       case Endpoint::page:
         co_return page_reply(core, req, r.action);
       case Endpoint::openapi: {

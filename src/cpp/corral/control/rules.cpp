@@ -125,6 +125,7 @@ Routed route(std::string_view method, const Target& t) {
   if (s.size() == 2 && s[1] == "login_url") return want("POST", {Endpoint::login_url, {}, {}});
   if (s.size() == 2 && s[1] == "login") return want("GET", {Endpoint::login, {}, {}});
   if (s.size() == 2 && s[1] == "samples") return want("GET", {Endpoint::samples, {}, {}});
+  if (s.size() == 2 && s[1] == "runs") return want("GET", {Endpoint::runs, {}, {}});
   if (s.size() == 2 && s[1] == "openapi.json") return want("GET", {Endpoint::openapi, {}, {}});
   if (s.size() >= 3 && s[1] == "services") {
     if (s.size() == 3) return want("GET", {Endpoint::service, s[2], {}});

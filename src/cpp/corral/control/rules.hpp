@@ -35,6 +35,7 @@ enum class Endpoint {
   login_url,      // POST /v1/login_url: a one-time browser login link (TCP on)
   login,          // GET  /v1/login?nonce=...: spends the link, sets the session cookie
   samples,        // GET  /v1/samples?since=S[&service=NAME]: recent metric samples, by column
+  runs,           // GET  /v1/runs: the start-up timelines of the last runs, from history
   page,           // GET  / and /static/NAME: the dashboard's files (the name is in `action`)
 };
 struct Route {

@@ -12,6 +12,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <fmt/format.h>
@@ -437,6 +438,17 @@ std::uint64_t ControlServer::stop_requests() const noexcept {
 }
 
 std::string ControlServer::login_url() { return core_->new_login_url(); }
+
+void ControlServer::set_document(std::string_view name, std::string_view json) {
+  if (name != "runs") throw Error(fmt::format("no document named '{}' (known: runs)", name));
+  boost::system::error_code ec;
+  auto v = boost::json::parse(json, ec);
+  if (ec || !v.is_object()) throw Error(fmt::format("the '{}' document must be a JSON object", name));
+  // Re-serialized: what the server sends is valid, compact JSON whatever the caller wrote.
+  auto doc = std::make_shared<const std::string>(boost::json::serialize(v));
+  std::lock_guard lock(core_->documents_mutex);
+  core_->runs_document = std::move(doc);
+}
 
 bool ControlServer::wait_stop_request(double timeout) const {
   std::unique_lock lock(core_->stop_mutex);

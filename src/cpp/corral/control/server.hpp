@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include "corral/engine/engine.hpp"
@@ -61,6 +62,11 @@ class ControlServer {
   // A browser login link on the TCP port that works once: opening it sets an HttpOnly,
   // SameSite=Strict session cookie that authenticates like the token. Error without TCP.
   std::string login_url();
+  // Replaces a document the owner computes and the server only serves. One name exists:
+  // "runs" (GET /v1/runs, the start-up timelines of the last runs, which the Python owner
+  // reads from its history database). Error for another name or a `json` that is not a
+  // JSON object. Any thread; a request being answered keeps the document it began with.
+  void set_document(std::string_view name, std::string_view json);
 
   struct Core;
 

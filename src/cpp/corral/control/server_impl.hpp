@@ -93,6 +93,10 @@ struct ControlServer::Core {
   std::string session;               // the browser session cookie's value (TCP only)
   std::mutex login_mutex;
   std::deque<std::string> nonces;    // login links not used yet, newest last
+  std::mutex documents_mutex;
+  // GET /v1/runs: what the owner last published (set_document), else that there is no
+  // history. Shared, so a request copies a pointer under the lock, not the document.
+  std::shared_ptr<const std::string> runs_document;
   // Declared after everything the coroutines touch, so that destroying the io_context
   // (which destroys the suspended coroutines) happens while all of it still exists; the
   // acceptors come after it, as they need it to close.

@@ -90,6 +90,13 @@ json::object log_line_json(const std::string& service, const LogLine& line) {
   return o;
 }
 
+bool is_check_failure(State state, std::string_view reason) {
+  if (state == State::unhealthy) return reason.starts_with("liveness check failed");
+  if (state != State::failed) return false;
+  if (reason.starts_with("not ready within ")) return reason.find(" check: ") != std::string_view::npos;
+  return reason.starts_with("log pattern '") && reason.find("' is too costly to match") != std::string_view::npos;
+}
+
 std::string_view event_name(const EngineEvent& e) {
   switch (e.kind) {
     case EngineEvent::Kind::log: return "log";
@@ -112,6 +119,8 @@ json::object event_json(const EngineEvent& e) {
     // spec and never leaves the stack (docs/security.md); other states' text is a reason.
     o["reason"] = e.state == State::starting ? std::string() : valid_utf8(e.text);
     o["exit_code"] = e.exit_code ? json::value(*e.exit_code) : json::value(nullptr);
+    // So that the dashboard can list check failures apart from other changes.
+    o["check_failed"] = is_check_failure(e.state, e.text);
   }
   return o;
 }

@@ -18,7 +18,8 @@ void Engine::Impl::publish_state(StackState& st, Svc& s, std::string detail) {
   e.state = s.state;
   e.time_ns = wall_ns();
   e.exit_code = s.exit_code;
-  e.text = s.state == State::failed ? s.reason : std::move(detail);
+  // A failure and a liveness failure say why (the reason the status row shows too).
+  e.text = s.state == State::failed || s.state == State::unhealthy ? s.reason : std::move(detail);
   st.events.push(std::move(e));
 }
 

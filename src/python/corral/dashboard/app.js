@@ -1,14 +1,18 @@
 // corral's dashboard: one static page fed by the stack's control server. The services come
 // from one GET /v1/services, then everything changes through the Server-Sent Events of
 // /v1/events (a state event refreshes only that service's row); metrics samples come from
-// GET /v1/samples, incrementally. Actions are POSTs with a JSON body; the session cookie
-// (HttpOnly, SameSite=Strict) authenticates every request. Everything a service prints is
-// put into the page as text (textContent), never as HTML.
-import { sparkline, timeline } from "/static/charts.js";
+// GET /v1/samples, incrementally; the last runs' start-ups from one GET /v1/runs. Actions
+// are POSTs with a JSON body; the session cookie (HttpOnly, SameSite=Strict) authenticates
+// every request. Everything a service prints is put into the page as text (textContent),
+// never as HTML. Past VIRTUAL_FROM services the table draws only the rows in view.
+import { sparkline } from "/static/charts.js";
+import { EventsPanel } from "/static/events.js";
+import { $, bytes, duration, el, exitText } from "/static/format.js";
+import { LogView } from "/static/logs.js";
+import { TimelineView } from "/static/runs.js";
 
-const $ = (sel) => document.querySelector(sel);
-const MAX_LOG_LINES = 5000;
-const MAX_EVENTS = 300;
+const VIRTUAL_FROM = 1000;  // services; below, every row is in the page
+const ROW_MARGIN = 15;  // rows drawn above and below the visible ones
 const SAMPLE_WINDOW = 300;  // seconds of CPU and memory in the sparklines
 const SHAPES = {
   pending: "\u25CC", starting: "\u25D0", ready: "\u25CF", unhealthy: "\u25B2", backoff: "\u21BB",
@@ -23,17 +27,20 @@ const state = {
   rows: new Map(),       // name -> {tr, cells}
   samples: new Map(),    // name -> {time, cpu_percent, rss_bytes, counters}
   stateTime: new Map(),  // name -> wall time of the latest state event (for countdowns)
-  logs: [],              // {service, time, stream, text}
-  events: [],
+  dependents: new Map(), // name -> names of the services that depend on it
+  events: null,          // the events panel (events.js)
   dirty: new Set(),
   refreshQueued: false,
-  followLogs: true,
   lastSamples: 0,
+  timeline: null,        // the start-up timeline (runs.js)
+  table: { order: [], index: new Map(), virtual: false, rowHeight: 0, queued: false },
+  logView: null,
   perf: { fetch: null, firstRender: null, lastUpdate: null, updates: 0 },
 };
 window.corral = state;  // for the browser tests and curious people
 state.loadSamples = () => loadSamples();
 state.onState = (e) => onState(e);
+state.loadRuns = () => loadRuns();
 
 // ---- requests -------------------------------------------------------------------------
 
@@ -52,40 +59,12 @@ async function post(path, body) {
   });
   let answer = {};
   try { answer = await res.json(); } catch { /* an empty answer */ }
-  if (!res.ok && res.status !== 202) addEvent({ service: path.split("/")[3] || "", time: Date.now() / 1000,
+  if (!res.ok && res.status !== 202) state.events.add({ service: path.split("/")[3] || "", time: Date.now() / 1000,
     state: "error", reason: answer.error || `${res.status}` });
   return answer;
 }
 
 // ---- formatting -----------------------------------------------------------------------
-
-function duration(s) {
-  if (s < 0 || !isFinite(s)) return "";
-  if (s < 60) return `${Math.floor(s)} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} m ${Math.floor(s % 60)} s`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} m`;
-  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
-}
-
-function bytes(n) {
-  if (!n) return "0";
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return `${n < 10 ? n.toFixed(1) : Math.round(n)} ${units[i]}`;
-}
-
-function clock(t) {
-  const d = new Date(t * 1000);
-  return d.toTimeString().slice(0, 8) + "." + String(d.getMilliseconds()).padStart(3, "0");
-}
-
-function el(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 function stateClass(row) {
   if (row.state === "exited") return row.exit_code === 0 ? "s-exited-ok" : "s-exited-bad";
@@ -117,11 +96,6 @@ function why(row) {
   if (!text && row.state === "failed" && row.exit_code !== null) text = exitText(row.exit_code);
   if (!text && row.state === "stopping") text = "stopping: waiting for the process to exit";
   return text;
-}
-
-function exitText(code) {
-  if (code < 0) return `killed by signal ${-code}${code === -9 ? " (SIGKILL: out of memory?)" : ""}`;
-  return `exit code ${code}${code === 137 ? " (killed: out of memory?)" : ""}`;
 }
 
 function satisfied(dep) {
@@ -282,21 +256,105 @@ function renderUptime(row, c) {
 
 function renderTable(rows) {
   const tbody = $("#services tbody");
-  const frag = document.createDocumentFragment();
+  const t = state.table;
+  t.order = rows.map((r) => r.name);
+  t.index = new Map(t.order.map((n, i) => [n, i]));
+  t.virtual = rows.length >= VIRTUAL_FROM;
+  $("#services-scroll").classList.toggle("virtual", t.virtual);
   state.rows.clear();
-  for (const row of rows) {
-    const r = buildRow(row.name);
-    state.rows.set(row.name, r);
-    frag.appendChild(r.tr);
+  if (t.virtual) {
+    tbody.replaceChildren();
+    paintWindow();
+  } else {
+    const frag = document.createDocumentFragment();
+    for (const row of rows) {
+      const r = buildRow(row.name);
+      state.rows.set(row.name, r);
+      frag.appendChild(r.tr);
+    }
+    tbody.replaceChildren(frag);
+    for (const row of rows) renderRow(row.name);
   }
-  tbody.replaceChildren(frag);
-  for (const row of rows) renderRow(row.name);
   const select = $("#log-service");
   const keep = select.value;
   select.replaceChildren(el("option", "", "all services"));
   select.firstChild.value = "";
   for (const row of rows) select.appendChild(el("option", "", row.name));
   select.value = keep;
+}
+
+// A spacer row standing for `n` rows that are not drawn.
+function spacer(n, height) {
+  const tr = el("tr", "spacer");
+  const td = el("td");
+  td.colSpan = COLUMNS.length;
+  td.style.height = `${n * height}px`;
+  tr.appendChild(td);
+  return tr;
+}
+
+// The virtual table: the rows in view of #services-scroll plus a margin, between two
+// spacers as tall as the rows they stand for. Rows still in view are kept (with their
+// sparklines); rows that come into view are built and filled from the current data.
+function paintWindow() {
+  const t = state.table;
+  const box = $("#services-scroll");
+  const h = t.rowHeight || 30;
+  const n = t.order.length;
+  const head = $("#services thead").offsetHeight;
+  const top = Math.max(0, box.scrollTop - head);
+  const first = Math.max(0, Math.floor(top / h) - ROW_MARGIN);
+  // The box grows to its full height only once rows are in it: the window's height is a
+  // safe bound for the first drawing.
+  const seen = Math.max(box.clientHeight, window.innerHeight);
+  const last = Math.min(n, Math.ceil((top + seen) / h) + ROW_MARGIN);
+  const rows = new Map();
+  const fresh = [];
+  const frag = document.createDocumentFragment();
+  frag.appendChild(spacer(first, h));
+  for (let i = first; i < last; i++) {
+    const name = t.order[i];
+    let r = state.rows.get(name);
+    if (!r) {
+      r = buildRow(name);
+      fresh.push(name);
+    }
+    rows.set(name, r);
+    frag.appendChild(r.tr);
+  }
+  frag.appendChild(spacer(n - last, h));
+  state.rows = rows;
+  $("#services tbody").replaceChildren(frag);
+  for (const name of fresh) {
+    renderRow(name);
+    renderSparks(name, state.lastSamples);
+  }
+  if (!t.rowHeight && rows.size) {
+    // Measured once from a real row (fonts differ), then drawn again at that height.
+    t.rowHeight = rows.values().next().value.tr.getBoundingClientRect().height || 30;
+    if (Math.abs(t.rowHeight - h) > 0.5) paintWindow();
+  }
+}
+
+function scheduleWindow() {
+  const t = state.table;
+  if (!t.virtual || t.queued) return;
+  t.queued = true;
+  requestAnimationFrame(() => {
+    t.queued = false;
+    paintWindow();
+  });
+}
+
+// The counts by state: once a frame at most (a whole stack starting is thousands of events).
+let summaryQueued = false;
+function scheduleSummary() {
+  if (summaryQueued) return;
+  summaryQueued = true;
+  requestAnimationFrame(() => {
+    summaryQueued = false;
+    renderSummary();
+  });
 }
 
 function renderSummary() {
@@ -313,22 +371,24 @@ function onState(e) {
   const t0 = performance.now();
   const row = state.services.get(e.service);
   if (!row) return;
+  const before = row.state;
   row.state = e.state;
-  // A failure's reason comes with the event; other reasons are re-read with the row.
-  row.reason = e.state === "failed" ? e.reason : "";
+  // A failure's reason (and a liveness failure's) comes with the event; other reasons are
+  // re-read with the row.
+  row.reason = e.state === "failed" || e.state === "unhealthy" ? e.reason : "";
   if (e.exit_code !== null && e.exit_code !== undefined) row.exit_code = e.exit_code;
   if (!RUNNING.has(e.state)) row.pid = null;
   state.stateTime.set(e.service, e.time);
   renderRow(e.service);
   // Dependents may be waiting on this one: their "why" changes with it.
-  for (const other of state.services.values())
-    if (other.state === "pending" && (other.depends_on || []).some((d) => d.service === e.service)) renderRow(other.name);
-  addEvent(e);
+  for (const name of state.dependents.get(e.service) || [])
+    if (state.services.get(name)?.state === "pending") renderRow(name);
+  state.events.add(e, before);
   state.dirty.add(e.service);
   scheduleRefresh();
   // The timeline draws spawn, readiness and failure: other changes leave it as it is.
   if (e.state === "starting" || e.state === "ready" || e.state === "failed") scheduleTimeline();
-  renderSummary();
+  scheduleSummary();
   state.perf.lastUpdate = performance.now() - t0;
   state.perf.updates += 1;
 }
@@ -348,13 +408,16 @@ async function refreshDirty() {
     if (names.length > 20) rows = (await getJSON("/v1/services")).services;
     else rows = await Promise.all(names.map((n) => getJSON(`/v1/services/${encodeURIComponent(n)}`)));
     let moved = false;
+    let claims = false;
     for (const row of rows) {
       const before = state.services.get(row.name);
       moved ||= !before || before.started_at !== row.started_at || before.ready_at !== row.ready_at;
+      claims ||= !before || JSON.stringify([before.ports, before.resources]) !== JSON.stringify([row.ports, row.resources]);
       state.services.set(row.name, row);
       renderRow(row.name);
     }
-    renderResources();
+    // Rebuilt only when a claim changed: it lists every service's claims.
+    if (claims) renderResources();
     if (moved) scheduleTimeline();
   } catch (err) {
     for (const n of names) state.dirty.add(n);
@@ -367,63 +430,22 @@ function scheduleTimeline() {
   timelineQueued = true;
   requestAnimationFrame(() => {
     timelineQueued = false;
-    timeline($("#timeline"), [...state.services.values()]);
+    state.timeline.draw(state.services);
   });
 }
 
+// GET /v1/runs: the earlier runs' start-ups (read once: they do not change during a run).
+async function loadRuns() {
+  let doc = null;
+  try {
+    doc = await getJSON("/v1/runs");
+  } catch { /* the page shows this run only */ }
+  state.timeline.setRuns(doc, state.services);
+  scheduleTimeline();
+}
+
 function onLog(e) {
-  const line = { service: e.service, time: e.time, stream: e.stream, text: e.text };
-  state.logs.push(line);
-  let trimmed = false;
-  if (state.logs.length > MAX_LOG_LINES) {
-    state.logs.splice(0, state.logs.length - MAX_LOG_LINES);
-    trimmed = true;
-  }
-  const box = $("#logs");
-  if (matches(line)) box.appendChild(logLine(line));
-  if (trimmed) while (box.childElementCount > MAX_LOG_LINES) box.firstChild.remove();
-  if (state.followLogs) box.scrollTop = box.scrollHeight;
-}
-
-function matches(line) {
-  const only = $("#log-service").value;
-  const needle = $("#log-search").value.toLowerCase();
-  if (only && line.service !== only) return false;
-  if ($("#log-stderr").checked && line.stream !== "stderr") return false;
-  return !needle || line.text.toLowerCase().includes(needle) || line.service.toLowerCase().includes(needle);
-}
-
-function logLine(line) {
-  const corralNote = line.text.startsWith("corral: ");
-  const div = el("div", `line ${line.stream}${corralNote ? " corral" : ""}`);
-  div.dataset.service = line.service;
-  div.title = clock(line.time);
-  div.append(el("span", "svc", line.service), el("span", "text", line.text));
-  return div;
-}
-
-function renderLogs() {
-  const box = $("#logs");
-  const frag = document.createDocumentFragment();
-  for (const line of state.logs) if (matches(line)) frag.appendChild(logLine(line));
-  box.replaceChildren(frag);
-  if (state.followLogs) box.scrollTop = box.scrollHeight;
-}
-
-function addEvent(e) {
-  state.events.push(e);
-  if (state.events.length > MAX_EVENTS) state.events.shift();
-  const li = el("li");
-  li.dataset.service = e.service;
-  li.dataset.state = e.state;
-  li.append(el("time", "", clock(e.time)), el("b", "", e.service), document.createTextNode(` ${e.state}`));
-  let detail = e.state === "failed" || e.state === "error" || e.state === "dropped" ? e.reason || "" : "";
-  if (!detail && e.exit_code !== null && e.exit_code !== undefined && (e.state === "exited" || e.state === "backoff"))
-    detail = exitText(e.exit_code);
-  if (detail) li.append(el("span", "why", ` \u2014 ${detail}`));
-  const list = $("#events");
-  list.prepend(li);
-  while (list.childElementCount > MAX_EVENTS) list.lastChild.remove();
+  state.logView.add({ service: e.service, time: e.time, stream: e.stream, text: e.text });
 }
 
 function renderResources() {
@@ -477,23 +499,28 @@ async function loadSamples() {
     old.counters = s.counters;
     state.samples.set(name, old);
   }
-  for (const [name, r] of state.rows) {
-    const s = state.samples.get(name);
-    const row = state.services.get(name);
-    if (!s || !row) continue;
-    r.cells.health.textContent = health(row);
-    if (!s.time.length) continue;
-    const cpu = s.cpu_percent[s.cpu_percent.length - 1];
-    const mem = s.rss_bytes[s.rss_bytes.length - 1];
-    // From the oldest sample kept (at most the window) to now.
-    const t0 = Math.max(answer.now - SAMPLE_WINDOW, s.time[0]);
-    r.cells.cpuSvg = sparkline(r.cells.cpuSvg, s.time, s.cpu_percent, t0, answer.now, "cpu");
-    r.cells.memSvg = sparkline(r.cells.memSvg, s.time, s.rss_bytes, t0, answer.now, "mem");
-    r.cells.cpuLabel.textContent = row.pid !== null ? `${cpu.toFixed(1)} %` : "";
-    r.cells.memLabel.textContent = row.pid !== null ? bytes(mem) : "";
-    if (!r.cells.cpu.firstChild) r.cells.cpu.append(r.cells.cpuSvg, r.cells.cpuLabel);
-    if (!r.cells.mem.firstChild) r.cells.mem.append(r.cells.memSvg, r.cells.memLabel);
-  }
+  // Only the rows in the page (all of them below VIRTUAL_FROM); a row drawn later gets its
+  // sparklines when it comes into view.
+  for (const name of state.rows.keys()) renderSparks(name, answer.now);
+}
+
+function renderSparks(name, now) {
+  const r = state.rows.get(name);
+  const s = state.samples.get(name);
+  const row = state.services.get(name);
+  if (!r || !s || !row) return;
+  r.cells.health.textContent = health(row);
+  if (!s.time.length) return;
+  const cpu = s.cpu_percent[s.cpu_percent.length - 1];
+  const mem = s.rss_bytes[s.rss_bytes.length - 1];
+  // From the oldest sample kept (at most the window) to now.
+  const t0 = Math.max(now - SAMPLE_WINDOW, s.time[0]);
+  r.cells.cpuSvg = sparkline(r.cells.cpuSvg, s.time, s.cpu_percent, t0, now, "cpu");
+  r.cells.memSvg = sparkline(r.cells.memSvg, s.time, s.rss_bytes, t0, now, "mem");
+  r.cells.cpuLabel.textContent = row.pid !== null ? `${cpu.toFixed(1)} %` : "";
+  r.cells.memLabel.textContent = row.pid !== null ? bytes(mem) : "";
+  if (!r.cells.cpu.firstChild) r.cells.cpu.append(r.cells.cpuSvg, r.cells.cpuLabel);
+  if (!r.cells.mem.firstChild) r.cells.mem.append(r.cells.memSvg, r.cells.memLabel);
 }
 
 // ---- start-up -------------------------------------------------------------------------
@@ -504,13 +531,12 @@ async function loadTails(rows) {
   if (rows.length > 40) return;
   const tails = await Promise.all(rows.map((r) =>
     getJSON(`/v1/services/${encodeURIComponent(r.name)}/logs?tail=200`).then((x) => x.lines).catch(() => [])));
-  const lines = tails.flat().sort((a, b) => a.time - b.time || a.seq - b.seq);
-  const known = state.logs;
-  state.logs = lines.map((l) => ({ service: l.service, time: l.time, stream: l.stream, text: l.text }));
+  const lines = tails.flat().sort((a, b) => a.time - b.time || a.seq - b.seq)
+    .map((l) => ({ service: l.service, time: l.time, stream: l.stream, text: l.text }));
   // Lines the stream delivered meanwhile, newer than the tails, are kept.
-  const newest = state.logs.length ? state.logs[state.logs.length - 1].time : 0;
-  for (const l of known) if (l.time > newest) state.logs.push(l);
-  renderLogs();
+  const newest = lines.length ? lines[lines.length - 1].time : 0;
+  for (const l of state.logView.lines) if (l.time > newest) lines.push(l);
+  state.logView.reset(lines);
 }
 
 async function loadAll() {
@@ -520,12 +546,18 @@ async function loadAll() {
   $("#stack-name").textContent = stack.name;
   document.title = `corral: ${stack.name}`;
   state.services = new Map(services.services.map((r) => [r.name, r]));
+  state.dependents = new Map();
+  for (const r of services.services)
+    for (const d of r.depends_on || []) {
+      if (!state.dependents.has(d.service)) state.dependents.set(d.service, []);
+      state.dependents.get(d.service).push(r.name);
+    }
   const t1 = performance.now();
   renderTable(services.services);
   renderSummary();
   renderResources();
   const t2 = performance.now();
-  timeline($("#timeline"), services.services);
+  state.timeline.draw(state.services);
   const t3 = performance.now();
   void document.body.offsetHeight;  // the layout is part of the cost
   state.perf.parts = { table: t2 - t1, timeline: t3 - t2, layout: performance.now() - t3 };
@@ -541,7 +573,7 @@ function connect() {
     conn.dataset.state = "live";
     conn.textContent = "live";
     // After a reconnection the states may have moved on meanwhile: read them again.
-    if (opened) loadAll().catch(() => {});
+    if (opened) loadAll().then(loadRuns).catch(() => {});
     opened = true;
   });
   source.addEventListener("error", () => {
@@ -550,26 +582,33 @@ function connect() {
   });
   source.addEventListener("state", (m) => onState(JSON.parse(m.data)));
   source.addEventListener("log", (m) => onLog(JSON.parse(m.data)));
-  source.addEventListener("dropped", () => addEvent({ service: "", time: Date.now() / 1000, state: "dropped",
+  source.addEventListener("dropped", () => state.events.add({ service: "", time: Date.now() / 1000, state: "dropped",
     reason: "the page fell behind: some log lines were skipped" }));
 }
 
 function wireControls() {
   wireActions($("#services tbody"));
-  for (const id of ["#log-service", "#log-search", "#log-stderr"]) $(id).addEventListener("input", renderLogs);
+  $("#services-scroll").addEventListener("scroll", scheduleWindow);
+  window.addEventListener("resize", scheduleWindow);
   const box = $("#logs");
+  const view = new LogView(box, { service: $("#log-service"), search: $("#log-search"), stderr: $("#log-stderr") });
+  state.logView = view;
+  for (const id of ["#log-service", "#log-search", "#log-stderr"]) $(id).addEventListener("input", () => view.refilter());
   const follow = $("#log-follow");
   // Auto-scroll pauses while the reader is looking further up, and resumes at the bottom.
   box.addEventListener("scroll", () => {
-    const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 8;
-    state.followLogs = atBottom;
-    follow.hidden = atBottom;
+    view.follow = view.atBottom();
+    follow.hidden = view.follow;
   });
   follow.addEventListener("click", () => {
-    state.followLogs = true;
+    view.follow = true;
     follow.hidden = true;
-    box.scrollTop = box.scrollHeight;
+    view.draw();
   });
+  state.events = new EventsPanel($("#events"), $("#event-kind"));
+  state.timeline = new TimelineView({ box: $("#timeline"), pick: $("#timeline-run"), note: $("#timeline-note"),
+    legend: $("#timeline-legend") });
+  $("#timeline-run").addEventListener("input", scheduleTimeline);
   // Uptimes and backoff countdowns tick here; nothing is asked of the server.
   setInterval(() => {
     for (const [name, r] of state.rows) {
@@ -586,6 +625,7 @@ async function main() {
   wireControls();
   connect();  // first, so that nothing between the GET and the stream is missed
   const rows = await loadAll();
+  await loadRuns();
   loadTails(rows).catch(() => {});
   loadSamples();
   document.body.dataset.ready = "1";
