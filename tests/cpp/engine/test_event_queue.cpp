@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <string>
 #include <thread>
 #include <vector>
@@ -125,4 +126,62 @@ TEST(EventQueue, TapsSeeEveryEventBesideTheReader) {
   q.remove_tap(id);
   q.push(log_event(5));
   EXPECT_EQ(seen.size(), 2u);
+}
+
+// pop takes the oldest `max` events, or the whole queue at once when it fits (a swap), and
+// the byte count follows either way.
+TEST(EventQueue, PopTakesInOrderInPartsOrWhole) {
+  EventQueue q(1 << 20);
+  q.subscribe(false);
+  for (int i = 0; i < 10; ++i) q.push(log_event(static_cast<std::size_t>(i + 1)));
+  const std::size_t all = q.bytes();
+  bool resume = false;
+  auto first = q.pop(0, 4, resume);
+  ASSERT_EQ(first.size(), 4u);
+  for (std::size_t i = 0; i < first.size(); ++i) EXPECT_EQ(first[i].text.size(), i + 1);
+  EXPECT_LT(q.bytes(), all);
+  EXPECT_GT(q.bytes(), 0u);
+  q.push(state_event(State::ready));
+  auto rest = q.pop(0, 100, resume);
+  ASSERT_EQ(rest.size(), 7u);
+  for (std::size_t i = 0; i < 6; ++i) EXPECT_EQ(rest[i].text.size(), i + 5);
+  EXPECT_EQ(rest[6].kind, EngineEvent::Kind::state);
+  EXPECT_EQ(q.bytes(), 0u);
+  EXPECT_TRUE(q.pop(0, 100, resume).empty());
+  // After a whole-queue pop the state budget starts from zero too: a lossy flood still
+  // keeps every state event and stays bounded.
+  q.push(state_event(State::backoff));
+  for (int i = 0; i < 5000; ++i) q.push(log_event(1000));
+  EXPECT_LE(q.bytes(), (1u << 20) + 2000);
+  auto flood = q.pop(0, 100000, resume);
+  ASSERT_FALSE(flood.empty());
+  EXPECT_EQ(flood[0].kind, EngineEvent::Kind::dropped);
+  EXPECT_EQ(flood[1].kind, EngineEvent::Kind::state);
+}
+
+// Only a push into an empty queue wakes the reader (a reader waits only then): every batch
+// must still reach a reader that waits between them.
+TEST(EventQueue, AWaitingReaderSeesEveryBatch) {
+  EventQueue q(1 << 20);
+  q.subscribe(false);
+  std::atomic<int> taken{0};
+  std::atomic<bool> missed{false};
+  std::thread reader([&] {
+    bool resume = false;
+    while (taken.load() < 3) {
+      auto out = q.pop(60, 100, resume);  // a missed wake-up waits the 60 s out, empty
+      if (out.empty()) {
+        missed = true;
+        return;
+      }
+      taken += static_cast<int>(out.size());
+    }
+  });
+  for (int i = 0; i < 3 && !missed; ++i) {
+    q.push(log_event(8));
+    while (taken.load() <= i && !missed) std::this_thread::yield();  // taken: empty again
+  }
+  reader.join();
+  EXPECT_FALSE(missed);
+  EXPECT_EQ(taken.load(), 3);
 }

@@ -53,6 +53,26 @@ class EventQueue {
   // Whether the reader subscribed (taps alone do not make pop() return anything).
   bool reader_subscribed() const noexcept { return subscribed_.load(std::memory_order_relaxed); }
   void push(EngineEvent ev);
+
+  // Engine thread: while one lives, pushes do not wake the reader; its end does, once, if
+  // an event went into an empty queue meanwhile. Capture holds one across each read of a
+  // pipe, so a flood wakes the reader once per read (up to 64 KiB of lines) instead of
+  // once every few lines, and the reader takes bigger batches for the same wake-up cost.
+  class DeferWake {
+   public:
+    explicit DeferWake(EventQueue& q) noexcept : q_(q) { ++q_.deferring_; }
+    ~DeferWake() {
+      if (--q_.deferring_ == 0 && q_.wake_) {
+        q_.wake_ = false;
+        q_.cv_.notify_all();
+      }
+    }
+    DeferWake(const DeferWake&) = delete;
+    DeferWake& operator=(const DeferWake&) = delete;
+
+   private:
+    EventQueue& q_;
+  };
   // Lossless and past the budget: the engine must stop reading pipes until resumed.
   bool over_budget() const noexcept { return paused_.load(std::memory_order_relaxed); }
 
@@ -90,6 +110,9 @@ class EventQueue {
   std::deque<EngineEvent> events_;
   std::size_t bytes_ = 0, state_bytes_ = 0;
   std::uint64_t dropped_ = 0;
+  // Engine thread only (the one producer): open DeferWakes, and a wake-up they owe.
+  int deferring_ = 0;
+  bool wake_ = false;
 };
 
 }  // namespace corral
