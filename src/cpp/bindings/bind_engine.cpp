@@ -79,13 +79,13 @@ std::optional<OutcomeTuple> request(F&& post, std::optional<double> timeout) {
 // events(timeout) in slices on the main thread, so that Ctrl+C interrupts it. The engine
 // returns early with nothing only when the stack is closed: then nothing more will come,
 // and waiting on would spin.
-std::vector<EngineEvent> wait_events(Stack& s, double timeout, std::size_t max) {
+EventChunk wait_events(Stack& s, double timeout, std::size_t max) {
   auto deadline = timeout < 0 ? std::nullopt : deadline_after(timeout);  // < 0: forever
   const bool sliced = on_main_thread();
   while (true) {
     double slice = next_slice(deadline, sliced);
     auto began = Clock::now();
-    auto events = without_gil([&] { return s.events(slice, max); });
+    auto events = without_gil([&] { return s.take_events(slice, max); });
     if (!events.empty() || slice == 0) return events;
     if (slice < 0) return events;  // a wait without end came back empty: closed
     if (std::chrono::duration<double>(Clock::now() - began).count() < slice) return events;

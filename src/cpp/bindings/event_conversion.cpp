@@ -61,46 +61,62 @@ void put_borrowed(PyObject* d, PyObject* key, PyObject* value) {
   if (PyDict_SetItem(d, key, value) != 0) throw py::error_already_set();
 }
 
-// The decoded names of a batch's services. A stack has few services and a batch usually
-// holds runs of one, so a short list searched from the last hit beats a hash map.
+// The chunk's service names, each decoded once, when first needed.
 class Names {
  public:
-  PyObject* get(const std::string& name) {
-    if (last_ < names_.size() && names_[last_].first == name) return names_[last_].second.ptr();
-    for (std::size_t i = 0; i < names_.size(); ++i)
-      if (names_[i].first == name) return names_[last_ = i].second.ptr();
-    names_.emplace_back(name, text(name));
-    last_ = names_.size() - 1;
-    return names_.back().second.ptr();
+  explicit Names(const EventChunk& chunk) : chunk_(chunk), names_(chunk.services.size()) {}
+  PyObject* get(const EventChunk::Item& i) {
+    py::object& name = names_[i.service];
+    if (!name) name = text(chunk_.service(i));
+    return name.ptr();
   }
 
  private:
-  std::vector<std::pair<std::string, py::str>> names_;
-  std::size_t last_ = 0;
+  const EventChunk& chunk_;
+  std::vector<py::object> names_;
 };
 
-py::dict event_dict(const EngineEvent& e, PyObject* name) {
-  const EventKeys& k = event_keys();
+PyObject* decode(std::string_view bytes) {
+  PyObject* s = PyUnicode_DecodeUTF8(bytes.data(), static_cast<Py_ssize_t>(bytes.size()), "replace");
+  if (s == nullptr) throw py::error_already_set();
+  return s;
+}
+
+py::dict new_dict() {
   auto d = py::reinterpret_steal<py::dict>(PyDict_New());
   if (!d) throw py::error_already_set();
+  return d;
+}
+
+py::dict event_dict(const EventChunk& chunk, const EventChunk::Item& e, PyObject* name) {
+  const EventKeys& k = event_keys();
+  py::dict d = new_dict();
   put(d.ptr(), k.time, PyFloat_FromDouble(static_cast<double>(e.time_ns) / 1e9));
   put_borrowed(d.ptr(), k.service, name);
   if (e.kind == EngineEvent::Kind::log) {
     put_borrowed(d.ptr(), k.kind, k.log);
     put_borrowed(d.ptr(), k.stream, e.stream == Stream::out ? k.out : k.err);
-    put(d.ptr(), k.text, text(e.text).release().ptr());
-  } else if (e.kind == EngineEvent::Kind::state) {
+    put(d.ptr(), k.text, decode(chunk.text(e)));
+  } else {
     put_borrowed(d.ptr(), k.kind, k.state_kind);
     put_borrowed(d.ptr(), k.state, k.states[static_cast<std::size_t>(e.state)]);
-    put(d.ptr(), k.reason, text(e.text).release().ptr());
+    put(d.ptr(), k.reason, decode(chunk.text(e)));
     if (e.exit_code)
       put(d.ptr(), k.exit_code, PyLong_FromLong(*e.exit_code));
     else
       put_borrowed(d.ptr(), k.exit_code, Py_None);
-  } else {
-    put_borrowed(d.ptr(), k.kind, k.dropped);
-    put(d.ptr(), k.count, PyLong_FromUnsignedLongLong(std::stoull(e.text)));
   }
+  return d;
+}
+
+// The `dropped` event events() puts first when a lossy queue lost lines.
+py::dict dropped_dict(const EventChunk& chunk) {
+  const EventKeys& k = event_keys();
+  py::dict d = new_dict();
+  put(d.ptr(), k.time, PyFloat_FromDouble(static_cast<double>(chunk.dropped_time_ns) / 1e9));
+  put(d.ptr(), k.service, PyUnicode_FromStringAndSize("", 0));
+  put_borrowed(d.ptr(), k.kind, k.dropped);
+  put(d.ptr(), k.count, PyLong_FromUnsignedLongLong(chunk.dropped));
   return d;
 }
 
@@ -112,56 +128,54 @@ py::list new_list(std::size_t n) {
 
 }  // namespace
 
-py::list event_list(const std::vector<EngineEvent>& events) {
-  py::list out = new_list(events.size());
-  Names names;
-  for (std::size_t i = 0; i < events.size(); ++i) {
-    py::dict d = event_dict(events[i], names.get(events[i].service));
-    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), d.release().ptr());
+py::list event_list(const EventChunk& chunk) {
+  const std::size_t first = chunk.dropped > 0 ? 1 : 0;
+  py::list out = new_list(first + chunk.items.size());
+  if (first) PyList_SET_ITEM(out.ptr(), 0, dropped_dict(chunk).release().ptr());
+  Names names(chunk);
+  for (std::size_t i = 0; i < chunk.items.size(); ++i) {
+    const auto& e = chunk.items[i];
+    py::dict d = event_dict(chunk, e, names.get(e));
+    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(first + i), d.release().ptr());
   }
   return out;
 }
 
-py::tuple event_columns(const std::vector<EngineEvent>& events) {
+py::tuple event_columns(const EventChunk& chunk) {
   const EventKeys& k = event_keys();
   std::size_t logs = 0;
-  for (const auto& e : events) logs += e.kind == EngineEvent::Kind::log;
-  // Every list is filled completely before anyone can see it (PyList_New leaves null slots).
+  for (const auto& e : chunk.items) logs += e.kind == EngineEvent::Kind::log;
+  // On an error the lists are dropped with null slots, which list_dealloc skips.
   py::list texts = new_list(logs), services = new_list(logs), streams = new_list(logs);
   auto times = py::reinterpret_steal<py::bytes>(
       PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(logs * sizeof(double))));
   if (!times) throw py::error_already_set();
   char* time_out = PyBytes_AS_STRING(times.ptr());
   py::list states;
-  std::uint64_t dropped = 0;
-  Names names;
+  Names names(chunk);
   std::size_t i = 0;
-  for (const auto& e : events) {
-    if (e.kind == EngineEvent::Kind::log) {
-      PyObject* line = PyUnicode_DecodeUTF8(e.text.data(), static_cast<Py_ssize_t>(e.text.size()), "replace");
-      // On an error the lists are dropped with null slots past i, which list_dealloc skips.
-      if (line == nullptr) throw py::error_already_set();
-      PyObject* name = names.get(e.service);
-      PyObject* stream = e.stream == Stream::out ? k.out : k.err;
-      Py_INCREF(name);
-      Py_INCREF(stream);
-      auto at = static_cast<Py_ssize_t>(i);
-      PyList_SET_ITEM(texts.ptr(), at, line);
-      PyList_SET_ITEM(services.ptr(), at, name);
-      PyList_SET_ITEM(streams.ptr(), at, stream);
-      double t = static_cast<double>(e.time_ns) / 1e9;
-      std::memcpy(time_out + i * sizeof(double), &t, sizeof(double));
-      ++i;
-    } else if (e.kind == EngineEvent::Kind::state) {
-      py::dict d = event_dict(e, names.get(e.service));
+  for (const auto& e : chunk.items) {
+    if (e.kind != EngineEvent::Kind::log) {
+      py::dict d = event_dict(chunk, e, names.get(e));
       put(d.ptr(), k.index, PyLong_FromSize_t(i));
       states.append(std::move(d));
-    } else {
-      dropped += std::stoull(e.text);
+      continue;
     }
+    PyObject* line = decode(chunk.text(e));
+    PyObject* name = names.get(e);
+    PyObject* stream = e.stream == Stream::out ? k.out : k.err;
+    Py_INCREF(name);
+    Py_INCREF(stream);
+    auto at = static_cast<Py_ssize_t>(i);
+    PyList_SET_ITEM(texts.ptr(), at, line);
+    PyList_SET_ITEM(services.ptr(), at, name);
+    PyList_SET_ITEM(streams.ptr(), at, stream);
+    double t = static_cast<double>(e.time_ns) / 1e9;
+    std::memcpy(time_out + i * sizeof(double), &t, sizeof(double));
+    ++i;
   }
   return py::make_tuple(std::move(texts), std::move(services), std::move(streams), std::move(times),
-                        std::move(states), dropped);
+                        std::move(states), chunk.dropped);
 }
 
 }  // namespace corral::bindings

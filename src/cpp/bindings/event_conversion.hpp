@@ -5,14 +5,12 @@
 
 #include <pybind11/pybind11.h>
 
-#include <vector>
-
 #include "corral/engine/event_queue.hpp"
 
 namespace corral::bindings {
 
 // A list with one dict per event, in order.
-pybind11::list event_list(const std::vector<EngineEvent>& events);
+pybind11::list event_list(const EventChunk& chunk);
 
 // (texts, services, streams, times, states, dropped), the log lines as columns:
 // - texts: list[str], one per log line, in order;
@@ -21,6 +19,6 @@ pybind11::list event_list(const std::vector<EngineEvent>& events);
 // - states: list[dict], each state event as events() gives it, plus "index": how many of
 //   this batch's log lines came before it;
 // - dropped: how many log lines a lossy queue dropped before this batch.
-pybind11::tuple event_columns(const std::vector<EngineEvent>& events);
+pybind11::tuple event_columns(const EventChunk& chunk);
 
 }  // namespace corral::bindings

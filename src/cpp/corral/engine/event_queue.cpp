@@ -2,28 +2,90 @@
 
 #include <algorithm>
 #include <chrono>
-#include <iterator>
 #include <utility>
 
 #include "corral/core/duration.hpp"
 
 namespace corral {
 
-void EventQueue::push(EngineEvent ev) {
-  if (tapped_.load(std::memory_order_relaxed)) {
-    std::lock_guard lock(taps_mutex_);
-    for (const auto& [id, tap] : taps_) tap(ev);
+std::vector<EngineEvent> to_events(const EventChunk& chunk) {
+  std::vector<EngineEvent> out;
+  out.reserve(chunk.items.size() + 1);
+  if (chunk.dropped > 0) {
+    EngineEvent e;
+    e.kind = EngineEvent::Kind::dropped;
+    e.text = std::to_string(chunk.dropped);
+    e.time_ns = chunk.dropped_time_ns;
+    out.push_back(std::move(e));
   }
+  for (const auto& i : chunk.items) {
+    EngineEvent e;
+    e.kind = i.kind;
+    e.service = chunk.service(i);
+    e.state = i.state;
+    e.stream = i.stream;
+    e.text = chunk.text(i);
+    e.time_ns = i.time_ns;
+    e.exit_code = i.exit_code;
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+void EventQueue::run_taps(const EngineEvent& ev) {
+  if (!tapped_.load(std::memory_order_relaxed)) return;
+  std::lock_guard lock(taps_mutex_);
+  for (const auto& [id, tap] : taps_) tap(ev);
+}
+
+void EventQueue::push(EngineEvent ev) {
+  run_taps(ev);
+  enqueue(ev.kind, ev.service, ev.stream, ev.state, ev.exit_code, ev.text, ev.time_ns);
+}
+
+void EventQueue::push_log(std::string_view service, Stream stream, std::string_view text, std::int64_t time_ns) {
+  if (tapped_.load(std::memory_order_relaxed)) {
+    EngineEvent e;
+    e.kind = EngineEvent::Kind::log;
+    e.service = service;
+    e.stream = stream;
+    e.text = text;
+    e.time_ns = time_ns;
+    run_taps(e);
+  }
+  enqueue(EngineEvent::Kind::log, service, stream, State::pending, std::nullopt, text, time_ns);
+}
+
+// A stack has few services and floods come in runs of one: the last name first.
+std::uint32_t EventQueue::service_index_locked(std::string_view name) {
+  if (last_service_ < services_.size() && services_[last_service_] == name) return last_service_;
+  for (std::uint32_t i = 0; i < services_.size(); ++i)
+    if (services_[i] == name) return last_service_ = i;
+  services_.emplace_back(name);
+  return last_service_ = static_cast<std::uint32_t>(services_.size() - 1);
+}
+
+void EventQueue::enqueue(EngineEvent::Kind kind, std::string_view service, Stream stream, State state,
+                         std::optional<int> exit_code, std::string_view text, std::int64_t time_ns) {
   if (!reader_subscribed()) return;
   bool was_empty = false;
   {
     std::lock_guard lock(mutex_);
     if (closed_) return;
-    was_empty = events_.empty();
-    std::size_t c = cost(ev);
+    was_empty = head_ == items_.size();
+    Item& i = items_.emplace_back();
+    i.kind = kind;
+    i.stream = stream;
+    i.state = state;
+    i.exit_code = exit_code;
+    i.time_ns = time_ns;
+    i.service = service_index_locked(service);
+    i.text_at = texts_.size();
+    i.text_size = text.size();
+    texts_.append(text);
+    std::size_t c = cost(i);
     bytes_ += c;
-    if (ev.kind == EngineEvent::Kind::state) state_bytes_ += c;
-    events_.push_back(std::move(ev));
+    if (kind == EngineEvent::Kind::state) state_bytes_ += c;
     if (bytes_ > budget_) {
       if (lossless_)
         paused_.store(true, std::memory_order_relaxed);
@@ -31,7 +93,7 @@ void EventQueue::push(EngineEvent ev) {
         evict_locked();
     }
   }
-  // A reader waits only while the queue is empty (pop's predicate), so only the push that
+  // A reader waits only while the queue is empty (take's predicate), so only the push that
   // ends the emptiness needs to wake it: a flood then costs one wake-up per batch the
   // reader takes, not a futex call per line.
   if (was_empty) {
@@ -47,19 +109,36 @@ void EventQueue::push(EngineEvent ev) {
 void EventQueue::evict_locked() {
   const std::size_t target = budget_ / 4 * 3;
   const bool drop_states = state_bytes_ > 4 * budget_;
-  std::deque<EngineEvent> kept;
-  for (auto& e : events_) {
-    bool is_state = e.kind == EngineEvent::Kind::state;
+  std::vector<Item> kept;
+  std::string kept_texts;
+  kept_texts.reserve(target);
+  for (std::size_t n = head_; n < items_.size(); ++n) {
+    Item i = items_[n];
+    bool is_state = i.kind == EngineEvent::Kind::state;
     if (bytes_ > target && (!is_state || drop_states)) {
-      std::size_t c = cost(e);
+      std::size_t c = cost(i);
       bytes_ -= c;
       if (is_state) state_bytes_ -= c;
       ++dropped_;
       continue;
     }
-    kept.push_back(std::move(e));
+    kept_texts.append(texts_, i.text_at, i.text_size);
+    i.text_at = kept_texts.size() - i.text_size;
+    kept.push_back(i);
   }
-  events_.swap(kept);
+  items_.swap(kept);
+  texts_.swap(kept_texts);
+  head_ = 0;
+}
+
+// Cuts off the taken prefix. The queue's texts are contiguous from its first item's on,
+// since each push appends.
+void EventQueue::compact_locked() {
+  std::size_t off = head_ < items_.size() ? items_[head_].text_at : texts_.size();
+  texts_.erase(0, off);
+  items_.erase(items_.begin(), items_.begin() + static_cast<std::ptrdiff_t>(head_));
+  for (auto& i : items_) i.text_at -= off;
+  head_ = 0;
 }
 
 bool EventQueue::subscribe(bool lossless) {
@@ -68,48 +147,56 @@ bool EventQueue::subscribe(bool lossless) {
   return !closed_;
 }
 
-std::vector<EngineEvent> EventQueue::pop(double timeout, std::size_t max, bool& resume) {
+EventChunk EventQueue::take(double timeout, std::size_t max, bool& resume) {
   resume = false;
+  EventChunk out;
   std::unique_lock lock(mutex_);
-  auto have = [&] { return !events_.empty() || dropped_ > 0 || closed_; };
+  auto have = [&] { return head_ < items_.size() || dropped_ > 0 || closed_; };
   if (timeout < 0)
     cv_.wait(lock, have);
   else
     cv_.wait_for(lock, to_duration(timeout), have);
-  std::uint64_t dropped = std::exchange(dropped_, 0);
-  // Everything fits: take the whole queue in one swap, so the engine, which pushes under
-  // the same lock, waits for a pointer exchange instead of one move per event.
-  std::deque<EngineEvent> taken;
-  if (events_.size() <= max) {
-    taken.swap(events_);
+  out.dropped = std::exchange(dropped_, 0);
+  if (out.dropped > 0)
+    out.dropped_time_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::system_clock::now().time_since_epoch()).count();
+  const std::size_t n = std::min(max, items_.size() - head_);
+  if (head_ == 0 && n == items_.size()) {
+    // Everything: a swap, so the engine, which pushes under this lock, waits for a few
+    // pointer exchanges instead of one move per event.
+    out.items.swap(items_);
+    out.texts.swap(texts_);
     bytes_ = 0;
     state_bytes_ = 0;
   } else {
-    for (std::size_t i = 0; i < max; ++i) {
-      std::size_t c = cost(events_.front());
+    out.items.assign(items_.begin() + static_cast<std::ptrdiff_t>(head_),
+                     items_.begin() + static_cast<std::ptrdiff_t>(head_ + n));
+    for (auto& i : out.items) {
+      std::size_t c = cost(i);
       bytes_ -= c;
-      if (events_.front().kind == EngineEvent::Kind::state) state_bytes_ -= c;
-      taken.push_back(std::move(events_.front()));
-      events_.pop_front();
+      if (i.kind == EngineEvent::Kind::state) state_bytes_ -= c;
+      out.texts.append(texts_, i.text_at, i.text_size);
+      i.text_at = out.texts.size() - i.text_size;
+    }
+    head_ += n;
+    if (head_ == items_.size()) {
+      items_.clear();
+      texts_.clear();
+      head_ = 0;
+    } else if (head_ > items_.size() / 2) {
+      compact_locked();
     }
   }
+  out.services = services_;
   if (paused_.load(std::memory_order_relaxed) && bytes_ <= budget_ / 2) {
     paused_.store(false, std::memory_order_relaxed);
     resume = true;
   }
-  lock.unlock();
-  std::vector<EngineEvent> out;
-  out.reserve(taken.size() + 1);
-  if (dropped > 0) {
-    EngineEvent e;
-    e.kind = EngineEvent::Kind::dropped;
-    e.text = std::to_string(dropped);
-    e.time_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                    std::chrono::system_clock::now().time_since_epoch()).count();
-    out.push_back(std::move(e));
-  }
-  std::move(taken.begin(), taken.end(), std::back_inserter(out));
   return out;
+}
+
+std::vector<EngineEvent> EventQueue::pop(double timeout, std::size_t max, bool& resume) {
+  return to_events(take(timeout, max, resume));
 }
 
 void EventQueue::close() {
