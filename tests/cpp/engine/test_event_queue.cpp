@@ -185,3 +185,60 @@ TEST(EventQueue, AWaitingReaderSeesEveryBatch) {
   EXPECT_FALSE(missed);
   EXPECT_EQ(taken.load(), 3);
 }
+
+// Capture holds a DeferWake across each pipe read: the reader is woken once, at its end.
+TEST(EventQueue, ADeferredWakeUpComesWhenTheReadEnds) {
+  EventQueue q(1 << 20);
+  q.subscribe(false);
+  std::vector<EngineEvent> got;
+  std::thread reader([&] {
+    bool resume = false;
+    got = q.pop(60, 100, resume);  // a lost wake-up would leave this empty after 60 s
+  });
+  {
+    EventQueue::DeferWake one_wake(q);
+    q.push(log_event(1));
+    q.push(state_event(State::ready));
+  }
+  reader.join();
+  ASSERT_FALSE(got.empty());
+  EXPECT_EQ(got[0].text, "x");
+}
+
+// Partial takes advance through the queue and cut off what was taken; the texts must stay
+// with their events across that, and across an eviction that follows.
+TEST(EventQueue, TextsStayWithTheirEventsAcrossPartialTakesAndEvictions) {
+  const std::size_t budget = 64 * 1024;
+  EventQueue q(budget);
+  q.subscribe(false);
+  auto numbered = [](int i) {
+    EngineEvent e = log_event(0);
+    e.text = "line " + std::to_string(i) + std::string(static_cast<std::size_t>(i % 7) * 100, '.');
+    e.service = i % 3 == 0 ? "a" : "b";
+    return e;
+  };
+  bool resume = false;
+  int next = 0, expected = 0;
+  auto check = [&](const std::vector<EngineEvent>& out) {
+    for (const auto& e : out) {
+      if (e.kind == EngineEvent::Kind::dropped) {
+        expected += std::stoi(e.text);
+        continue;
+      }
+      ASSERT_EQ(e.text, numbered(expected).text);
+      ASSERT_EQ(e.service, numbered(expected).service);
+      ++expected;
+    }
+  };
+  for (int round = 0; round < 50; ++round) {
+    for (int i = 0; i < 97; ++i) q.push(numbered(next++));  // past the budget: evictions
+    check(q.pop(0, 13, resume));                              // partial: compaction
+    ASSERT_LE(q.bytes(), budget + 2000);
+  }
+  while (true) {
+    auto out = q.pop(0, 13, resume);
+    if (out.empty()) break;
+    check(out);
+  }
+  EXPECT_EQ(expected, next);
+}
