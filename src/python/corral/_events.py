@@ -42,6 +42,29 @@ class EventBatch:
         self.states = states
         self.dropped = dropped
 
+    @classmethod
+    def from_events(cls, events: list[dict[str, Any]]) -> EventBatch:
+        """The batch of a list of `events()` dicts (for readers of a stream that has no
+        columns, such as a client's)."""
+        lines: list[str] = []
+        services: list[str] = []
+        streams: list[str] = []
+        times = array("d")
+        states: list[dict[str, Any]] = []
+        dropped = 0
+        for ev in events:
+            kind = ev.get("kind")
+            if kind == "log":
+                lines.append(ev["text"])
+                services.append(ev["service"])
+                streams.append(ev["stream"])
+                times.append(ev["time"])
+            elif kind == "dropped":
+                dropped += ev["count"]
+            elif kind == "state":
+                states.append({**ev, "index": len(lines)})
+        return cls(lines, services, streams, times.tobytes(), states, dropped)
+
     def __len__(self) -> int:
         return len(self.lines)
 

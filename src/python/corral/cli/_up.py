@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .._events import EventBatch
 from ..errors import ConfigError, CorralError
 from ._common import Printer as _Printer
 from ._common import find_file as _find_file
@@ -26,11 +27,13 @@ from ._common import find_file as _find_file
 
 def _print_events(stack: Any, printer: _Printer, verbose: bool, timeout: float,
                   states: dict[str, str], on_state: Callable[[], None] | None = None) -> bool:
-    """Prints what `event_batch(timeout)` returns and records each service's state in
-    `states` (then calls `on_state`, once per call). False when nothing came. The log lines
-    between two state events go out in one write: a flooding service then costs a string
-    format per line, not a dict and a write."""
-    batch = stack.event_batch(timeout)
+    """Prints the events of the next `timeout` seconds and records each service's state in
+    `states` (then calls `on_state`, once per call). False when nothing came. `stack` is a
+    Stack, read as columns (`event_batch`): the log lines between two state events go out
+    in one write, so a flooding service costs a string format per line, not a dict and a
+    write; or a client of a running stack, which has only `events()`."""
+    take = getattr(stack, "event_batch", None)
+    batch = take(timeout) if take is not None else EventBatch.from_events(stack.events(timeout))
     changed = False
     if batch.dropped:
         printer.out.write(f"[corral] {batch.dropped} log lines dropped (output too fast)\n")
