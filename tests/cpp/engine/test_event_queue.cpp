@@ -186,8 +186,9 @@ TEST(EventQueue, AWaitingReaderSeesEveryBatch) {
   EXPECT_EQ(taken.load(), 3);
 }
 
-// Capture holds a DeferWake across each pipe read: the reader is woken once, at its end.
-TEST(EventQueue, ADeferredWakeUpComesWhenTheReadEnds) {
+// Capture holds a Batch across each pipe read: its events reach the reader when it ends,
+// in order, with one wake-up.
+TEST(EventQueue, ABatchIsPublishedWhenItEnds) {
   EventQueue q(1 << 20);
   q.subscribe(false);
   std::vector<EngineEvent> got;
@@ -196,13 +197,15 @@ TEST(EventQueue, ADeferredWakeUpComesWhenTheReadEnds) {
     got = q.pop(60, 100, resume);  // a lost wake-up would leave this empty after 60 s
   });
   {
-    EventQueue::DeferWake one_wake(q);
+    EventQueue::Batch batch(q);
     q.push(log_event(1));
     q.push(state_event(State::ready));
+    EXPECT_EQ(q.bytes(), 0u);  // staged, not yet published
   }
   reader.join();
-  ASSERT_FALSE(got.empty());
+  ASSERT_EQ(got.size(), 2u);  // published together, under one lock
   EXPECT_EQ(got[0].text, "x");
+  EXPECT_EQ(got[1].kind, EngineEvent::Kind::state);
 }
 
 // Partial takes advance through the queue and cut off what was taken; the texts must stay

@@ -106,7 +106,7 @@ bool Engine::Impl::drain(StackState& st, Svc& s, Stream which, int rounds) {
     ssize_t n = ::read(d->native_handle(), read_buf.data(), read_buf.size());
     if (n > 0) {
       const std::int64_t now = wall_ns();
-      EventQueue::DeferWake one_wake(st.events);
+      EventQueue::Batch one_publish(st.events);  // the read's lines under one lock
       draining = true;
       split.feed(std::string_view(read_buf.data(), static_cast<std::size_t>(n)),
                  [&](std::string_view line) { record_line(st, s, which, line, now); });

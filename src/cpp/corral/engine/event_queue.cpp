@@ -56,33 +56,47 @@ void EventQueue::push_log(std::string_view service, Stream stream, std::string_v
   enqueue(EngineEvent::Kind::log, service, stream, State::pending, std::nullopt, text, time_ns);
 }
 
-// A stack has few services and floods come in runs of one: the last name first.
-std::uint32_t EventQueue::service_index_locked(std::string_view name) {
+// A stack has few services and floods come in runs of one: the last name first. Only the
+// engine thread adds names, so it may search without the lock; a reader copies the list
+// under the lock, so adding a name takes it.
+std::uint32_t EventQueue::service_index(std::string_view name, bool locked) {
   if (last_service_ < services_.size() && services_[last_service_] == name) return last_service_;
   for (std::uint32_t i = 0; i < services_.size(); ++i)
     if (services_[i] == name) return last_service_ = i;
-  services_.emplace_back(name);
+  if (locked) {
+    services_.emplace_back(name);
+  } else {
+    std::lock_guard lock(mutex_);
+    services_.emplace_back(name);
+  }
   return last_service_ = static_cast<std::uint32_t>(services_.size() - 1);
 }
 
 void EventQueue::enqueue(EngineEvent::Kind kind, std::string_view service, Stream stream, State state,
                          std::optional<int> exit_code, std::string_view text, std::int64_t time_ns) {
   if (!reader_subscribed()) return;
+  auto fill = [&](Item& i, std::string& texts, bool locked) {
+    i.kind = kind;
+    i.stream = stream;
+    i.state = state;
+    i.exit_code = exit_code;
+    i.time_ns = time_ns;
+    i.service = service_index(service, locked);
+    i.text_at = texts.size();
+    i.text_size = text.size();
+    texts.append(text);
+  };
+  if (batching_ > 0) {
+    fill(staged_.emplace_back(), staged_texts_, false);
+    return;
+  }
   bool was_empty = false;
   {
     std::lock_guard lock(mutex_);
     if (closed_) return;
     was_empty = head_ == items_.size();
     Item& i = items_.emplace_back();
-    i.kind = kind;
-    i.stream = stream;
-    i.state = state;
-    i.exit_code = exit_code;
-    i.time_ns = time_ns;
-    i.service = service_index_locked(service);
-    i.text_at = texts_.size();
-    i.text_size = text.size();
-    texts_.append(text);
+    fill(i, texts_, true);
     std::size_t c = cost(i);
     bytes_ += c;
     if (kind == EngineEvent::Kind::state) state_bytes_ += c;
@@ -94,14 +108,37 @@ void EventQueue::enqueue(EngineEvent::Kind kind, std::string_view service, Strea
     }
   }
   // A reader waits only while the queue is empty (take's predicate), so only the push that
-  // ends the emptiness needs to wake it: a flood then costs one wake-up per batch the
-  // reader takes, not a futex call per line.
-  if (was_empty) {
-    if (deferring_ > 0)
-      wake_ = true;
-    else
-      cv_.notify_all();
+  // ends the emptiness needs to wake it.
+  if (was_empty) cv_.notify_all();
+}
+
+void EventQueue::publish() {
+  if (staged_.empty()) return;
+  bool was_empty = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (!closed_) {
+      was_empty = head_ == items_.size();
+      const std::size_t base = texts_.size();
+      texts_.append(staged_texts_);
+      for (Item i : staged_) {
+        i.text_at += base;
+        std::size_t c = cost(i);
+        bytes_ += c;
+        if (i.kind == EngineEvent::Kind::state) state_bytes_ += c;
+        items_.push_back(i);
+      }
+      if (bytes_ > budget_) {
+        if (lossless_)
+          paused_.store(true, std::memory_order_relaxed);
+        else
+          evict_locked();
+      }
+    }
   }
+  staged_.clear();  // both keep their capacity: no allocation per read
+  staged_texts_.clear();
+  if (was_empty) cv_.notify_all();
 }
 
 // Drops the oldest log events down to 3/4 of the budget in one pass, so the cost per push

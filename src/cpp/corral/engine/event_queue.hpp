@@ -84,21 +84,19 @@ class EventQueue {
   // A log line, without building an EngineEvent unless a tap wants one.
   void push_log(std::string_view service, Stream stream, std::string_view text, std::int64_t time_ns);
 
-  // Engine thread: while one lives, pushes do not wake the reader; its end does, once, if
-  // an event went into an empty queue meanwhile. Capture holds one across each read of a
-  // pipe, so a flood wakes the reader once per read (up to 64 KiB of lines) instead of
-  // once every few lines, and the reader takes bigger batches for the same wake-up cost.
-  class DeferWake {
+  // Engine thread: while one lives, pushes are staged on the engine thread, without the
+  // lock, and published together under one lock when it ends (waking the reader once, if
+  // the queue was empty). Capture holds one across each read of a pipe: a flood then takes
+  // the lock and wakes the reader once per read (up to 64 KiB of lines), not once per
+  // line and every few lines. Staging holds at most one read's lines.
+  class Batch {
    public:
-    explicit DeferWake(EventQueue& q) noexcept : q_(q) { ++q_.deferring_; }
-    ~DeferWake() {
-      if (--q_.deferring_ == 0 && q_.wake_) {
-        q_.wake_ = false;
-        q_.cv_.notify_all();
-      }
+    explicit Batch(EventQueue& q) noexcept : q_(q) { ++q_.batching_; }
+    ~Batch() {
+      if (--q_.batching_ == 0) q_.publish();
     }
-    DeferWake(const DeferWake&) = delete;
-    DeferWake& operator=(const DeferWake&) = delete;
+    Batch(const Batch&) = delete;
+    Batch& operator=(const Batch&) = delete;
 
    private:
     EventQueue& q_;
@@ -133,7 +131,8 @@ class EventQueue {
   void run_taps(const EngineEvent& ev);
   void enqueue(EngineEvent::Kind kind, std::string_view service, Stream stream, State state,
                std::optional<int> exit_code, std::string_view text, std::int64_t time_ns);
-  std::uint32_t service_index_locked(std::string_view name);
+  std::uint32_t service_index(std::string_view name, bool locked);
+  void publish();
   void evict_locked();
   void compact_locked();
 
@@ -154,9 +153,10 @@ class EventQueue {
   std::uint32_t last_service_ = 0;
   std::size_t bytes_ = 0, state_bytes_ = 0;
   std::uint64_t dropped_ = 0;
-  // Engine thread only (the one producer): open DeferWakes, and a wake-up they owe.
-  int deferring_ = 0;
-  bool wake_ = false;
+  // Engine thread only (the one producer): open Batches, and what they staged.
+  int batching_ = 0;
+  std::vector<Item> staged_;
+  std::string staged_texts_;
 };
 
 }  // namespace corral
