@@ -386,9 +386,10 @@ def case_crashloop(corral, a):
 def case_logs(corral, a):
     """A service writing `bytes` of 100-byte lines as fast as it can; lines/s captured, by
     the engine's clocks: from the spawn to the last line. With `subscribe`, the main thread
-    drains `events()` meanwhile; with `tick_backoff` too, a second service crash-loops
-    during the flood, and its state events are counted against its restarts (a state
-    event must never be dropped, however many log lines flood the queue)."""
+    drains `events()` meanwhile (`reader="batch"`: `event_batch()`); with `tick_backoff` too,
+    a second service crash-loops during the flood, and its state events are counted against
+    its restarts (a state event must never be dropped, however many log lines flood the
+    queue)."""
     _warm(corral)
     s = corral.Stack("bench")
     s.add("flood", [a["helper"], "flood", str(a["bytes"])])
@@ -401,13 +402,25 @@ def case_logs(corral, a):
     got = 0
     dropped = 0
     tick_states: list[str] = []
+    batch = a.get("reader") == "batch"
     if sub:
-        s.events(0)
+        s.event_batch(0) if batch else s.events(0)
     t0 = time.perf_counter()
     s.start("flood")
     if tick is not None:
         s.start("tick")
-    if sub:  # a consumer draining the event stream, like `corral up` printing logs
+    if sub and batch:  # the same consumer, reading columns (Stack.event_batch)
+        done = False
+        while not done:
+            b = s.event_batch(0.5)
+            got += len(b.lines)
+            dropped += b.dropped
+            for e in b.states:
+                if e["service"] == "tick":
+                    tick_states.append(e["state"])
+                elif e["state"] == "exited":
+                    done = True
+    elif sub:  # a consumer draining the event stream, like `corral up` printing logs
         done = False
         while not done:
             for e in s.events(0.5):
@@ -429,8 +442,8 @@ def case_logs(corral, a):
         tick_restarts = s["tick"].restarts
         deadline = time.monotonic() + 60
         while sub and "stopped" not in tick_states[-1:] and time.monotonic() < deadline:
-            tick_states += [e["state"] for e in s.events(0.5)
-                            if e["kind"] == "state" and e["service"] == "tick"]
+            evs = s.event_batch(0.5).states if batch else s.events(0.5)
+            tick_states += [e["state"] for e in evs if e["kind"] == "state" and e["service"] == "tick"]
     s.close()
     span = last[0][0] - row["started_at"] if last else float("nan")
     return {

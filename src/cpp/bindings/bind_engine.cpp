@@ -5,13 +5,13 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <array>
 #include <chrono>
 #include <cmath>
 #include <optional>
 
 #include "bindings.hpp"
 #include "edge.hpp"
+#include "event_conversion.hpp"
 #include "corral/engine/engine.hpp"
 #include "corral/metrics/proc_sample.hpp"
 
@@ -79,13 +79,13 @@ std::optional<OutcomeTuple> request(F&& post, std::optional<double> timeout) {
 // events(timeout) in slices on the main thread, so that Ctrl+C interrupts it. The engine
 // returns early with nothing only when the stack is closed: then nothing more will come,
 // and waiting on would spin.
-std::vector<EngineEvent> wait_events(Stack& s, double timeout, std::size_t max) {
+EventChunk wait_events(Stack& s, double timeout, std::size_t max) {
   auto deadline = timeout < 0 ? std::nullopt : deadline_after(timeout);  // < 0: forever
   const bool sliced = on_main_thread();
   while (true) {
     double slice = next_slice(deadline, sliced);
     auto began = Clock::now();
-    auto events = without_gil([&] { return s.events(slice, max); });
+    auto events = without_gil([&] { return s.take_events(slice, max); });
     if (!events.empty() || slice == 0) return events;
     if (slice < 0) return events;  // a wait without end came back empty: closed
     if (std::chrono::duration<double>(Clock::now() - began).count() < slice) return events;
@@ -125,90 +125,6 @@ py::dict status_dict(const ServiceStatus& s) {
 }
 
 const char* stream_name(Stream s) { return s == Stream::out ? "stdout" : "stderr"; }
-
-// The events as a list of dicts, built with the C API: a consumer of a flooding service
-// converts millions of them a second, and pybind11's item assignment (a new key string per
-// item, a handle per value) cost about 1.6 us an event. Keys and the fixed values are
-// interned once; consecutive events of one service share one name string.
-struct EventKeys {
-  PyObject *time, *service, *kind, *stream, *text, *state, *reason, *exit_code, *count;
-  PyObject *log, *state_kind, *dropped, *out, *err;
-  std::array<PyObject*, state_count> states;
-};
-
-const EventKeys& event_keys() {
-  static const EventKeys* keys = [] {
-    auto* k = new EventKeys();  // never freed: lives as long as the module
-    auto intern = [](const char* s) { return PyUnicode_InternFromString(s); };
-    k->time = intern("time");
-    k->service = intern("service");
-    k->kind = intern("kind");
-    k->stream = intern("stream");
-    k->text = intern("text");
-    k->state = intern("state");
-    k->reason = intern("reason");
-    k->exit_code = intern("exit_code");
-    k->count = intern("count");
-    k->log = intern("log");
-    k->state_kind = k->state;
-    k->dropped = intern("dropped");
-    k->out = intern("stdout");
-    k->err = intern("stderr");
-    for (std::size_t i = 0; i < k->states.size(); ++i)
-      k->states[i] = intern(std::string(to_string(static_cast<State>(i))).c_str());
-    return k;
-  }();
-  return *keys;
-}
-
-// Sets d[key] = value and drops the reference to value (which may be null after a failed
-// conversion: then the error propagates).
-void put(PyObject* d, PyObject* key, PyObject* value) {
-  if (value == nullptr) throw py::error_already_set();
-  int rc = PyDict_SetItem(d, key, value);
-  Py_DECREF(value);
-  if (rc != 0) throw py::error_already_set();
-}
-
-void put_borrowed(PyObject* d, PyObject* key, PyObject* value) {
-  if (PyDict_SetItem(d, key, value) != 0) throw py::error_already_set();
-}
-
-py::list event_list(const std::vector<EngineEvent>& events) {
-  const EventKeys& k = event_keys();
-  py::list out(events.size());
-  py::str name;
-  const std::string* name_of = nullptr;
-  for (std::size_t i = 0; i < events.size(); ++i) {
-    const EngineEvent& e = events[i];
-    if (name_of == nullptr || *name_of != e.service) {
-      name = text(e.service);
-      name_of = &e.service;
-    }
-    auto d = py::reinterpret_steal<py::dict>(PyDict_New());
-    if (!d) throw py::error_already_set();
-    put(d.ptr(), k.time, PyFloat_FromDouble(static_cast<double>(e.time_ns) / 1e9));
-    put_borrowed(d.ptr(), k.service, name.ptr());
-    if (e.kind == EngineEvent::Kind::log) {
-      put_borrowed(d.ptr(), k.kind, k.log);
-      put_borrowed(d.ptr(), k.stream, e.stream == Stream::out ? k.out : k.err);
-      put(d.ptr(), k.text, text(e.text).release().ptr());
-    } else if (e.kind == EngineEvent::Kind::state) {
-      put_borrowed(d.ptr(), k.kind, k.state_kind);
-      put_borrowed(d.ptr(), k.state, k.states[static_cast<std::size_t>(e.state)]);
-      put(d.ptr(), k.reason, text(e.text).release().ptr());
-      if (e.exit_code)
-        put(d.ptr(), k.exit_code, PyLong_FromLong(*e.exit_code));
-      else
-        put_borrowed(d.ptr(), k.exit_code, Py_None);
-    } else {
-      put_borrowed(d.ptr(), k.kind, k.dropped);
-      put(d.ptr(), k.count, PyLong_FromUnsignedLongLong(std::stoull(e.text)));
-    }
-    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), d.release().ptr());
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -291,6 +207,13 @@ void register_engine(py::module_& m) {
             return event_list(events);
           },
           py::arg("timeout") = 0.0, py::arg("max") = 4096)
+      .def(
+          "event_columns",
+          [](Stack& s, double timeout, std::size_t max) {
+            auto events = wait_events(s, timeout, max);
+            return event_columns(events);
+          },
+          py::arg("timeout") = 0.0, py::arg("max") = 1u << 20)
       .def("sample",
            [](Stack& s) {
              auto samples = without_gil([&] { return s.sample(); });

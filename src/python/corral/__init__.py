@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ._events import EventBatch
     from .checks import Check, ExecCheck, HttpCheck, LogCheck, NotifyCheck, TcpCheck
     from .client import Client, RemoteService, connect, list_stacks
     from .errors import ConfigError, CorralError, StackClosed, StartError, Timeout
@@ -33,6 +34,7 @@ __all__ = [
     "Client",
     "ConfigError",
     "CorralError",
+    "EventBatch",
     "ExecCheck",
     "HttpCheck",
     "LogCheck",
@@ -63,6 +65,7 @@ _WHERE = {
     "Client": "client", "RemoteService": "client", "connect": "client", "list_stacks": "client",
     "ConfigError": "errors", "CorralError": "errors", "StackClosed": "errors", "StartError": "errors",
     "Timeout": "errors",
+    "EventBatch": "_events",
     "ResourceType": "resources", "claims": "resources",
     "Restart": "restart",
     "STATES": "stack", "Service": "stack", "Stack": "stack",

@@ -253,6 +253,8 @@ class Stack:
         """
         Buffers history records from now on, at most `capacity`.
         """
+    def event_columns(self, timeout: typing.SupportsFloat | typing.SupportsIndex = 0.0, max: typing.SupportsInt | typing.SupportsIndex = 1048576) -> tuple:
+        ...
     def events(self, timeout: typing.SupportsFloat | typing.SupportsIndex = 0.0, max: typing.SupportsInt | typing.SupportsIndex = 4096) -> list:
         ...
     def levels(self) -> list[list[str]]:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _core, _engine, _metrics, _stack_api, _stack_metrics, _stack_spec
 from ._dashboard import publish_runs
+from ._events import EventBatch
 from ._service_view import ServiceView
 from .errors import ConfigError, CorralError, StackClosed, StartError, Timeout
 from .history import Records
@@ -678,6 +679,17 @@ class Stack:
         if handle is None:
             return []
         return handle.events(timeout)  # type: ignore[no-any-return]
+
+    def event_batch(self, timeout: float = 0.0) -> EventBatch:
+        """The same stream as `events()` (they share it: each event goes to one of them),
+        as columns: every queued log line's text, service, stream and time in parallel
+        lists, and the state events beside them, each with its place among the lines. It
+        builds no dict per line, so a reader keeps up with a service that floods; iterating
+        the batch gives `events()`'s dicts. Waits as `events()` does."""
+        handle = self._handle if self._closed else self._core()
+        if handle is None:
+            return EventBatch([], [], [], b"", [], 0)
+        return EventBatch(*handle.event_columns(timeout))
 
     # -- context managers -------------------------------------------------------------------
     def __enter__(self) -> Stack:

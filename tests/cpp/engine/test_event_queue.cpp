@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <string>
 #include <thread>
 #include <vector>
@@ -125,4 +126,122 @@ TEST(EventQueue, TapsSeeEveryEventBesideTheReader) {
   q.remove_tap(id);
   q.push(log_event(5));
   EXPECT_EQ(seen.size(), 2u);
+}
+
+// pop takes the oldest `max` events, or the whole queue at once when it fits (a swap), and
+// the byte count follows either way.
+TEST(EventQueue, PopTakesInOrderInPartsOrWhole) {
+  EventQueue q(1 << 20);
+  q.subscribe(false);
+  for (int i = 0; i < 10; ++i) q.push(log_event(static_cast<std::size_t>(i + 1)));
+  const std::size_t all = q.bytes();
+  bool resume = false;
+  auto first = q.pop(0, 4, resume);
+  ASSERT_EQ(first.size(), 4u);
+  for (std::size_t i = 0; i < first.size(); ++i) EXPECT_EQ(first[i].text.size(), i + 1);
+  EXPECT_LT(q.bytes(), all);
+  EXPECT_GT(q.bytes(), 0u);
+  q.push(state_event(State::ready));
+  auto rest = q.pop(0, 100, resume);
+  ASSERT_EQ(rest.size(), 7u);
+  for (std::size_t i = 0; i < 6; ++i) EXPECT_EQ(rest[i].text.size(), i + 5);
+  EXPECT_EQ(rest[6].kind, EngineEvent::Kind::state);
+  EXPECT_EQ(q.bytes(), 0u);
+  EXPECT_TRUE(q.pop(0, 100, resume).empty());
+  // After a whole-queue pop the state budget starts from zero too: a lossy flood still
+  // keeps every state event and stays bounded.
+  q.push(state_event(State::backoff));
+  for (int i = 0; i < 5000; ++i) q.push(log_event(1000));
+  EXPECT_LE(q.bytes(), (1u << 20) + 2000);
+  auto flood = q.pop(0, 100000, resume);
+  ASSERT_FALSE(flood.empty());
+  EXPECT_EQ(flood[0].kind, EngineEvent::Kind::dropped);
+  EXPECT_EQ(flood[1].kind, EngineEvent::Kind::state);
+}
+
+// Only a push into an empty queue wakes the reader (a reader waits only then): every batch
+// must still reach a reader that waits between them.
+TEST(EventQueue, AWaitingReaderSeesEveryBatch) {
+  EventQueue q(1 << 20);
+  q.subscribe(false);
+  std::atomic<int> taken{0};
+  std::atomic<bool> missed{false};
+  std::thread reader([&] {
+    bool resume = false;
+    while (taken.load() < 3) {
+      auto out = q.pop(60, 100, resume);  // a missed wake-up waits the 60 s out, empty
+      if (out.empty()) {
+        missed = true;
+        return;
+      }
+      taken += static_cast<int>(out.size());
+    }
+  });
+  for (int i = 0; i < 3 && !missed; ++i) {
+    q.push(log_event(8));
+    while (taken.load() <= i && !missed) std::this_thread::yield();  // taken: empty again
+  }
+  reader.join();
+  EXPECT_FALSE(missed);
+  EXPECT_EQ(taken.load(), 3);
+}
+
+// Capture holds a Batch across each pipe read: its events reach the reader when it ends,
+// in order, with one wake-up.
+TEST(EventQueue, ABatchIsPublishedWhenItEnds) {
+  EventQueue q(1 << 20);
+  q.subscribe(false);
+  std::vector<EngineEvent> got;
+  std::thread reader([&] {
+    bool resume = false;
+    got = q.pop(60, 100, resume);  // a lost wake-up would leave this empty after 60 s
+  });
+  {
+    EventQueue::Batch batch(q);
+    q.push(log_event(1));
+    q.push(state_event(State::ready));
+    EXPECT_EQ(q.bytes(), 0u);  // staged, not yet published
+  }
+  reader.join();
+  ASSERT_EQ(got.size(), 2u);  // published together, under one lock
+  EXPECT_EQ(got[0].text, "x");
+  EXPECT_EQ(got[1].kind, EngineEvent::Kind::state);
+}
+
+// Partial takes advance through the queue and cut off what was taken; the texts must stay
+// with their events across that, and across an eviction that follows.
+TEST(EventQueue, TextsStayWithTheirEventsAcrossPartialTakesAndEvictions) {
+  const std::size_t budget = 64 * 1024;
+  EventQueue q(budget);
+  q.subscribe(false);
+  auto numbered = [](int i) {
+    EngineEvent e = log_event(0);
+    e.text = "line " + std::to_string(i) + std::string(static_cast<std::size_t>(i % 7) * 100, '.');
+    e.service = i % 3 == 0 ? "a" : "b";
+    return e;
+  };
+  bool resume = false;
+  int next = 0, expected = 0;
+  auto check = [&](const std::vector<EngineEvent>& out) {
+    for (const auto& e : out) {
+      if (e.kind == EngineEvent::Kind::dropped) {
+        expected += std::stoi(e.text);
+        continue;
+      }
+      ASSERT_EQ(e.text, numbered(expected).text);
+      ASSERT_EQ(e.service, numbered(expected).service);
+      ++expected;
+    }
+  };
+  for (int round = 0; round < 50; ++round) {
+    for (int i = 0; i < 97; ++i) q.push(numbered(next++));  // past the budget: evictions
+    check(q.pop(0, 13, resume));                              // partial: compaction
+    ASSERT_LE(q.bytes(), budget + 2000);
+  }
+  while (true) {
+    auto out = q.pop(0, 13, resume);
+    if (out.empty()) break;
+    check(out);
+  }
+  EXPECT_EQ(expected, next);
 }

@@ -33,15 +33,7 @@ void Engine::Impl::record_line(StackState& st, Svc& s, Stream stream, std::strin
   st.metrics->on_log_line(s.index, stream == Stream::out ? 0 : 1, text.size());
   st.log_counters[s.index][0].store(s.logs.next_seq(), std::memory_order_relaxed);
   st.log_counters[s.index][1].store(s.logs.dropped(), std::memory_order_relaxed);
-  if (st.events.subscribed()) {
-    EngineEvent e;
-    e.kind = EngineEvent::Kind::log;
-    e.service = s.spec.name;
-    e.stream = stream;
-    e.text = line.text;
-    e.time_ns = now;
-    st.events.push(std::move(e));
-  }
+  if (st.events.subscribed()) st.events.push_log(s.spec.name, stream, line.text, now);
   if (!s.log_waiters.empty()) {
     for (std::size_t i = 0; i < s.log_waiters.size();) {
       auto& w = s.log_waiters[i];
@@ -115,6 +107,7 @@ bool Engine::Impl::drain(StackState& st, Svc& s, Stream which, int rounds) {
     ssize_t n = ::read(d->native_handle(), read_buf.data(), read_buf.size());
     if (n > 0) {
       const std::int64_t now = wall_ns();
+      EventQueue::Batch one_publish(st.events);  // the read's lines under one lock
       draining = true;
       split.feed(std::string_view(read_buf.data(), static_cast<std::size_t>(n)),
                  [&](std::string_view line) { record_line(st, s, which, line, now); });

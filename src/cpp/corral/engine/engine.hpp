@@ -119,6 +119,8 @@ class Stack {
   // EventQueue). Waits up to `timeout` seconds for at least one event.
   void subscribe(bool lossless);
   std::vector<EngineEvent> events(double timeout, std::size_t max = 4096);
+  // The same, as one chunk (texts in one buffer), for readers that convert in bulk.
+  EventChunk take_events(double timeout, std::size_t max);
 
   // A listener sees every event from now on, on the engine thread, beside the event
   // stream above (it takes nothing from events()). It must only copy the event and hand it

@@ -16,11 +16,11 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "corral/core/types.hpp"
@@ -39,6 +39,34 @@ struct EngineEvent {
   std::optional<int> exit_code;  // state events after an exit
 };
 
+// What a reader takes from the queue in one call: the events as small records, with every
+// text in one buffer. The engine appends a log line to that buffer instead of allocating a
+// string per line (and the reader frees nothing per line either: a string allocated on
+// the engine thread and freed on the reader's cost both threads more than the copy).
+struct EventChunk {
+  struct Item {
+    EngineEvent::Kind kind = EngineEvent::Kind::log;
+    Stream stream = Stream::out;
+    State state = State::pending;
+    std::optional<int> exit_code;
+    std::int64_t time_ns = 0;
+    std::uint32_t service = 0;  // index into `services`
+    std::size_t text_at = 0, text_size = 0;
+  };
+  std::vector<Item> items;
+  std::string texts;
+  std::vector<std::string> services;
+  std::uint64_t dropped = 0;  // log events a lossy queue dropped before these
+  std::int64_t dropped_time_ns = 0;
+
+  std::string_view text(const Item& i) const noexcept { return {texts.data() + i.text_at, i.text_size}; }
+  const std::string& service(const Item& i) const noexcept { return services[i.service]; }
+  bool empty() const noexcept { return items.empty() && dropped == 0; }
+};
+
+// The chunk as separate events, a `dropped` event first when there were drops.
+std::vector<EngineEvent> to_events(const EventChunk& chunk);
+
 class EventQueue {
  public:
   static constexpr std::size_t default_budget = 16u << 20;
@@ -53,6 +81,26 @@ class EventQueue {
   // Whether the reader subscribed (taps alone do not make pop() return anything).
   bool reader_subscribed() const noexcept { return subscribed_.load(std::memory_order_relaxed); }
   void push(EngineEvent ev);
+  // A log line, without building an EngineEvent unless a tap wants one.
+  void push_log(std::string_view service, Stream stream, std::string_view text, std::int64_t time_ns);
+
+  // Engine thread: while one lives, pushes are staged on the engine thread, without the
+  // lock, and published together under one lock when it ends (waking the reader once, if
+  // the queue was empty). Capture holds one across each read of a pipe: a flood then takes
+  // the lock and wakes the reader once per read (up to 64 KiB of lines), not once per
+  // line and every few lines. Staging holds at most one read's lines.
+  class Batch {
+   public:
+    explicit Batch(EventQueue& q) noexcept : q_(q) { ++q_.batching_; }
+    ~Batch() {
+      if (--q_.batching_ == 0) q_.publish();
+    }
+    Batch(const Batch&) = delete;
+    Batch& operator=(const Batch&) = delete;
+
+   private:
+    EventQueue& q_;
+  };
   // Lossless and past the budget: the engine must stop reading pipes until resumed.
   bool over_budget() const noexcept { return paused_.load(std::memory_order_relaxed); }
 
@@ -60,6 +108,8 @@ class EventQueue {
   bool subscribe(bool lossless);
   // Waits up to `timeout` seconds (< 0: forever) for at least one event, then takes up to
   // `max`. `resume` is set when the engine should read pipes again.
+  EventChunk take(double timeout, std::size_t max, bool& resume);
+  // take() as separate events (the dropped count first, as a `dropped` event).
   std::vector<EngineEvent> pop(double timeout, std::size_t max, bool& resume);
   // Wakes the reader for good: pop returns at once from now on.
   void close();
@@ -76,8 +126,15 @@ class EventQueue {
   void remove_tap(std::uint64_t id);
 
  private:
-  static std::size_t cost(const EngineEvent& e) noexcept { return 64 + e.service.size() + e.text.size(); }
+  using Item = EventChunk::Item;
+  std::size_t cost(const Item& i) const noexcept { return 64 + services_[i.service].size() + i.text_size; }
+  void run_taps(const EngineEvent& ev);
+  void enqueue(EngineEvent::Kind kind, std::string_view service, Stream stream, State state,
+               std::optional<int> exit_code, std::string_view text, std::int64_t time_ns);
+  std::uint32_t service_index(std::string_view name, bool locked);
+  void publish();
   void evict_locked();
+  void compact_locked();
 
   const std::size_t budget_;
   std::atomic<bool> subscribed_{false}, paused_{false}, closed_{false}, tapped_{false};
@@ -87,9 +144,19 @@ class EventQueue {
   bool lossless_ = false;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
-  std::deque<EngineEvent> events_;
+  // The queue is items_[head_..]: a partial take advances head_, and the taken prefix (of
+  // items_ and of texts_) is cut off once it is half of the queue.
+  std::vector<Item> items_;
+  std::size_t head_ = 0;
+  std::string texts_;
+  std::vector<std::string> services_;  // every name seen, so an item holds an index
+  std::uint32_t last_service_ = 0;
   std::size_t bytes_ = 0, state_bytes_ = 0;
   std::uint64_t dropped_ = 0;
+  // Engine thread only (the one producer): open Batches, and what they staged.
+  int batching_ = 0;
+  std::vector<Item> staged_;
+  std::string staged_texts_;
 };
 
 }  // namespace corral

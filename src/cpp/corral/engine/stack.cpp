@@ -173,10 +173,14 @@ std::vector<ProcessSample> Stack::sample() {
 void Stack::subscribe(bool lossless) { state_->events.subscribe(lossless); }
 
 std::vector<EngineEvent> Stack::events(double timeout, std::size_t max) {
+  return to_events(take_events(timeout, max));
+}
+
+EventChunk Stack::take_events(double timeout, std::size_t max) {
   auto& q = state_->events;
   if (!q.reader_subscribed() && !q.subscribe(false)) return {};
   bool resume = false;
-  auto out = q.pop(timeout, max, resume);
+  auto out = q.take(timeout, max, resume);
   if (resume && engine_->impl().alive) {
     auto st = state_;
     Engine::Impl* impl = &engine_->impl();

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .._events import EventBatch
 from ..errors import ConfigError, CorralError
 from ._common import Printer as _Printer
 from ._common import find_file as _find_file
@@ -26,42 +27,57 @@ from ._common import find_file as _find_file
 
 def _print_events(stack: Any, printer: _Printer, verbose: bool, timeout: float,
                   states: dict[str, str], on_state: Callable[[], None] | None = None) -> bool:
-    """Prints what `events(timeout)` returns and records each service's state in `states`
-    (then calls `on_state`, once per call). False when nothing came."""
-    events = stack.events(timeout)
+    """Prints the events of the next `timeout` seconds and records each service's state in
+    `states` (then calls `on_state`, once per call). False when nothing came. `stack` is a
+    Stack, read as columns (`event_batch`): the log lines between two state events go out
+    in one write, so a flooding service costs a string format per line, not a dict and a
+    write; or a client of a running stack, which has only `events()`."""
+    take = getattr(stack, "event_batch", None)
+    batch = take(timeout) if take is not None else EventBatch.from_events(stack.events(timeout))
     changed = False
-    for ev in events:
-        kind = ev["kind"]
-        if kind == "log":
-            printer.line(ev["service"], ev["text"])
-        elif kind == "state":
-            state = ev["state"]
-            states[ev["service"]] = state
-            changed = True
-            if state == "starting" and verbose and ev.get("reason"):
-                printer.line(ev["service"], f"[corral] run: {ev['reason']}")
-            elif state in ("ready", "failed", "exited", "stopped", "backoff", "unhealthy") or verbose:
-                detail = ""
-                if ev.get("exit_code") is not None and state in ("exited", "backoff", "stopped", "failed"):
-                    detail = f" (exit code {ev['exit_code']})"
-                if state == "failed" and ev.get("reason"):
-                    detail = f": {ev['reason']}"
-                printer.line(ev["service"], f"[corral] {state}{detail}")
-        elif kind == "dropped":
-            printer.out.write(f"[corral] {ev['count']} log lines dropped (output too fast)\n")
-            # What was dropped may include state changes: read them afresh, once.
-            states.update({r["name"]: r["state"] for r in stack.status()})
-            changed = True
+    if batch.dropped:
+        printer.out.write(f"[corral] {batch.dropped} log lines dropped (output too fast)\n")
+        # What was dropped may include state changes: read them afresh, once.
+        states.update({r["name"]: r["state"] for r in stack.status()})
+        changed = True
+    prefixes: dict[str, str] = {}
+    lines, services = batch.lines, batch.services
+
+    def write_lines(begin: int, end: int) -> None:
+        if begin >= end:
+            return
+        for name in set(services[begin:end]) - prefixes.keys():
+            prefixes[name] = printer.prefix(name) + " "
+        pairs = zip(services[begin:end], lines[begin:end], strict=True)
+        printer.out.write("".join([f"{prefixes[n]}{t}\n" for n, t in pairs]))
+
+    at = 0
+    for ev in batch.states:
+        write_lines(at, ev["index"])
+        at = ev["index"]
+        state = ev["state"]
+        states[ev["service"]] = state
+        changed = True
+        if state == "starting" and verbose and ev.get("reason"):
+            printer.line(ev["service"], f"[corral] run: {ev['reason']}")
+        elif state in ("ready", "failed", "exited", "stopped", "backoff", "unhealthy") or verbose:
+            detail = ""
+            if ev.get("exit_code") is not None and state in ("exited", "backoff", "stopped", "failed"):
+                detail = f" (exit code {ev['exit_code']})"
+            if state == "failed" and ev.get("reason"):
+                detail = f": {ev['reason']}"
+            printer.line(ev["service"], f"[corral] {state}{detail}")
+    write_lines(at, len(lines))
     printer.flush()
     if changed and on_state is not None:
         on_state()
-    return bool(events)
+    return bool(batch)
 
 
 def _drain(stack: Any, printer: _Printer, verbose: bool, states: dict[str, str]) -> None:
-    """Prints every event still queued, however many (one events() call returns at most
-    4,096). The first call after a close may come back empty with more still queued (the
-    engine re-subscribes then), so it takes two empty answers in a row to be done."""
+    """Prints every event still queued, however many. The first call after a close may come
+    back empty with more still queued (the engine re-subscribes then), so it takes two empty
+    answers in a row to be done."""
     empty = 0
     while empty < 2:
         empty = 0 if _print_events(stack, printer, verbose, 0, states) else empty + 1
