@@ -316,7 +316,7 @@ void Engine::Impl::on_exit(StackState& st, Svc& s) {
   // as its group went with it; the window of the next run starts now. (A stop sweeps when
   // the whole request is done.)
   if (s.state != State::stopping && s.sweep_since) {
-    if (auto now = procfs::pid_clock()) {
+    if (auto now = sweep_clock()) {
       sweep_run(st, s, *s.sweep_since, *now);
       s.sweep_since = now;
     }

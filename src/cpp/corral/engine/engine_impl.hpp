@@ -74,6 +74,9 @@ struct Slot {
 
 // The live side of one service. Owned by its StackState; handlers capture the stack's
 // shared_ptr and compare a generation so that a callback of an earlier run is ignored.
+// The pid clock with corral's own spawns beside it (sweep.cpp): what opens a sweep window.
+std::optional<procfs::PidClock> sweep_clock();
+
 struct Svc {
   Svc(asio::io_context& io, ServiceSpec s, std::size_t i)
       : spec(std::move(s)), index(i), timer(io), deadline(io), check_timer(io), claim_timer(io),

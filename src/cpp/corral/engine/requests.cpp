@@ -218,7 +218,7 @@ void Engine::Impl::request_start(StackState& st, const std::vector<std::string>&
   std::optional<procfs::PidClock> clock;
   for (auto i : targets)
     if (!st.services[i]->sweep_since) {
-      if (!clock) clock = procfs::pid_clock();
+      if (!clock) clock = sweep_clock();
       st.services[i]->sweep_since = clock;
     }
   for (auto i : targets) {

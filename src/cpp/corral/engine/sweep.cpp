@@ -15,6 +15,7 @@
 #include "corral/engine/engine_impl.hpp"
 #include "corral/metrics/proc_sample.hpp"
 #include "corral/metrics/procfs.hpp"
+#include "corral/spawn/spawn.hpp"
 
 namespace corral {
 
@@ -132,7 +133,24 @@ SweepResult kill_marked(const std::string& marker, const std::vector<Target>& ta
   return r;
 }
 
+// Every process created on the machine between the two readings is one that corral spawned
+// itself (a service or a check): nothing else forked, so nothing can have escaped, and the
+// scan is skipped. On a machine with thousands of processes whose pids the window's range
+// runs through (after pid numbers wrapped round), that scan lists /proc at every stop.
+bool only_ours_between(const procfs::PidClock& since, const procfs::PidClock& upto) {
+  return upto.ours >= since.ours && upto.forks >= since.forks && upto.forks - since.forks <= upto.ours - since.ours;
+}
+
 }  // namespace
+
+std::optional<procfs::PidClock> sweep_clock() {
+  // Ours first, then the kernel's: a spawn is counted after its clone, so every spawn in
+  // `ours` is in the kernel's count too, and one in flight only makes the scan happen.
+  std::uint64_t ours = processes_spawned();
+  auto c = procfs::pid_clock();
+  if (c) c->ours = ours;
+  return c;
+}
 
 void Engine::Impl::sweep_escapees(const std::shared_ptr<StackState>& st, std::vector<std::size_t> only,
                                   std::function<void()> then) {
@@ -159,7 +177,11 @@ void Engine::Impl::sweep_escapees(const std::shared_ptr<StackState>& st, std::ve
       // Only processes created since the services started can be theirs: with thousands of
       // older processes on the machine, only the new ones' environments are read.
       std::optional<std::pair<pid_t, pid_t>> range;
-      if (since && !unbounded) range = procfs::pids_since(*since);
+      if (since && !unbounded) {
+        auto now = sweep_clock();
+        if (pass == 0 && now && only_ours_between(*since, *now)) break;
+        if (now) range = procfs::pids_between(*since, *now);
+      }
       // One that runs again (a start from another thread) has a new run whose processes
       // may lie in this range: leave the rest to its next stop. Looked at after the range
       // is taken, so a run that starts later has only pids beyond it.
@@ -178,7 +200,7 @@ void Engine::Impl::sweep_run(StackState& st, Svc& s, procfs::PidClock since, pro
   // the next run starts before this sweep is done. Without a bounded range (pids may have
   // wrapped round), nothing is swept here: the stop or close sweeps it.
   auto range = procfs::pids_between(since, upto);
-  if (!range) return;
+  if (!range || only_ours_between(since, upto)) return;
   auto self = st.shared_from_this();
   std::string marker = "CORRAL_STACK=" + st.id;
   // Bounded by the exit, not following: the next run may be starting meanwhile.

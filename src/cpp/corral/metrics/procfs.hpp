@@ -35,6 +35,7 @@ int open_fds(pid_t pid);
 struct PidClock {
   std::uint64_t forks = 0;
   pid_t last_pid = 0;
+  std::uint64_t ours = 0;  // forks the reader made itself, read just before (0: not known)
 };
 std::optional<PidClock> pid_clock();
 // A predicate for "created after `since` (and before now)", or nullopt when that cannot be

@@ -299,6 +299,8 @@ CORRAL_CHILD_NO_ASAN int child_main(void* arg) {
 
 // Starts the child described by `plan` and waits until it has exec'd or failed. Returns
 // the pid (the child may already have exited if plan.error is set), or -1 with errno.
+std::atomic<std::uint64_t> spawned{0};
+
 pid_t clone_child(ChildPlan& plan, char* stack_top, int& pidfd) {
   int flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD;
   if (plan.shared_table) flags |= CLONE_FILES;
@@ -309,6 +311,7 @@ pid_t clone_child(ChildPlan& plan, char* stack_top, int& pidfd) {
   ::pthread_sigmask(SIG_SETMASK, &all, &old);
   pid_t pid = ::clone(child_main, stack_top, flags, &plan, &pidfd);
   int clone_errno = errno;
+  if (pid > 0) spawned.fetch_add(1);  // after the clone: see processes_spawned()
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   errno = clone_errno;
   return pid;
@@ -325,6 +328,8 @@ std::string shown(const std::string& path, const std::string& cwd) {
 }
 
 }  // namespace
+
+std::uint64_t processes_spawned() noexcept { return spawned.load(); }
 
 SpawnResult spawn(const SpawnRequest& req) {
   SpawnResult result;

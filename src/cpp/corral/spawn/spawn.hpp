@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <sys/types.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -78,6 +79,11 @@ std::string resolve_executable(const std::string& file, const std::vector<std::s
                                int& error, const std::string& cwd = {});
 
 SpawnResult spawn(const SpawnRequest& req);
+
+// How many processes spawn() has created in this program so far, counted after each clone
+// returns. Beside the kernel's fork counter it tells whether anything else forked (the
+// escapee sweep skips its scan when nothing did).
+std::uint64_t processes_spawned() noexcept;
 
 // A pipe whose read end is non-blocking; both ends close-on-exec.
 bool make_pipe(Fd& read_end, Fd& write_end);
