@@ -392,6 +392,25 @@ def test_escaped_grandchildren_are_found_by_marker_and_killed(make_stack, helper
     wait_until(lambda: not alive(other_escaped), what="the other escaped grandchild to be killed")
 
 
+def test_a_sweep_leaves_a_process_that_names_no_service_alone(make_stack, helper):
+    # The sweep after stop("escaper") kills its escapee; a process of another service that
+    # carries the stack's marker but no CORRAL_SERVICE (unset by the service) comes later in
+    # the scan. It is nobody's escapee here: taking it (and its group) for the escaper's,
+    # because a name read for an earlier pid was still in hand, stopped a running service.
+    stack = make_stack()
+    escaper = stack.add("escaper", [helper, "escape", "300", "pause"], ready=corral.LogCheck("^escaped "))
+    stack.add("anon", ["sh", "-c", f"exec env -u CORRAL_SERVICE {helper} print up pause"],
+              ready=corral.LogCheck("^up$"), depends_on=["escaper"])
+    stack.start(timeout=60)
+    anon = stack["anon"]
+    pid = anon.pid
+    escaped = int(escaper.logs()[0].split()[1])
+    stack.stop("escaper", timeout=60)
+    wait_until(lambda: not alive(escaped), what="the escaped grandchild to be killed")
+    assert alive(pid) and anon.state == "ready", "the sweep killed another service's process"
+    assert not any("escaped" in line for line in anon.logs())
+
+
 def test_an_escapee_that_hops_from_pid_to_pid_is_killed_by_stop_and_close(make_stack, helper, tmp_path):
     # It forks and exits in a tight loop: a new pid every few microseconds, so a sweep that
     # signals the pids it found hits only its past. Its process group goes whole.

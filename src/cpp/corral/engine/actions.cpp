@@ -182,6 +182,7 @@ void Engine::Impl::act_spawn(StackState& st, Svc& s) {
   st.metrics->on_spawn(s.index, r.pid, s.state == State::backoff ? s.restart_cause : nullptr);
   s.ever_ready = false;
   s.spawned_once = true;
+  s.unswept = true;
   s.health_failures = 0;
   s.ready_attempts = 0;
   s.last_check.clear();
@@ -315,8 +316,11 @@ void Engine::Impl::on_exit(StackState& st, Svc& s) {
   // A run that ended by itself (or at its deadline) takes what escaped its group with it,
   // as its group went with it; the window of the next run starts now. (A stop sweeps when
   // the whole request is done.)
+  // When too many forks happened to bound that range, the window stays open instead: the
+  // stop or close then sweeps all of /proc rather than a range that starts after the run.
   if (s.state != State::stopping && s.sweep_since) {
-    if (auto now = sweep_clock()) {
+    auto now = sweep_clock();
+    if (now && procfs::pids_between(*s.sweep_since, *now)) {
       sweep_run(st, s, *s.sweep_since, *now);
       s.sweep_since = now;
     }

@@ -94,6 +94,7 @@ struct Svc {
   // Spawns so far, counted before each clone: a sweep on the chores thread that sees it move
   // knows a new run exists, whose processes it must not take for the old run's escapees.
   std::atomic<unsigned> spawns{0};
+  bool unswept = false;  // it ran since its last stop or close sweep
 
   // What the requests want. A start sets want_up until the service is running (or can
   // no longer get there); a stop sets want_down until it is down. `intent_gen` moves when

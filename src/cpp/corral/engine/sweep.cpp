@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 
 #include "corral/engine/engine_impl.hpp"
@@ -48,8 +49,10 @@ bool leads_unmarked_group(pid_t group, const std::string& marker) {
   char path[64], byte;
   std::snprintf(path, sizeof path, "/proc/%d/environ", group);
   Fd env(::open(path, O_RDONLY | O_CLOEXEC));
+  // Gone: not a leader. Unreadable (another user's, not dumpable): not known to be ours.
+  if (!env) return errno != ENOENT && errno != ESRCH;
   // A zombie leader has an empty environment: it no longer counts.
-  if (!env || ::read(env.get(), &byte, 1) != 1) return false;
+  if (::read(env.get(), &byte, 1) != 1) return false;
   return !has_marker(group, marker);
 }
 
@@ -93,6 +96,7 @@ SweepResult kill_marked(const std::string& marker, const std::vector<Target>& ta
   const pid_t self = ::getpid();
   std::string service;
   procfs::for_each_pid_in(range, [&](pid_t pid) {
+    service.clear();  // has_marker sets it only when the process names its service
     if (pid == self || !has_marker(pid, marker, &service)) return false;
     auto named = std::find_if(targets.begin(), targets.end(), [&](const auto& t) { return t.name == service; });
     if (named == targets.end()) return false;
@@ -113,19 +117,17 @@ SweepResult kill_marked(const std::string& marker, const std::vector<Target>& ta
     dying.push_back(std::move(pidfd));
     return false;
   }, follow);
-  // The members of each service's last process group were SIGKILLed at its exit, but die
-  // asynchronously, and a dying process's environment may no longer be readable: wait for
-  // them by their group too, so nothing of the service is still running when this returns.
+  // The members of each service's last process group were SIGKILLed at its exit (while its
+  // zombie held the number), but die asynchronously, and a dying process's environment may
+  // no longer be readable: wait for them by their group too, so nothing of the service is
+  // still running when this returns. Waited for only, never signalled here: by now the
+  // number may name another program's group.
   procfs::for_each_pid_in(range, [&](pid_t pid) {
     pid_t group = procfs::process_group(pid);
     if (group <= 0 || std::none_of(targets.begin(), targets.end(), [&](const auto& t) { return t.group == group; }))
       return false;
     int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-    if (fd < 0) return false;
-    Fd pidfd(fd);
-    if (procfs::process_group(pid) != group) return false;  // recycled meanwhile
-    ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
-    dying.push_back(std::move(pidfd));
+    if (fd >= 0) dying.emplace_back(fd);
     return false;
   }, follow);
   // Done when they are gone, not when they were told to go.
@@ -138,17 +140,24 @@ SweepResult kill_marked(const std::string& marker, const std::vector<Target>& ta
 // scan is skipped. On a machine with thousands of processes whose pids the window's range
 // runs through (after pid numbers wrapped round), that scan lists /proc at every stop.
 bool only_ours_between(const procfs::PidClock& since, const procfs::PidClock& upto) {
-  return upto.ours >= since.ours && upto.forks >= since.forks && upto.forks - since.forks <= upto.ours - since.ours;
+  return upto.ours_done >= since.ours_started && upto.forks >= since.forks &&
+         upto.forks - since.forks <= upto.ours_done - since.ours_started;
 }
 
 }  // namespace
 
 std::optional<procfs::PidClock> sweep_clock() {
-  // Ours first, then the kernel's: a spawn is counted after its clone, so every spawn in
-  // `ours` is in the kernel's count too, and one in flight only makes the scan happen.
-  std::uint64_t ours = processes_spawned();
+  // A reading serves as the end of one window and the start of the next, and spawns may be
+  // under way on other threads (claim checks, other stacks): clones finished are read before
+  // the kernel's count (each is in it), clones begun after it (each one the kernel counted
+  // had begun). So a window credits corral with no clone the kernel did not count in it,
+  // and a clone in flight can only make a foreign fork of the window more likely, not less.
+  std::uint64_t done = processes_spawned();
   auto c = procfs::pid_clock();
-  if (c) c->ours = ours;
+  if (c) {
+    c->ours_done = done;
+    c->ours_started = spawns_begun();
+  }
   return c;
 }
 
@@ -162,14 +171,22 @@ void Engine::Impl::sweep_escapees(const std::shared_ptr<StackState>& st, std::ve
   for (auto i : only) {
     Svc& s = *st->services[i];
     targets.push_back(Target{s.spec.name, s.last_pid, &s.spawns, s.spawns.load()});
-    if (!s.spawned_once && !s.sweep_since) continue;  // never ran since the last sweep
+    if (!s.unswept) {
+      // Not run since its last sweep: what it left was taken then, and its last group
+      // number may name another program's group by now.
+      targets.back().group = 0;
+      continue;
+    }
     if (!s.sweep_since) unbounded = true;
     else if (!since || s.sweep_since->forks < since->forks) since = s.sweep_since;
     s.sweep_since.reset();  // a start from now on opens a new window
+    s.unswept = false;
   }
   if (unbounded) since.reset();
-  chores.post([this, st, marker, targets = std::move(targets), since, unbounded, then = std::move(then)] {
+  chores.post([this, st, marker, targets = std::move(targets), since, unbounded, only = std::move(only),
+               then = std::move(then)] {
     std::vector<std::pair<std::string, std::string>> lines;
+    bool abandoned = false;
     // An escapee that keeps forking makes new marked processes while we look: look again
     // until a pass finds nothing (each pass kills what it finds, and the groups of those
     // that left the service's, so the tree stops growing).
@@ -185,12 +202,26 @@ void Engine::Impl::sweep_escapees(const std::shared_ptr<StackState>& st, std::ve
       // One that runs again (a start from another thread) has a new run whose processes
       // may lie in this range: leave the rest to its next stop. Looked at after the range
       // is taken, so a run that starts later has only pids beyond it.
-      if (std::any_of(targets.begin(), targets.end(), [](const Target& t) { return t.respawned(); })) break;
+      if (std::any_of(targets.begin(), targets.end(), [](const Target& t) { return t.respawned(); })) {
+        abandoned = true;
+        break;
+      }
       auto r = kill_marked(marker, targets, range, true);
       lines.insert(lines.end(), r.lines.begin(), r.lines.end());
       if (!r.found) break;
     }
-    post_sweep_lines(st, std::move(lines), then);
+    if (!abandoned) return post_sweep_lines(st, std::move(lines), then);
+    // The window is opened again (back to where this one began: a clock of 0 forks means
+    // unbounded), so the next stop or close looks at what this sweep left.
+    procfs::PidClock from = unbounded || !since ? procfs::PidClock{} : *since;
+    post_sweep_lines(st, std::move(lines), [st, only, from, then] {
+      for (auto i : only) {
+        Svc& s = *st->services[i];
+        if (!s.sweep_since || from.forks < s.sweep_since->forks) s.sweep_since = from;
+        s.unswept = true;
+      }
+      then();
+    });
   });
 }
 

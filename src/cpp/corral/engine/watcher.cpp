@@ -81,6 +81,8 @@ void DeathWatcher::start() noexcept {
     req.argv = {program_};
     req.pass_fd = theirs.get();
     req.death_signal = 0;  // it must outlive us: that is its whole purpose
+    // run_watcher calls setsid itself, after it has noted the owner's group and session.
+    req.new_session = false;
     if (auto r = spawn(req)) {
       pid = r.pid;
       pidfd = std::move(r.pidfd);

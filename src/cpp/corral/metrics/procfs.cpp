@@ -130,7 +130,9 @@ void for_each_pid_in(const std::optional<std::pair<pid_t, pid_t>>& range, const 
     // `follow` they count too (unless the pids wrapped round: then only the range).
     std::pair<pid_t, pid_t> r{after, upto};
     if (follow && after <= upto) r.second = std::numeric_limits<pid_t>::max();
-    for_each_pid([&](pid_t pid) { return in_pid_range(pid, r) && f(pid); });
+    // Following a flood of forks could list forever: at most a few pid spaces' worth.
+    long budget = 4 * (max > 0 ? max : 32768);
+    for_each_pid([&](pid_t pid) { return (follow && --budget < 0) || (in_pid_range(pid, r) && f(pid)); });
     return;
   }
   for_each_pid([&](pid_t pid) { return f(pid); });

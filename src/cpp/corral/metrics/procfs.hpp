@@ -35,7 +35,9 @@ int open_fds(pid_t pid);
 struct PidClock {
   std::uint64_t forks = 0;
   pid_t last_pid = 0;
-  std::uint64_t ours = 0;  // forks the reader made itself, read just before (0: not known)
+  // The reader's own process creations, counted around the reading (0: not known): those
+  // finished before it and those begun by the time it was done (see the engine's sweep).
+  std::uint64_t ours_done = 0, ours_started = 0;
 };
 std::optional<PidClock> pid_clock();
 // A predicate for "created after `since` (and before now)", or nullopt when that cannot be

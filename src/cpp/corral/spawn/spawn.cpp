@@ -299,7 +299,7 @@ CORRAL_CHILD_NO_ASAN int child_main(void* arg) {
 
 // Starts the child described by `plan` and waits until it has exec'd or failed. Returns
 // the pid (the child may already have exited if plan.error is set), or -1 with errno.
-std::atomic<std::uint64_t> spawned{0};
+std::atomic<std::uint64_t> spawned{0}, begun{0};
 
 pid_t clone_child(ChildPlan& plan, char* stack_top, int& pidfd) {
   int flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD;
@@ -309,9 +309,10 @@ pid_t clone_child(ChildPlan& plan, char* stack_top, int& pidfd) {
   sigset_t all, old;
   sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  begun.fetch_add(1);  // before the clone, and spawned after it: see processes_spawned()
   pid_t pid = ::clone(child_main, stack_top, flags, &plan, &pidfd);
   int clone_errno = errno;
-  if (pid > 0) spawned.fetch_add(1);  // after the clone: see processes_spawned()
+  if (pid > 0) spawned.fetch_add(1);
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   errno = clone_errno;
   return pid;
@@ -330,6 +331,7 @@ std::string shown(const std::string& path, const std::string& cwd) {
 }  // namespace
 
 std::uint64_t processes_spawned() noexcept { return spawned.load(); }
+std::uint64_t spawns_begun() noexcept { return begun.load(); }
 
 SpawnResult spawn(const SpawnRequest& req) {
   SpawnResult result;

@@ -84,6 +84,8 @@ SpawnResult spawn(const SpawnRequest& req);
 // returns. Beside the kernel's fork counter it tells whether anything else forked (the
 // escapee sweep skips its scan when nothing did).
 std::uint64_t processes_spawned() noexcept;
+// Clones begun so far (counted before each clone, whether it succeeds or not).
+std::uint64_t spawns_begun() noexcept;
 
 // A pipe whose read end is non-blocking; both ends close-on-exec.
 bool make_pipe(Fd& read_end, Fd& write_end);
