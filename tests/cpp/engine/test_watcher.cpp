@@ -3,6 +3,7 @@
 // with a watcher that is stopped or killed.
 #include "corral/engine/watcher.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -64,16 +65,23 @@ Child run_helper(std::vector<std::string> args, std::vector<std::string> env = {
   return child;
 }
 
+// /proc/<pid>/<file> with raw reads ("" when gone): a process that exits between the open
+// and the read gives ESRCH, which an ifstream turns into an exception.
+std::string proc_file(pid_t pid, const char* file) {
+  Fd f(::open(("/proc/" + std::to_string(pid) + "/" + file).c_str(), O_RDONLY | O_CLOEXEC));
+  char buf[4096];
+  ssize_t n = f ? ::read(f.get(), buf, sizeof buf) : -1;
+  return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
+}
+
 bool alive(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::string stat = proc_file(pid, "stat");
   auto close = stat.rfind(')');
   return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
 }
 
 char state_of(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::string stat = proc_file(pid, "stat");
   auto close = stat.rfind(')');
   return close != std::string::npos && close + 2 < stat.size() ? stat[close + 2] : '?';
 }
@@ -239,9 +247,7 @@ TEST_P(Watcher, KillsARunningExecCheckThroughItsTracker) {
   pid_t sleeper = -1;
   ASSERT_TRUE(eventually([&] {
     procfs::for_each_pid([&](pid_t pid) {
-      std::ifstream f("/proc/" + std::to_string(pid) + "/cmdline");
-      std::string cmd((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-      if (cmd == std::string("sleep\0" "1000.25\0", 14)) sleeper = pid;
+      if (proc_file(pid, "cmdline") == std::string("sleep\0" "1000.25\0", 14)) sleeper = pid;
       return sleeper > 0;
     });
     return sleeper > 0;
