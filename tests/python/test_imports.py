@@ -43,6 +43,14 @@ def test_import_loads_no_engine_and_no_parser(code: str) -> None:
     assert [m for m in _HEAVY if m in modules] == []
 
 
+def test_the_pytest_plugin_loads_no_engine() -> None:
+    # pytest loads the plugin in every session of an environment with corral installed,
+    # most of which never start a stack. (What pytest itself imports does not count.)
+    modules, _ = _modules_after("import corral.pytest_plugin")
+    baseline, _ = _modules_after("import pytest")
+    assert [m for m in _HEAVY if m in modules and m not in baseline] == []
+
+
 @pytest.fixture
 def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A runtime directory of the test's own (short: a socket path must fit in sun_path)."""

@@ -32,14 +32,18 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import _core
-from .client import Client, connect
 from .errors import CorralError, StartError
-from .stack import Stack
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .stack import Stack
+# The engine, the client and the Stack are imported where they are used: pytest loads this
+# plugin in every session of an environment where corral is installed, most of which never
+# touch a stack.
 
 __all__ = ["SharedService", "SharedStack"]
 
@@ -113,6 +117,8 @@ class _Session:
         if (got := self.current()) is not None:
             return got
         # Private at each level (ours, 0700, not a symlink), or a CorralError naming the path.
+        from . import _core
+
         base = _core.private_dir(os.path.join(_core.runtime_dir(), "pytest"))
         self.dir = Path(_core.private_dir(os.path.join(base, self.run)))
         self._users = _open(self.dir / "users.lock", os.O_CREAT | os.O_RDWR)
@@ -126,10 +132,14 @@ class _Session:
                 if "error" in data:
                     raise StartError(data["service"], data["error"], data.get("log_tail", []))
                 if data.get("socket"):
+                    from .client import connect
+
                     self.client = connect(data["socket"])
                     return self.client
                 self.view = SharedStack(data["status"])
                 return self.view
+            from .stack import Stack
+
             stack = Stack.load(self.file)
             try:
                 stack.start()
