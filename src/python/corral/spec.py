@@ -365,12 +365,7 @@ def log_files(value: object, base: str | None = None) -> LogFiles | None:
     if not isinstance(value, Mapping):
         raise ConfigError(f"expected a table (dir, max_size, keep) or a directory, got {_show(value)}",
                           key="logs")
-    for key in value:
-        try:
-            _known_key(key, _LOGS_KEYS)
-        except ConfigError as err:
-            err._add_context(key=f"logs.{key}")
-            raise
+    _section_keys(value, _LOGS_KEYS, "logs")
     raw = value.get("dir")
     if isinstance(raw, os.PathLike):
         raw = os.fspath(raw)
@@ -397,12 +392,7 @@ def _metrics_table(value: object) -> tuple[float | None, bool]:
         return None, False
     if not isinstance(value, Mapping):
         raise ConfigError(f"expected a table (interval, pss), got {_show(value)}", key="metrics")
-    for key in value:
-        try:
-            _known_key(key, _METRICS_KEYS)
-        except ConfigError as err:
-            err._add_context(key=f"metrics.{key}")
-            raise
+    _section_keys(value, _METRICS_KEYS, "metrics")
     interval = value.get("interval")
     if interval is not None:
         interval = _keyed("metrics.interval", metrics_interval, interval)
@@ -516,6 +506,16 @@ def _file_name(path: object) -> str:
     if "\0" in file:
         raise ConfigError(f"a file path cannot contain a NUL character, got {_show(file)}")
     return file
+
+
+def _section_keys(table: Mapping[Any, Any], known: tuple[str, ...], section: str) -> None:
+    """Every key of a top-level table such as [logs] is known; the error names `section.key`."""
+    for key in table:
+        try:
+            _known_key(key, known)
+        except ConfigError as err:
+            err._add_context(key=f"{section}.{key}")
+            raise
 
 
 def _known_key(key: Any, known: tuple[str, ...], *, allow_extension: bool = False) -> None:
