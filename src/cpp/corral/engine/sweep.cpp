@@ -84,9 +84,10 @@ struct Target {
 };
 
 // One look at /proc: kills (through a re-checked pidfd) every process that carries
-// `marker` and belongs to one of `targets`, among the pids in `range`; waits until they are
-// gone. `follow`: and among the pids created while it looks, except once a target has been
-// spawned again (its new run's processes are not escapees of the old one).
+// `marker`, belongs to one of `targets` and has left its last process group, among the pids
+// in `range`; waits until they and the members of those groups are gone. `follow`: and
+// among the pids created while it looks, except once a target has been spawned again (its
+// new run's processes are not escapees of the old one).
 SweepResult kill_marked(const std::string& marker, const std::vector<Target>& targets,
                         const std::optional<std::pair<pid_t, pid_t>>& range, bool follow) {
   SweepResult r;
@@ -96,8 +97,22 @@ SweepResult kill_marked(const std::string& marker, const std::vector<Target>& ta
   const pid_t self = ::getpid();
   std::string service;
   procfs::for_each_pid_in(range, [&](pid_t pid) {
+    if (pid == self) return false;
+    // The members of each service's last process group were SIGKILLed at its exit (while
+    // its zombie held the number), but die asynchronously, and a dying process's
+    // environment may no longer be readable: they are waited for by their group, so
+    // nothing of the service is still running when this returns. Waited for only, never
+    // signalled here: by now the number may name another program's group.
+    pid_t group = procfs::process_group(pid);
+    if (group <= 0) return false;
+    if (std::any_of(targets.begin(), targets.end(), [&](const auto& t) { return t.group == group; })) {
+      int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+      if (fd >= 0) dying.emplace_back(fd);
+      return false;
+    }
+    // The others had escaped their group.
     service.clear();  // has_marker sets it only when the process names its service
-    if (pid == self || !has_marker(pid, marker, &service)) return false;
+    if (!has_marker(pid, marker, &service)) return false;
     auto named = std::find_if(targets.begin(), targets.end(), [&](const auto& t) { return t.name == service; });
     if (named == targets.end()) return false;
     if (follow && named->respawned() && !(range && procfs::in_pid_range(pid, *range))) return false;
@@ -105,29 +120,12 @@ SweepResult kill_marked(const std::string& marker, const std::vector<Target>& ta
     if (fd < 0) return false;
     Fd pidfd(fd);
     if (!has_marker(pid, marker)) return false;  // the pid we hold may have been recycled
-    pid_t group = procfs::process_group(pid);
-    if (group != named->group) kill_escaped_group(pidfd.get(), pid, group, marker);
+    kill_escaped_group(pidfd.get(), pid, procfs::process_group(pid), marker);
     ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
     r.found = true;
-    // Members of the service's own group were SIGKILLed with it and are only still
-    // dying; the others had escaped it.
-    if (group != named->group)
-      r.lines.emplace_back(service, fmt::format("corral: killed pid {} ({}), which had escaped the service's "
-                                                "process group", pid, procfs::comm(pid)));
+    r.lines.emplace_back(service, fmt::format("corral: killed pid {} ({}), which had escaped the service's "
+                                              "process group", pid, procfs::comm(pid)));
     dying.push_back(std::move(pidfd));
-    return false;
-  }, follow);
-  // The members of each service's last process group were SIGKILLed at its exit (while its
-  // zombie held the number), but die asynchronously, and a dying process's environment may
-  // no longer be readable: wait for them by their group too, so nothing of the service is
-  // still running when this returns. Waited for only, never signalled here: by now the
-  // number may name another program's group.
-  procfs::for_each_pid_in(range, [&](pid_t pid) {
-    pid_t group = procfs::process_group(pid);
-    if (group <= 0 || std::none_of(targets.begin(), targets.end(), [&](const auto& t) { return t.group == group; }))
-      return false;
-    int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-    if (fd >= 0) dying.emplace_back(fd);
     return false;
   }, follow);
   // Done when they are gone, not when they were told to go.
