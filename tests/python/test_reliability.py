@@ -353,6 +353,23 @@ def test_orphaned_grandchildren_leave_no_zombies(make_stack, helper):
     assert _zombie_children_of(os.getpid()) == []
 
 
+def test_an_exit_on_its_own_takes_what_is_left_in_its_process_group(make_stack, helper):
+    # The leader exits by itself (no stop, no restart) while a child it forked, still in the
+    # service's process group, would sleep on for minutes: the exit takes the child along
+    # (the leader is reaped, then its group killed through the leader's pidfd, or by number
+    # while the zombie still holds it on kernels before 6.9).
+    stack = make_stack()
+    svc = stack.add("leaver", [helper, "grandchild", "300", "ignore", "TERM", "print", "up", "pause"],
+                    ready=corral.LogCheck("^up$"), restart=corral.Restart("no"))
+    stack.start()
+    child = int(next(line for line in svc.logs() if line.startswith("grandchild ")).split()[1])
+    assert alive(child)
+    os.kill(svc.pid, signal.SIGKILL)  # the leader alone, as a crash would end it
+    wait_until(lambda: svc.state == "exited" and svc.exit_code is not None, what="the exit recorded")
+    wait_until(lambda: not alive(child), timeout=30, what="the group member killed")
+    assert svc.exit_code == -signal.SIGKILL
+
+
 # Row 15 ----------------------------------------------------------------------------------------
 
 def test_500_services_start_stop_and_every_exit_is_recorded(make_stack, helper):

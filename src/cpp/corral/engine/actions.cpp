@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "corral/engine/engine_impl.hpp"
+#include "corral/os/pidfd.hpp"
 #include "corral/spawn/spawn.hpp"
 
 namespace corral {
@@ -271,10 +272,13 @@ Event Engine::Impl::classify_exit(Svc& s, const ExitInfo& exit, std::string& why
 
 void Engine::Impl::on_exit(StackState& st, Svc& s) {
   const int pidfd = s.proc.pidfd->native_handle();
+  const bool by_pidfd = os::pidfd_signals_groups();
   siginfo_t info{};
-  // Look before reaping (WNOWAIT): while the zombie is there its pid, and so its group id,
-  // is still ours, and what the service left in its group can be killed safely.
-  int rc = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info, WEXITED | WNOHANG | WNOWAIT);
+  // Where the pidfd can signal the group, reap at once: the kill below reaches the group
+  // through the leader's pid itself, not its number. Elsewhere look first (WNOWAIT): while
+  // the zombie is there its pid, and so its group id, is still ours to signal by number.
+  int rc = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info,
+                    WEXITED | WNOHANG | (by_pidfd ? 0 : WNOWAIT));
   bool stolen = rc != 0;  // ECHILD: no longer ours to reap
   if (rc == 0 && info.si_pid == 0) return arm_exit(st, s);  // spurious wake-up: wait again
   ExitInfo exit;
@@ -286,9 +290,14 @@ void Engine::Impl::on_exit(StackState& st, Svc& s) {
                 "corral: the process was reaped by someone else in this program (a waitpid(-1)?); "
                 "its exit status is unknown");
   } else {
-    ::kill(-s.proc.pid, SIGKILL);
-    siginfo_t reaped{};
-    ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &reaped, WEXITED | WNOHANG);
+    // What the service left in its group goes with it.
+    if (by_pidfd) {
+      ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, os::pidfd_process_group);
+    } else {
+      ::kill(-s.proc.pid, SIGKILL);
+      siginfo_t reaped{};
+      ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &reaped, WEXITED | WNOHANG);
+    }
     if (info.si_code == CLD_EXITED) {
       exit.code = info.si_status;
     } else {
@@ -303,9 +312,7 @@ void Engine::Impl::on_exit(StackState& st, Svc& s) {
                       std::chrono::duration<double>(Clock::now() - s.spawned_at).count());
   s.restart_cause = s.health_kill ? "health" : "exit";  // classify_exit clears health_kill
   s.proc.pid = 0;
-  boost::system::error_code ignored;
-  s.proc.pidfd->close(ignored);
-  s.proc.pidfd.reset();
+  closer.close(s.proc.pidfd);
   close_pipes(st, s);
   stop_checks(s);
   // Hold the ports again until the next spawn: during a backoff (or while stopped) no

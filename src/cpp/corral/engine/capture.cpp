@@ -118,26 +118,20 @@ bool Engine::Impl::drain(StackState& st, Svc& s, Stream which, int rounds) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
     split.finish([&](std::string_view line) { record_line(st, s, which, line); });
-    boost::system::error_code ignored;
-    d->close(ignored);
-    d.reset();
+    closer.close(d);
     return false;
   }
   return static_cast<bool>(d);
 }
 
 // At the exit: take what is still in the pipes now, so the last lines are there for
-// whoever looks at the exit; then close them (a grandchild holding the write end was
-// just killed with the group).
+// whoever looks at the exit; then hand them to the closer (a grandchild holding the write
+// end was just killed with the group).
 void Engine::Impl::close_pipes(StackState& st, Svc& s) {
   drain(st, s, Stream::out, 64);
   drain(st, s, Stream::err, 64);
-  boost::system::error_code ignored;
-  for (auto* d : {&s.proc.out, &s.proc.err})
-    if (*d) {
-      (*d)->close(ignored);
-      d->reset();
-    }
+  closer.close(s.proc.out);
+  closer.close(s.proc.err);
   const std::int64_t now = wall_ns();
   s.proc.out_split.finish([&](std::string_view line) { record_line(st, s, Stream::out, line, now); });
   s.proc.err_split.finish([&](std::string_view line) { record_line(st, s, Stream::err, line, now); });

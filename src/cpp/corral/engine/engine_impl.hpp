@@ -32,6 +32,7 @@
 #include "corral/checks/pattern.hpp"
 #include "corral/core/duration.hpp"
 #include "corral/engine/chores.hpp"
+#include "corral/engine/closer.hpp"
 #include "corral/engine/engine.hpp"
 #include "corral/engine/event_queue.hpp"
 #include "corral/engine/watcher.hpp"
@@ -239,6 +240,7 @@ struct Engine::Impl {
   Chores claim_jobs;  // allocations that run check commands (blocking, off the thread)
   // Reads /proc for the metrics ticks of every stack, so the engine thread never does.
   Chores sampler;
+  Closer closer;  // spent pipes and pidfds (only the engine thread hands them over)
   Chores chores;  // declared last: joined first, while everything it posts to still exists
 
   // Runs `f` on the engine thread and returns its result (or rethrows its exception).

@@ -13,11 +13,9 @@
 
 #include "corral/engine/watcher.hpp"
 #include "corral/engine/watcher_protocol.hpp"
+#include "corral/os/pidfd.hpp"
 #include "corral/os/proc_raw.hpp"
 
-#ifndef PIDFD_SIGNAL_PROCESS_GROUP
-#define PIDFD_SIGNAL_PROCESS_GROUP (1U << 2)  // Linux 6.9 uapi; older headers lack it
-#endif
 
 namespace corral {
 namespace {
@@ -116,7 +114,7 @@ void kill_groups() {
   for (int i = 0; i < group_count; ++i) {
     const Group& g = groups[i];
     if (g.pidfd < 0) continue;
-    if (::syscall(SYS_pidfd_send_signal, g.pidfd, SIGKILL, nullptr, PIDFD_SIGNAL_PROCESS_GROUP) == 0) continue;
+    if (::syscall(SYS_pidfd_send_signal, g.pidfd, SIGKILL, nullptr, os::pidfd_process_group) == 0) continue;
     if (errno != EINVAL) continue;  // ESRCH: nobody is left in the group
     if (::syscall(SYS_pidfd_send_signal, g.pidfd, 0, nullptr, 0U) == 0) ::kill(-g.pgid, SIGKILL);
   }

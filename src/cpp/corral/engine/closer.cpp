@@ -1,0 +1,48 @@
+#include "corral/engine/closer.hpp"
+
+#include <signal.h>
+
+namespace corral {
+
+void Closer::close(std::unique_ptr<Descriptor>& d) {
+  if (!d) return;
+  {
+    std::lock_guard lock(mutex_);
+    queue_.push_back(std::move(d));
+    if (!thread_.joinable()) {
+      // Asynchronous signals belong to the host program's threads, not to ours.
+      sigset_t all, old;
+      sigfillset(&all);
+      ::pthread_sigmask(SIG_BLOCK, &all, &old);
+      thread_ = std::thread([this] { run(); });
+      ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    }
+  }
+  cv_.notify_one();
+}
+
+void Closer::run() {
+  std::vector<std::unique_ptr<Descriptor>> batch;
+  std::unique_lock lock(mutex_);
+  while (true) {
+    cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping, and nothing left
+    batch.swap(queue_);  // everything queued so far, for one wake-up
+    lock.unlock();
+    boost::system::error_code ignored;
+    for (auto& d : batch) d->close(ignored);
+    batch.clear();
+    lock.lock();
+  }
+}
+
+Closer::~Closer() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  cv_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace corral
