@@ -9,6 +9,7 @@
 #include <future>
 
 #include "corral/engine/engine_impl.hpp"
+#include "corral/os/fd_table.hpp"
 #include "corral/spawn/spawn.hpp"
 
 namespace corral {
@@ -31,6 +32,10 @@ std::shared_ptr<Engine> Engine::create(const std::string& watcher_program) {
   std::shared_ptr<Engine> e(new Engine());
   auto& impl = *e->impl_;
   raise_fd_limit();
+  // Room for the descriptors of a few hundred services, made before the engine thread
+  // exists: while a process has one thread, growing its fd table costs no RCU grace period
+  // (os/fd_table.hpp), and larger starts then grow it once each, not by doubling.
+  os::reserve_fd_slots(1024);
   // The engine thread takes no asynchronous signals: they belong to the host program
   // (Python handles them on its main thread), and none should interrupt our syscalls.
   sigset_t all, old;

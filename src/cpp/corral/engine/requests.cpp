@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "corral/engine/engine_impl.hpp"
+#include "corral/os/fd_table.hpp"
 #include "corral/metrics/proc_sample.hpp"
 #include "corral/metrics/procfs.hpp"
 
@@ -208,6 +209,12 @@ void Engine::Impl::request_start(StackState& st, const std::vector<std::string>&
   std::vector<std::size_t> targets;
   for (std::size_t i = 0; i < mask.size(); ++i)
     if (mask[i]) targets.push_back(i);
+  // Room in the fd table for what the spawns open (pipes, pidfds, port sockets), grown
+  // once now rather than doubling under the spawns, each time waiting for an RCU grace
+  // period (os/fd_table.hpp).
+  int fds = 64;
+  for (auto i : targets) fds += 5 + static_cast<int>(st.services[i]->spec.ports.size() + st.services[i]->spec.listen.size());
+  os::reserve_fd_slots(fds);
   // Every port first, so that {{other.port.x}} resolves whatever the spawn order.
   for (auto i : targets) {
     ensure_ports(*st.services[i]);
