@@ -311,6 +311,29 @@ def test_owner_environment_does_not_leak_corral_variables(make_stack, helper, mo
                           "env KEEP_ME=yes"]
 
 
+def test_service_environment_overrides_the_owners_and_names_each_variable_once(make_stack, helper,
+                                                                               monkeypatch):
+    # The owner's environment (made once per stack) merged with what each run sets: the
+    # service's value wins, and no variable appears twice (a second copy would be read by
+    # some programs and not by others).
+    monkeypatch.setenv("AAA_FIRST", "owner")
+    monkeypatch.setenv("MID_VAR", "owner")
+    monkeypatch.setenv("ZZZ_LAST", "owner")
+    monkeypatch.setenv("CORRAL_SERVICE", "not-this-one")
+    stack = make_stack()
+    svc = stack.add("e", [helper, "print", "up", "pause"], env={"MID_VAR": "service", "ZZZ_LAST": "service"},
+                    ports=["http"], ready=corral.LogCheck("^up$"))
+    stack.start()
+    with open(f"/proc/{svc.pid}/environ", "rb") as f:
+        entries = [e.decode() for e in f.read().split(b"\0") if e]
+    keys = [e.split("=", 1)[0] for e in entries]
+    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
+    env = dict(e.split("=", 1) for e in entries)
+    assert env["AAA_FIRST"] == "owner" and env["MID_VAR"] == "service" and env["ZZZ_LAST"] == "service"
+    assert env["CORRAL_SERVICE"] == "e" and env["PORT"] == str(svc.ports["http"])
+    assert env["CORRAL_PORT_HTTP"] == env["PORT"]
+
+
 def test_literal_braces_in_a_command(make_stack, helper):
     stack = make_stack()
     svc = stack.add("b", [helper, "print", '{{ "{{" }}.Names}}', "pause"], ready=corral.LogCheck("Names"))

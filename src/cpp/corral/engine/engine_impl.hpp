@@ -200,6 +200,10 @@ struct StackState : std::enable_shared_from_this<StackState> {
   std::unordered_map<std::string, std::size_t> index;
   std::vector<std::shared_ptr<Waiter>> waiters;  // every live waiter, to fail them on close
   std::string tmpdir;
+  // spec.base_env as "KEY=value" entries, sorted by key, without what must not leak into
+  // services (environment.cpp): made at the first spawn, shared by every spawn after it.
+  std::vector<std::string> inherited_env;
+  bool inherited_env_made = false;
   bool closing = false;
   std::vector<std::shared_ptr<Pending<Outcome>>> close_results;  // set once it is closed
   std::atomic<bool> closed{false};

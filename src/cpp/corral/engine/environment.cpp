@@ -116,17 +116,31 @@ TemplateResolver Engine::Impl::resolver(StackState& st, Svc& s) {
   };
 }
 
+namespace {
+
+// What the owner inherited from its own supervisor must not leak into services: a
+// NOTIFY_SOCKET would let them notify systemd (or an outer corral), PORT and CORRAL_PORT_*
+// would name the owner's ports, not theirs.
+bool owner_only(const std::string& k) {
+  return k == "NOTIFY_SOCKET" || k == "PORT" || k == "CORRAL_SERVICE" || k == "CORRAL_STACK" ||
+         k.rfind("CORRAL_PORT_", 0) == 0 || k.rfind("CORRAL_RES_", 0) == 0 || k == "LISTEN_FDS" ||
+         k == "LISTEN_PID" || k == "LISTEN_FDNAMES";
+}
+
+std::string_view key_of(const std::string& entry) { return std::string_view(entry).substr(0, entry.find('=')); }
+
+}  // namespace
+
 std::vector<std::string> Engine::Impl::build_env(StackState& st, Svc& s, const TemplateResolver& resolve) {
-  std::map<std::string, std::string> env = st.spec.base_env;
-  // What the owner inherited from its own supervisor must not leak into services: a
-  // NOTIFY_SOCKET would let them notify systemd (or an outer corral), PORT and
-  // CORRAL_PORT_* would name the owner's ports, not theirs.
-  std::erase_if(env, [](const auto& kv) {
-    const auto& k = kv.first;
-    return k == "NOTIFY_SOCKET" || k == "PORT" || k == "CORRAL_SERVICE" || k == "CORRAL_STACK" ||
-           k.rfind("CORRAL_PORT_", 0) == 0 || k.rfind("CORRAL_RES_", 0) == 0 || k == "LISTEN_FDS" ||
-           k == "LISTEN_PID" || k == "LISTEN_FDNAMES";
-  });
+  // The owner's environment is the same for every spawn of the stack: filtered and joined
+  // once (a copy of it per spawn was an eighth of the engine's work in a start of 1,000).
+  if (!st.inherited_env_made) {
+    for (const auto& [k, v] : st.spec.base_env)
+      if (!owner_only(k)) st.inherited_env.push_back(k + "=" + v);
+    st.inherited_env_made = true;
+  }
+  // What this run sets, over the inherited environment.
+  std::map<std::string, std::string> env;
   env["CORRAL_STACK"] = st.id;
   env["CORRAL_SERVICE"] = s.spec.name;
   for (const auto& [name, port] : s.ports) env["CORRAL_PORT_" + upper(name)] = std::to_string(port);
@@ -146,9 +160,20 @@ std::vector<std::string> Engine::Impl::build_env(StackState& st, Svc& s, const T
       if (t.name == name && !t.env.empty()) env[t.env] = joined;
   }
   for (const auto& [k, v] : s.spec.env) env[k] = render_template(v, resolve);
+  // Both are sorted by key: merge them, the run's value winning.
   std::vector<std::string> out;
-  out.reserve(env.size());
-  for (auto& [k, v] : env) out.push_back(k + "=" + v);
+  out.reserve(st.inherited_env.size() + env.size());
+  auto set = env.begin();
+  for (const auto& entry : st.inherited_env) {
+    auto key = key_of(entry);
+    while (set != env.end() && std::string_view(set->first) < key) {
+      out.push_back(set->first + "=" + set->second);
+      ++set;
+    }
+    if (set != env.end() && std::string_view(set->first) == key) continue;  // the run's comes next
+    out.push_back(entry);
+  }
+  for (; set != env.end(); ++set) out.push_back(set->first + "=" + set->second);
   return out;
 }
 
