@@ -181,6 +181,16 @@ void Engine::Impl::sweep_escapees(const std::shared_ptr<StackState>& st, std::ve
     s.unswept = false;
   }
   if (unbounded) since.reset();
+  // The common case, nothing but corral's own spawns forked since the window opened, is
+  // told by two small files: no need to wake the chores thread (and wait for its answer)
+  // to learn that there is nothing to look for.
+  if (since) {
+    auto now = sweep_clock();
+    if (now && only_ours_between(*since, *now)) {
+      asio::post(io, std::move(then));
+      return;
+    }
+  }
   chores.post([this, st, marker, targets = std::move(targets), since, unbounded, only = std::move(only),
                then = std::move(then)] {
     std::vector<std::pair<std::string, std::string>> lines;
