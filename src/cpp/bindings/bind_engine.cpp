@@ -69,6 +69,10 @@ std::optional<OutcomeTuple> wait_outcome(const std::shared_ptr<Pending<Outcome>>
   }
 }
 
+struct PendingStart {
+  std::shared_ptr<Pending<Outcome>> outcome;
+};
+
 // Posts a request (GIL released) and waits for its outcome.
 template <class F>
 std::optional<OutcomeTuple> request(F&& post, std::optional<double> timeout) {
@@ -129,6 +133,11 @@ const char* stream_name(Stream s) { return s == Stream::out ? "stdout" : "stderr
 }  // namespace
 
 void register_engine(py::module_& m) {
+  py::class_<PendingStart>(m, "PendingStart")
+      .def(
+          "wait", [](const PendingStart& p, std::optional<double> timeout) { return wait_outcome(p.outcome, timeout); },
+          py::arg("timeout") = py::none());
+
   // The last corral atexit handler to run (registered before _engine's): from then on a
   // thread that finishes a wait parks instead of meeting a finalizing interpreter.
   py::module_::import("atexit").attr("register")(py::cpp_function([] { begin_exit(); }));
@@ -149,6 +158,12 @@ void register_engine(py::module_& m) {
             return request([&] { return s.start(names); }, timeout);
           },
           py::arg("names"), py::arg("timeout") = py::none())
+      // A start that runs while the caller does something else (the first start serves the
+      // control API meanwhile); its wait() returns what start() would.
+      .def("begin_start",
+           [](Stack& s, const std::vector<std::string>& names) {
+             return PendingStart{without_gil([&] { return s.start(names); })};
+           })
       .def(
           "stop",
           [](Stack& s, const std::vector<std::string>& names, std::optional<double> timeout) {

@@ -4,7 +4,7 @@ corral's native engine (private; use the `corral` package)
 from __future__ import annotations
 import collections.abc
 import typing
-__all__: list[str] = ['CheckSpec', 'ControlServer', 'Engine', 'ResourceClaimSpec', 'ResourceTypeSpec', 'RestartSpec', 'ServiceSpec', 'Stack', 'StackSpec', 'check_regex', 'claims', 'levels', 'private_dir', 'runtime_dir', 'validate']
+__all__: list[str] = ['CheckSpec', 'ControlServer', 'Engine', 'PendingStart', 'ResourceClaimSpec', 'ResourceTypeSpec', 'RestartSpec', 'ServiceSpec', 'Stack', 'StackSpec', 'check_regex', 'claims', 'levels', 'private_dir', 'runtime_dir', 'validate']
 class CheckSpec:
     kind: str
     path: str
@@ -232,7 +232,12 @@ class StackSpec:
     @services.setter
     def services(self, arg0: collections.abc.Sequence[ServiceSpec]) -> None:
         ...
+class PendingStart:
+    def wait(self, timeout: typing.SupportsFloat | typing.SupportsIndex | None = None) -> tuple[bool, str, str] | None:
+        ...
 class Stack:
+    def begin_start(self, arg0: collections.abc.Sequence[str]) -> PendingStart:
+        ...
     def close(self, timeout: typing.SupportsFloat | typing.SupportsIndex | None = None) -> tuple[bool, str, str] | None:
         ...
     def configure_metrics(self, interval: typing.SupportsFloat | typing.SupportsIndex, pss: bool = False) -> None:

@@ -33,9 +33,10 @@ class ControlApi:
         except CorralError as exc:
             import warnings
 
-            # stacklevel: this method, Stack._core, the Stack method the user called, the user.
+            # stacklevel: this method, Stack._serve_api_now, Stack._core, the Stack method the
+            # user called, the user.
             warnings.warn(f"corral: stack '{name or 'corral'}' runs without its control API: {exc}",
-                          RuntimeWarning, stacklevel=4)
+                          RuntimeWarning, stacklevel=5)
             return
         self._keep(owner, served)
 

@@ -272,6 +272,7 @@ class Stack:
         # Two first starts at once (threads, or asyncio.gather of async_start) must share
         # one native stack, not run every service twice.
         self._create_lock = threading.Lock()
+        self._api_pending = False  # created, its control API not served yet (first start)
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._closed = False
         self._pid = os.getpid()
@@ -404,10 +405,14 @@ class Stack:
                 raise ConfigError(f"{self.file}: {exc}", file=self.file) from None
             raise
 
-    def _core(self) -> Any:
+    def _core(self, *, serve: bool = True) -> Any:
+        """The native stack, created on first use. `serve=False`: its control API may still
+        be to serve (`_serve_api_now()`), so that a first start spawns meanwhile."""
         if self._closed:
             raise StackClosed(f"stack '{self.name or 'corral'}' is closed")
         if self._handle is not None:
+            if serve and self._api_pending:
+                self._serve_api_now()
             return self._handle
         with self._create_lock:
             if self._closed:
@@ -431,9 +436,17 @@ class Stack:
                                        pss=self._metrics_pss, name=self.name or "corral", file=self.file)
                 self._native.handle = handle
                 _engine.register(self)
-                if self._api:
-                    self._control.start(self, handle, self.name, self.file, tcp=self._api_tcp)
+                self._api_pending = self._api
+        if serve and self._api_pending:
+            self._serve_api_now()
         return self._handle
+
+    def _serve_api_now(self) -> None:
+        with self._create_lock:
+            # close() clears the flag first: no server starts for a stack being closed.
+            if self._api_pending:
+                self._api_pending = False
+                self._control.start(self, self._handle, self.name, self.file, tcp=self._api_tcp)
 
     def serve_api(self, port: int = 0) -> dict[str, str | None]:
         """Serves the control API on loopback TCP too (port 0: any free one) and returns
@@ -527,9 +540,15 @@ class Stack:
         are ready. Raises StartError (a service failed) or Timeout."""
         for n in names:
             self[n]
-        core = self._core()
+        limit = wait_timeout(timeout)  # a bad timeout starts nothing
+        deadline = None if limit is None else time.monotonic() + limit
+        # The first start spawns while its control API is being served (Python work of a few
+        # milliseconds: the engine thread is busy with the spawns meanwhile).
+        core = self._core(serve=False)
+        pending = core.begin_start(list(names))
+        self._core()
         publish_runs(self)  # the dashboard's earlier runs (GET /v1/runs), while this one starts
-        outcome = core.start(list(names), wait_timeout(timeout))
+        outcome = pending.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if outcome is None:
             waiting = [r["name"] for r in core.status() if r["state"] in ("pending", "starting", "backoff")]
             raise Timeout(f"stack not ready within {timeout}s; still waiting for: {', '.join(waiting)}")
@@ -593,6 +612,8 @@ class Stack:
         if not _engine.owned_here(self._pid):
             self._closed = True  # inherited across fork: the parent owns those processes
             return
+        with self._create_lock:
+            self._api_pending = False  # a first start still to serve its API: not any more
         if self._handle is None:
             # A first start may be creating the native stack right now: then close that one.
             with self._create_lock:
