@@ -9,6 +9,7 @@
 #include "bindings.hpp"
 #include "corral/core/types.hpp"
 #include "corral/os/runtime_dir.hpp"
+#include "corral/spawn/spawn.hpp"
 
 namespace py = pybind11;
 
@@ -27,6 +28,10 @@ std::string checked(F&& f) {
 }  // namespace
 
 void register_os(py::module_& m) {
+  // A thread the Python layer starts for a stack, counted as corral's own clone (see
+  // note_clone_begun in spawn.hpp): begun before Thread.start(), done once it started.
+  m.def("note_clone_begun", [] { note_clone_begun(); });
+  m.def("note_clone_done", [] { note_clone_done(); });
   m.def("runtime_dir", [] { return checked([] { return os::runtime_dir(); }); },
         "corral's per-user runtime directory, created private (0700, ours, not a symlink).");
   m.def("private_dir", [](const std::string& path) { return checked([&] { return os::private_dir(path); }); },

@@ -4,7 +4,7 @@ corral's native engine (private; use the `corral` package)
 from __future__ import annotations
 import collections.abc
 import typing
-__all__: list[str] = ['CheckSpec', 'ControlServer', 'Engine', 'PendingStart', 'ResourceClaimSpec', 'ResourceTypeSpec', 'RestartSpec', 'ServiceSpec', 'Stack', 'StackSpec', 'check_regex', 'claims', 'levels', 'private_dir', 'runtime_dir', 'validate']
+__all__: list[str] = ['CheckSpec', 'ControlServer', 'Engine', 'PendingStart', 'ResourceClaimSpec', 'ResourceTypeSpec', 'RestartSpec', 'ServiceSpec', 'Stack', 'StackSpec', 'check_regex', 'claims', 'levels', 'note_clone_begun', 'note_clone_done', 'private_dir', 'runtime_dir', 'validate']
 class CheckSpec:
     kind: str
     path: str
@@ -354,6 +354,10 @@ def levels(spec: StackSpec) -> list[list[str]]:
     """
     The start order by level; raises ConfigError like validate().
     """
+def note_clone_begun() -> None:
+    ...
+def note_clone_done() -> None:
+    ...
 def private_dir(path: str) -> str:
     """
     Creates `path` 0700 if missing and checks it like the runtime directory.

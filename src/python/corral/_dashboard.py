@@ -328,7 +328,9 @@ class Dashboard:
         if refresh is not None and handle is not None:
             self._thread = threading.Thread(target=self._follow, args=(handle, refresh), daemon=True,
                                             name="corral-dashboard")
-            self._thread.start()
+            from . import _engine
+
+            _engine.start_thread(self._thread)
         return self
 
     def _follow(self, handle: Any, refresh: float) -> None:

@@ -52,6 +52,15 @@ _names_lock = threading.Lock()
 _log = logging.getLogger("corral")
 
 
+def start_thread(thread: threading.Thread) -> None:
+    """Starts a thread of corral's own, counted with corral's clones: the escapee sweep
+    skips its /proc scan only when nothing but corral cloned since a service started, and a
+    thread is a clone to the kernel's fork counter."""
+    _core.note_clone_begun()
+    thread.start()
+    _core.note_clone_done()
+
+
 def engine() -> Any:
     """The engine of this process, started on first use."""
     global _engine, _pid

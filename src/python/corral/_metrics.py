@@ -139,7 +139,9 @@ class MetricsServer:
         host, bound = self._server.server_address[:2]
         self.url = f"http://{host!s}:{bound}/metrics"
         self._thread = threading.Thread(target=self._server.serve_forever, name="corral-metrics", daemon=True)
-        self._thread.start()
+        from . import _engine
+
+        _engine.start_thread(self._thread)
 
     def close(self) -> None:
         self._server.shutdown()

@@ -133,7 +133,9 @@ class HistoryWriter:
         self._stop = threading.Event()
         self.lost = 0
         self._thread = threading.Thread(target=self._loop, name="corral-history", daemon=True)
-        self._thread.start()
+        from . import _engine  # here: the history reader of the CLI loads no engine
+
+        _engine.start_thread(self._thread)
 
     def _loop(self) -> None:
         while not self._stop.wait(_FLUSH_SECONDS):

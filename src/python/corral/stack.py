@@ -221,7 +221,8 @@ async def _in_thread(fn: Callable[..., _T], *args: Any) -> _T:
         with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
             loop.call_soon_threadsafe(settle, result, error)
 
-    threading.Thread(target=run, name=f"corral-{getattr(fn, '__name__', 'call')}", daemon=True).start()
+    name = f"corral-{getattr(fn, '__name__', 'call')}"
+    _engine.start_thread(threading.Thread(target=run, name=name, daemon=True))
     return await future
 
 

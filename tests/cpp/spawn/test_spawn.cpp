@@ -359,3 +359,16 @@ TEST_P(BothTables, RelativeCommandRunsInItsWorkingDirectory) {
 
 INSTANTIATE_TEST_SUITE_P(Spawn, BothTables, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "CopiedTable" : "SharedTable"; });
+
+// A thread corral starts is a clone to the kernel's fork counter: it is counted with
+// corral's own (begun before, done after), so that the escapee sweep does not take it for
+// someone else's fork.
+TEST(Spawn, OwnThreadsCountAsCorralsClones) {
+  auto begun = corral::spawns_begun(), done = corral::processes_spawned();
+  bool ran = false;
+  auto t = corral::start_own_thread([&ran] { ran = true; });
+  t.join();
+  EXPECT_TRUE(ran);
+  EXPECT_EQ(corral::spawns_begun(), begun + 1);
+  EXPECT_EQ(corral::processes_spawned(), done + 1);
+}

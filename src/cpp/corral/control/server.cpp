@@ -19,6 +19,7 @@
 
 #include "corral/control/rules.hpp"
 #include "corral/control/server_impl.hpp"
+#include "corral/spawn/spawn.hpp"
 #include "corral/control/views.hpp"
 
 namespace corral::control {
@@ -379,10 +380,7 @@ ControlServer::ControlServer(Stack& stack, ServerOptions options) {
                    asio::detached);
   // Signals belong to the host program's main thread: this thread takes none (as the
   // engine thread), so no handler ever runs here and no system call here sees EINTR.
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
-  thread_ = std::thread([core = core_] {
+  thread_ = start_own_thread([core = core_] {
     auto work = asio::make_work_guard(core->io);
     for (;;) {
       try {
@@ -393,7 +391,6 @@ ControlServer::ControlServer(Stack& stack, ServerOptions options) {
       }
     }
   });
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
 ControlServer::~ControlServer() {

@@ -1,6 +1,6 @@
 #include "corral/engine/chores.hpp"
 
-#include <signal.h>
+#include "corral/spawn/spawn.hpp"
 
 namespace corral {
 
@@ -8,16 +8,19 @@ void Chores::post(std::function<void()> job) {
   {
     std::lock_guard lock(mutex_);
     jobs_.push_back(std::move(job));
-    if (!thread_.joinable()) {
-      // Asynchronous signals belong to the host program's threads, not to ours.
-      sigset_t all, old;
-      sigfillset(&all);
-      ::pthread_sigmask(SIG_BLOCK, &all, &old);
-      thread_ = std::thread([this] { run(); });
-      ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    }
+    start_locked();
   }
   cv_.notify_one();
+}
+
+void Chores::start() {
+  std::lock_guard lock(mutex_);
+  start_locked();
+}
+
+void Chores::start_locked() {
+  if (thread_.joinable()) return;
+  thread_ = start_own_thread([this] { run(); });
 }
 
 void Chores::run() {

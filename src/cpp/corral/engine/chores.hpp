@@ -22,9 +22,12 @@ class Chores {
 
   // Queues `job`; the thread starts on first use, with every signal blocked.
   void post(std::function<void()> job);
+  // Starts the thread now rather than at the first job.
+  void start();
 
  private:
   void run();
+  void start_locked();
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> jobs_;

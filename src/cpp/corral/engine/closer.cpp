@@ -1,6 +1,6 @@
 #include "corral/engine/closer.hpp"
 
-#include <signal.h>
+#include "corral/spawn/spawn.hpp"
 
 namespace corral {
 
@@ -9,16 +9,19 @@ void Closer::close(std::unique_ptr<Descriptor>& d) {
   {
     std::lock_guard lock(mutex_);
     queue_.push_back(std::move(d));
-    if (!thread_.joinable()) {
-      // Asynchronous signals belong to the host program's threads, not to ours.
-      sigset_t all, old;
-      sigfillset(&all);
-      ::pthread_sigmask(SIG_BLOCK, &all, &old);
-      thread_ = std::thread([this] { run(); });
-      ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    }
+    start_locked();
   }
   cv_.notify_one();
+}
+
+void Closer::start() {
+  std::lock_guard lock(mutex_);
+  start_locked();
+}
+
+void Closer::start_locked() {
+  if (thread_.joinable()) return;
+  thread_ = start_own_thread([this] { run(); });
 }
 
 void Closer::run() {

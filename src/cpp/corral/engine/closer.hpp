@@ -28,9 +28,12 @@ class Closer {
   // still pending on it completes with operation_aborted, as a close on the engine thread
   // would make it. The thread starts on first use, with every signal blocked.
   void close(std::unique_ptr<Descriptor>& d);
+  // Starts the thread now rather than at the first descriptor.
+  void start();
 
  private:
   void run();
+  void start_locked();
   std::mutex mutex_;
   std::condition_variable cv_;
   std::vector<std::unique_ptr<Descriptor>> queue_;

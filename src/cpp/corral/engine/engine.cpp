@@ -10,6 +10,7 @@
 
 #include "corral/engine/engine_impl.hpp"
 #include "corral/os/fd_table.hpp"
+#include "corral/os/pidfd.hpp"
 #include "corral/spawn/spawn.hpp"
 
 namespace corral {
@@ -52,6 +53,12 @@ std::shared_ptr<Engine> Engine::create(const std::string& watcher_program) {
   });
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   ready.wait();
+  // The helpers every stop uses, started now: a thread created during a stop would cost
+  // the stop its creation, and would count as a fork in the window that tells whether
+  // anything but corral forked (the sweep's scan is skipped only when nothing did).
+  impl.closer.start();
+  impl.chores.start();
+  os::pidfd_signals_groups();  // asked once, here rather than at the first exit
   return e;
 }
 

@@ -7,12 +7,16 @@
 // owner holds (4,000 services hold 12,000).
 #pragma once
 
+#include <pthread.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/types.h>
 
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 namespace corral {
@@ -86,6 +90,27 @@ SpawnResult spawn(const SpawnRequest& req);
 std::uint64_t processes_spawned() noexcept;
 // Clones begun so far (counted before each clone, whether it succeeds or not).
 std::uint64_t spawns_begun() noexcept;
+
+// The same two counts for a clone of corral's own that is not a spawn: a thread it starts
+// (the control server's, its helper threads, the Python layer's). Begun before the clone,
+// done after it succeeded: a thread started while services run must not look like a fork
+// of someone else's to the escapee sweep, which then scans the pids of the window.
+void note_clone_begun() noexcept;
+void note_clone_done() noexcept;
+
+// A thread of corral's own: counted as above, with every signal blocked in it
+// (asynchronous signals belong to the host program's threads).
+template <class F>
+std::thread start_own_thread(F&& f) {
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_BLOCK, &all, &old);
+  note_clone_begun();
+  std::thread t(std::forward<F>(f));
+  note_clone_done();
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return t;
+}
 
 // A pipe whose read end is non-blocking; both ends close-on-exec.
 bool make_pipe(Fd& read_end, Fd& write_end);
