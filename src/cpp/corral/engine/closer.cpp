@@ -1,16 +1,24 @@
 #include "corral/engine/closer.hpp"
 
+#include <boost/asio/post.hpp>
+
 #include "corral/spawn/spawn.hpp"
 
 namespace corral {
 
 void Closer::close(std::unique_ptr<Descriptor>& d) {
   if (!d) return;
+  turn_.push_back(std::move(d));
+  if (turn_.size() == 1) boost::asio::post(io_, [this] { hand_over(); });
+}
+
+void Closer::hand_over() {
   {
     std::lock_guard lock(mutex_);
-    queue_.push_back(std::move(d));
+    for (auto& d : turn_) queue_.push_back(std::move(d));
     start_locked();
   }
+  turn_.clear();
   cv_.notify_one();
 }
 
@@ -42,6 +50,8 @@ void Closer::run() {
 Closer::~Closer() {
   {
     std::lock_guard lock(mutex_);
+    for (auto& d : turn_) queue_.push_back(std::move(d));  // a turn the loop did not finish
+    turn_.clear();
     stopping_ = true;
   }
   cv_.notify_one();

@@ -244,7 +244,7 @@ struct Engine::Impl {
   Chores claim_jobs;  // allocations that run check commands (blocking, off the thread)
   // Reads /proc for the metrics ticks of every stack, so the engine thread never does.
   Chores sampler;
-  Closer closer;  // spent pipes and pidfds (only the engine thread hands them over)
+  Closer closer{io};  // spent pipes and pidfds (only the engine thread hands them over)
   Chores chores;  // declared last: joined first, while everything it posts to still exists
 
   // Runs `f` on the engine thread and returns its result (or rethrows its exception).
