@@ -409,6 +409,21 @@ def test_escaped_grandchildren_are_found_by_marker_and_killed(make_stack, helper
     wait_until(lambda: not alive(other_escaped), what="the other escaped grandchild to be killed")
 
 
+def test_a_stop_right_after_an_exit_waits_for_that_exits_sweep(make_stack, helper):
+    # A service that daemonizes: its escapee leaves group and session, the leader exits by
+    # itself. The exit's own sweep (on the chores thread) kills the escapee; a stop that
+    # comes right after must not return before that sweep is done, even though nothing
+    # forked between the exit and the stop (which lets a stop skip its own scan).
+    stack = make_stack()
+    svc = stack.add("daemon", [helper, "escape", "300", "exit", "0"], restart=corral.Restart("no"))
+    stack.start()
+    wait_until(lambda: svc.state == "exited", what="the leader's exit")
+    escaped = int(next(line for line in svc.logs() if line.startswith("escaped ")).split()[1])
+    stack.stop()
+    assert not alive(escaped)
+    assert any(f"killed pid {escaped}" in line for line in svc.logs())
+
+
 def test_a_sweep_leaves_a_process_that_names_no_service_alone(make_stack, helper):
     # The sweep after stop("escaper") kills its escapee; a process of another service that
     # carries the stack's marker but no CORRAL_SERVICE (unset by the service) comes later in

@@ -32,6 +32,7 @@ void register_os(py::module_& m) {
   // note_clone_begun in spawn.hpp): begun before Thread.start(), done once it started.
   m.def("note_clone_begun", [] { note_clone_begun(); });
   m.def("note_clone_done", [] { note_clone_done(); });
+  m.def("note_clone_failed", [] { note_clone_failed(); });
   m.def("runtime_dir", [] { return checked([] { return os::runtime_dir(); }); },
         "corral's per-user runtime directory, created private (0700, ours, not a symlink).");
   m.def("private_dir", [](const std::string& path) { return checked([&] { return os::private_dir(path); }); },

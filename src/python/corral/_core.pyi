@@ -4,7 +4,7 @@ corral's native engine (private; use the `corral` package)
 from __future__ import annotations
 import collections.abc
 import typing
-__all__: list[str] = ['CheckSpec', 'ControlServer', 'Engine', 'PendingStart', 'ResourceClaimSpec', 'ResourceTypeSpec', 'RestartSpec', 'ServiceSpec', 'Stack', 'StackSpec', 'check_regex', 'claims', 'levels', 'note_clone_begun', 'note_clone_done', 'private_dir', 'runtime_dir', 'validate']
+__all__: list[str] = ['CheckSpec', 'ControlServer', 'Engine', 'PendingStart', 'ResourceClaimSpec', 'ResourceTypeSpec', 'RestartSpec', 'ServiceSpec', 'Stack', 'StackSpec', 'check_regex', 'claims', 'levels', 'note_clone_begun', 'note_clone_done', 'note_clone_failed', 'private_dir', 'runtime_dir', 'validate']
 class CheckSpec:
     kind: str
     path: str
@@ -357,6 +357,8 @@ def levels(spec: StackSpec) -> list[list[str]]:
 def note_clone_begun() -> None:
     ...
 def note_clone_done() -> None:
+    ...
+def note_clone_failed() -> None:
     ...
 def private_dir(path: str) -> str:
     """

@@ -57,8 +57,14 @@ def start_thread(thread: threading.Thread) -> None:
     skips its /proc scan only when nothing but corral cloned since a service started, and a
     thread is a clone to the kernel's fork counter."""
     _core.note_clone_begun()
-    thread.start()
-    _core.note_clone_done()
+    try:
+        thread.start()
+    finally:
+        # Started (it has an ident) even if a Ctrl+C cut the wait for it short.
+        if thread.ident is not None:
+            _core.note_clone_done()
+        else:
+            _core.note_clone_failed()
 
 
 def engine() -> Any:

@@ -447,7 +447,11 @@ class Stack:
             # close() clears the flag first: no server starts for a stack being closed.
             if self._api_pending:
                 self._api_pending = False
-                self._control.start(self, self._handle, self.name, self.file, tcp=self._api_tcp)
+                try:
+                    self._control.start(self, self._handle, self.name, self.file, tcp=self._api_tcp)
+                except BaseException:
+                    self._api_pending = True  # a Ctrl+C in the middle: the next call serves it
+                    raise
 
     def serve_api(self, port: int = 0) -> dict[str, str | None]:
         """Serves the control API on loopback TCP too (port 0: any free one) and returns

@@ -230,6 +230,8 @@ struct StackState : std::enable_shared_from_this<StackState> {
 };
 
 struct Engine::Impl {
+  // Hint 1: one thread runs it. Not an UNSAFE hint: the closer, sampler and chores threads
+  // post to it and close descriptors registered with its reactor, which needs its locks.
   asio::io_context io{1};
   asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
   std::thread thread;
@@ -238,7 +240,8 @@ struct Engine::Impl {
   std::vector<std::shared_ptr<StackState>> stacks;
   std::mt19937_64 rng{std::random_device{}()};
   std::array<char, 65536> read_buf{};
-  bool draining = false;  // inside drain(): log files are flushed once per read, not per line
+  bool draining = false;
+  int sweeps_in_flight = 0;  // escapee sweeps posted to the chores thread, not yet back  // inside drain(): log files are flushed once per read, not per line
   std::atomic<bool> alive{true};
   unsigned long next_stack = 0;
   Chores claim_jobs;  // allocations that run check commands (blocking, off the thread)

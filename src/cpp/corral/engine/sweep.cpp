@@ -98,8 +98,8 @@ SweepResult kill_marked(const std::string& marker, const std::vector<Target>& ta
   std::string service;
   procfs::for_each_pid_in(range, [&](pid_t pid) {
     if (pid == self) return false;
-    // The members of each service's last process group were SIGKILLed at its exit (while
-    // its zombie held the number), but die asynchronously, and a dying process's
+    // The members of each service's last process group were SIGKILLed at its exit (they
+    // hold the group's number while any of them lives), but die asynchronously, and a dying process's
     // environment may no longer be readable: they are waited for by their group, so
     // nothing of the service is still running when this returns. Waited for only, never
     // signalled here: by now the number may name another program's group.
@@ -184,13 +184,16 @@ void Engine::Impl::sweep_escapees(const std::shared_ptr<StackState>& st, std::ve
   // The common case, nothing but corral's own spawns forked since the window opened, is
   // told by two small files: no need to wake the chores thread (and wait for its answer)
   // to learn that there is nothing to look for.
-  if (since) {
+  // Not while an earlier sweep is queued or running (a run's own at its exit, say): this
+  // one must complete after it, as a chores job would, queued behind it.
+  if (since && sweeps_in_flight == 0) {
     auto now = sweep_clock();
     if (now && only_ours_between(*since, *now)) {
       asio::post(io, std::move(then));
       return;
     }
   }
+  ++sweeps_in_flight;  // until post_sweep_lines hands the result back
   chores.post([this, st, marker, targets = std::move(targets), since, unbounded, only = std::move(only),
                then = std::move(then)] {
     std::vector<std::pair<std::string, std::string>> lines;
@@ -244,6 +247,7 @@ void Engine::Impl::sweep_run(StackState& st, Svc& s, procfs::PidClock since, pro
   std::string marker = "CORRAL_STACK=" + st.id;
   // Bounded by the exit, not following: the next run may be starting meanwhile.
   std::vector<Target> targets{Target{s.spec.name, s.last_pid, &s.spawns, s.spawns.load()}};
+  ++sweeps_in_flight;
   chores.post([this, self, marker, targets = std::move(targets), range] {
     auto r = kill_marked(marker, targets, range, false);
     post_sweep_lines(self, std::move(r.lines), [] {});
@@ -253,6 +257,7 @@ void Engine::Impl::sweep_run(StackState& st, Svc& s, procfs::PidClock since, pro
 void Engine::Impl::post_sweep_lines(const std::shared_ptr<StackState>& st,
                                     std::vector<std::pair<std::string, std::string>> lines, std::function<void()> then) {
   asio::post(io, [this, st, lines = std::move(lines), then = std::move(then)] {
+    --sweeps_in_flight;
     for (const auto& [name, line] : lines) {
       auto it = st->index.find(name);
       if (it != st->index.end()) record_line(*st, *st->services[it->second], Stream::err, line);

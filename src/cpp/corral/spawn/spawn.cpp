@@ -334,6 +334,7 @@ std::uint64_t processes_spawned() noexcept { return spawned.load(); }
 std::uint64_t spawns_begun() noexcept { return begun.load(); }
 void note_clone_begun() noexcept { begun.fetch_add(1); }
 void note_clone_done() noexcept { spawned.fetch_add(1); }
+void note_clone_failed() noexcept { begun.fetch_sub(1); }
 
 SpawnResult spawn(const SpawnRequest& req) {
   SpawnResult result;

@@ -97,19 +97,30 @@ std::uint64_t spawns_begun() noexcept;
 // of someone else's to the escapee sweep, which then scans the pids of the window.
 void note_clone_begun() noexcept;
 void note_clone_done() noexcept;
+// A clone counted as begun that did not happen (the thread could not be created).
+void note_clone_failed() noexcept;
 
 // A thread of corral's own: counted as above, with every signal blocked in it
-// (asynchronous signals belong to the host program's threads).
+// (asynchronous signals belong to the host program's threads). The caller's signal mask
+// is restored whatever happens.
 template <class F>
 std::thread start_own_thread(F&& f) {
   sigset_t all, old;
   sigfillset(&all);
   ::pthread_sigmask(SIG_BLOCK, &all, &old);
+  struct Restore {
+    sigset_t* mask;
+    ~Restore() { ::pthread_sigmask(SIG_SETMASK, mask, nullptr); }
+  } restore{&old};
   note_clone_begun();
-  std::thread t(std::forward<F>(f));
-  note_clone_done();
-  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  return t;
+  try {
+    std::thread t(std::forward<F>(f));
+    note_clone_done();
+    return t;
+  } catch (...) {
+    note_clone_failed();
+    throw;
+  }
 }
 
 // A pipe whose read end is non-blocking; both ends close-on-exec.
