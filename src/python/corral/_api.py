@@ -38,14 +38,28 @@ def api_dir() -> str:
     return str(_core.private_dir(os.path.join(_core.runtime_dir(), "api")))
 
 
+def _sha256() -> Any:
+    """CPython's own SHA-256 (`_sha2`, or `_sha256` before 3.12), not OpenSSL's: `hashlib`
+    loads libcrypto, megabytes in every process that runs a stack. The digest is the same."""
+    import importlib
+
+    for name in ("_sha2", "_sha256"):
+        try:
+            return importlib.import_module(name).sha256
+        except ImportError:
+            continue
+    from hashlib import sha256  # a build without them
+
+    return sha256
+
+
 def stack_key(name: str | None, file: str | None) -> str:
     """The file name stem of a stack's socket and info file: a readable prefix plus a hash
     of the config file's absolute path (or of the name, for a stack without a file)."""
-    import hashlib  # here: a client that only lists stacks does not load OpenSSL
-
+    sha256 = _sha256()
     # The real path: the same file reached through a symlink is the same stack.
     ident = "file:" + os.path.realpath(file) if file else "name:" + (name or "corral")
-    digest = hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    digest = sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     prefix = re.sub(r"[^A-Za-z0-9_.-]", "_", name or "corral")[:24] or "corral"
     return f"{prefix}-{digest}"
 
@@ -136,11 +150,13 @@ def serve(handle: Any, name: str | None, file: str | None, *, tcp: bool = False,
     if len(socket) > _MAX_SUN_PATH:
         raise CorralError(f"the control socket path is too long ({len(socket)} bytes): {socket}; "
                           "set CORRAL_RUNTIME_DIR to a shorter directory")
-    import secrets
-
     from . import _core
 
-    token = secrets.token_hex(16) if tcp else ""  # 128 bits
+    token = ""
+    if tcp:
+        import secrets  # only here: it loads hashlib, and with it OpenSSL's libcrypto
+
+        token = secrets.token_hex(16)  # 128 bits
     openapi = _openapi_text()
 
     def start(path: str) -> Any:

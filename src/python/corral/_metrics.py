@@ -19,10 +19,9 @@ from __future__ import annotations
 import html
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .history import Records
+from ._records import Records
 
 _RESTART_WINDOW = 600.0
 _STATE_CAP = {"failed": 0, "backoff": 30, "unhealthy": 40, "starting": 80}
@@ -115,6 +114,10 @@ class MetricsServer:
     """`Stack.serve_metrics()`: GET /metrics on loopback, from a daemon thread."""
 
     def __init__(self, render: Any, port: int) -> None:
+        # Here: http.server loads http.client, email and ssl (OpenSSL), megabytes that a
+        # Stack that never serves /metrics should not carry.
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path.split("?")[0] not in ("/metrics", "/"):

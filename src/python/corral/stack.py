@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import _core, _engine, _metrics, _stack_api, _stack_metrics, _stack_spec
 from ._dashboard import publish_runs
 from ._events import EventBatch
+from ._records import Records
 from ._service_view import ServiceView
 from .errors import ConfigError, CorralError, StackClosed, StartError, Timeout
-from .history import Records
 from .resources import ResourceType, make_resource_type
 from .spec import (
     LogFiles,
