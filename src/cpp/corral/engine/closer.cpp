@@ -2,8 +2,6 @@
 
 #include <boost/asio/post.hpp>
 
-#include "corral/spawn/spawn.hpp"
-
 namespace corral {
 
 void Closer::close(std::unique_ptr<Descriptor>& d) {
@@ -13,49 +11,18 @@ void Closer::close(std::unique_ptr<Descriptor>& d) {
 }
 
 void Closer::hand_over() {
-  {
-    std::lock_guard lock(mutex_);
-    for (auto& d : turn_) queue_.push_back(std::move(d));
-    start_locked();
-  }
+  // Shared: a Chores job must be copyable, the descriptors are not.
+  auto batch = std::make_shared<std::vector<std::unique_ptr<Descriptor>>>(std::move(turn_));
   turn_.clear();
-  cv_.notify_one();
-}
-
-void Closer::start() {
-  std::lock_guard lock(mutex_);
-  start_locked();
-}
-
-void Closer::start_locked() {
-  if (thread_.joinable()) return;
-  thread_ = start_own_thread([this] { run(); });
-}
-
-void Closer::run() {
-  std::vector<std::unique_ptr<Descriptor>> batch;
-  std::unique_lock lock(mutex_);
-  while (true) {
-    cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-    if (queue_.empty()) return;  // stopping, and nothing left
-    batch.swap(queue_);  // everything queued so far, for one wake-up
-    lock.unlock();
+  thread_.post([batch] {
     boost::system::error_code ignored;
-    for (auto& d : batch) d->close(ignored);
-    batch.clear();
-    lock.lock();
-  }
+    for (auto& d : *batch) d->close(ignored);
+    batch->clear();  // destroyed here too, not on the engine thread
+  });
 }
 
 Closer::~Closer() {
-  {
-    std::lock_guard lock(mutex_);
-    for (auto& d : turn_) queue_.push_back(std::move(d));  // a turn the loop did not finish
-    turn_.clear();
-    stopping_ = true;
-  }
-  cv_.notify_one();
-  if (thread_.joinable()) thread_.join();
+  if (!turn_.empty()) hand_over();
 }
 
 }  // namespace corral

@@ -9,11 +9,10 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 
-#include <condition_variable>
 #include <memory>
-#include <mutex>
-#include <thread>
 #include <vector>
+
+#include "corral/engine/chores.hpp"
 
 namespace corral {
 
@@ -22,7 +21,8 @@ class Closer {
   using Descriptor = boost::asio::posix::stream_descriptor;
 
   explicit Closer(boost::asio::io_context& io) : io_(io) {}
-  // Closes what is queued, then joins. Must go before the io_context the descriptors use.
+  // Hands over a turn the loop did not finish; the thread then closes everything and
+  // joins. Must go before the io_context the descriptors use.
   ~Closer();
   Closer(const Closer&) = delete;
   Closer& operator=(const Closer&) = delete;
@@ -33,19 +33,13 @@ class Closer {
   // at the end of the loop turn. The thread starts on first use, with every signal blocked.
   void close(std::unique_ptr<Descriptor>& d);
   // Starts the thread now rather than at the first descriptor.
-  void start();
+  void start() { thread_.start(); }
 
  private:
-  void run();
-  void start_locked();
   void hand_over();
   boost::asio::io_context& io_;
   std::vector<std::unique_ptr<Descriptor>> turn_;  // the engine thread's, this loop turn
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::vector<std::unique_ptr<Descriptor>> queue_;
-  bool stopping_ = false;
-  std::thread thread_;
+  Chores thread_;  // declared last: joined first, after the last batch is closed
 };
 
 }  // namespace corral
