@@ -19,8 +19,8 @@
 
 #include "corral/control/rules.hpp"
 #include "corral/control/server_impl.hpp"
-#include "corral/spawn/spawn.hpp"
 #include "corral/control/views.hpp"
+#include "corral/spawn/spawn.hpp"
 
 namespace corral::control {
 

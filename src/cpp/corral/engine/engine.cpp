@@ -1,7 +1,6 @@
 // The engine thread and its lifecycle. One io_context on one long-lived thread owns every
 // process, pipe, timer and state; the public Stack methods (stack.cpp) post work to it
 // through Impl::call and hand back Pending results.
-#include <signal.h>
 #include <sys/wait.h>
 
 #include <fmt/format.h>
@@ -39,19 +38,15 @@ std::shared_ptr<Engine> Engine::create(const std::string& watcher_program) {
   os::reserve_fd_slots(1024);
   // The engine thread takes no asynchronous signals: they belong to the host program
   // (Python handles them on its main thread), and none should interrupt our syscalls.
-  sigset_t all, old;
-  sigfillset(&all);
-  ::pthread_sigmask(SIG_BLOCK, &all, &old);
   std::promise<void> started;
   auto ready = started.get_future();
-  impl.thread = std::thread([&impl, &started, &watcher_program] {
+  impl.thread = start_own_thread([&impl, &started, &watcher_program] {
     impl.thread_id = std::this_thread::get_id();
     // The watcher is forked from this thread, like every service.
     impl.watcher = std::make_unique<DeathWatcher>(impl.io, watcher_program);
     started.set_value();
     impl.io.run();
   });
-  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   ready.wait();
   // The helpers every stop uses, started now: a thread created during a stop would cost
   // the stop its creation, and would count as a fork in the window that tells whether

@@ -240,8 +240,8 @@ struct Engine::Impl {
   std::vector<std::shared_ptr<StackState>> stacks;
   std::mt19937_64 rng{std::random_device{}()};
   std::array<char, 65536> read_buf{};
-  bool draining = false;
-  int sweeps_in_flight = 0;  // escapee sweeps posted to the chores thread, not yet back  // inside drain(): log files are flushed once per read, not per line
+  bool draining = false;  // inside drain(): log files are flushed once per read, not per line
+  int sweeps_in_flight = 0;  // escapee sweeps posted to the chores thread, not yet back
   std::atomic<bool> alive{true};
   unsigned long next_stack = 0;
   Chores claim_jobs;  // allocations that run check commands (blocking, off the thread)

@@ -10,9 +10,9 @@
 #include <filesystem>
 
 #include "corral/engine/engine_impl.hpp"
-#include "corral/os/fd_table.hpp"
 #include "corral/metrics/proc_sample.hpp"
 #include "corral/metrics/procfs.hpp"
+#include "corral/os/fd_table.hpp"
 
 namespace corral {
 

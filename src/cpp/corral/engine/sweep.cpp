@@ -99,10 +99,10 @@ SweepResult kill_marked(const std::string& marker, const std::vector<Target>& ta
   procfs::for_each_pid_in(range, [&](pid_t pid) {
     if (pid == self) return false;
     // The members of each service's last process group were SIGKILLed at its exit (they
-    // hold the group's number while any of them lives), but die asynchronously, and a dying process's
-    // environment may no longer be readable: they are waited for by their group, so
-    // nothing of the service is still running when this returns. Waited for only, never
-    // signalled here: by now the number may name another program's group.
+    // hold the group's number while any of them lives), but die asynchronously, and a
+    // dying process's environment may no longer be readable: they are waited for by their
+    // group, so nothing of the service is still running when this returns. Waited for
+    // only, never signalled here: by now the number may name another program's group.
     pid_t group = procfs::process_group(pid);
     if (group <= 0) return false;
     if (std::any_of(targets.begin(), targets.end(), [&](const auto& t) { return t.group == group; })) {

@@ -16,7 +16,6 @@
 #include "corral/os/pidfd.hpp"
 #include "corral/os/proc_raw.hpp"
 
-
 namespace corral {
 namespace {
 

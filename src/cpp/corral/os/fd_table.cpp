@@ -14,15 +14,13 @@ std::atomic<long> reserved{0};
 }  // namespace
 
 void reserve_fd_slots(int more) noexcept {
+  // open() takes the lowest free slot: every descriptor to come goes at or above it.
   int probe = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (probe < 0) return;
-  // The lowest free slot: every descriptor to come goes at or above it.
-  int lowest = ::fcntl(probe, F_DUPFD_CLOEXEC, 0);
-  long want = static_cast<long>(lowest < 0 ? probe : lowest) + more;
+  long want = static_cast<long>(probe) + more;
   rlimit lim{};
   if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY && want >= static_cast<long>(lim.rlim_cur))
     want = static_cast<long>(lim.rlim_cur) - 1;
-  if (lowest >= 0) ::close(lowest);
   if (want > reserved.load(std::memory_order_relaxed)) {
     // A descriptor at `want` or above grows the table to hold it: F_DUPFD takes the lowest
     // free one there, so nothing open is replaced.
